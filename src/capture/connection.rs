@@ -1,0 +1,312 @@
+//! Facts about a downstream connection that hold for every request on it: addresses, TLS,
+//! both sides' identities, the listener's direction. The host layer reads them once per
+//! connection and reuses them for each request.
+
+use super::certificate;
+use super::identity::{self, Identity};
+use super::{Anomalies, Host};
+use crate::event::{attr, AuditEvent, Value};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConnectionFacts {
+    pub client: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+    pub direction: Option<&'static str>,
+    pub tls_version: Option<String>,
+    pub sni: Option<String>,
+    pub mtls: bool,
+    pub peer: Identity,
+    pub local_identity: Identity,
+    pub anomalies: Anomalies,
+}
+
+/// An address split into host and port (`10.0.0.1:80`, `[::1]:80`); a pipe has no port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketAddr {
+    pub host: String,
+    pub port: Option<i64>,
+}
+
+impl SocketAddr {
+    pub fn parse(s: &str) -> SocketAddr {
+        let split = if let Some(rest) = s.strip_prefix('[') {
+            rest.split_once("]:")
+        } else if s.matches(':').count() == 1 {
+            s.split_once(':')
+        } else {
+            None
+        };
+        match split.and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p))) {
+            Some((host, port)) => SocketAddr {
+                host: host.to_string(),
+                port: Some(i64::from(port)),
+            },
+            None => SocketAddr {
+                host: s.to_string(),
+                port: None,
+            },
+        }
+    }
+}
+
+impl ConnectionFacts {
+    /// Reads the connection's facts from the host.
+    pub fn read(host: &impl Host) -> ConnectionFacts {
+        let mut a = Anomalies::default();
+        let client = host
+            .string(&["source", "address"], &mut a)
+            .map(|s| SocketAddr::parse(&s));
+        let local = host
+            .string(&["destination", "address"], &mut a)
+            .map(|s| SocketAddr::parse(&s));
+        let direction = host.int(&["xds", "listener_direction"]).map(|d| match d {
+            1 => "inbound",
+            2 => "outbound",
+            _ => "unspecified",
+        });
+        let mut facts = ConnectionFacts {
+            client,
+            local,
+            direction,
+            ..Default::default()
+        };
+        // Without a TLS version the connection is plaintext: skip every other TLS read.
+        let Some(version) = host.string(&["connection", "tls_version"], &mut a) else {
+            facts.anomalies = a;
+            return facts;
+        };
+        facts.tls_version = Some(tls_version_number(&version));
+        facts.sni = host
+            .string(&["connection", "requested_server_name"], &mut a)
+            .filter(|s| !s.is_empty());
+        facts.mtls = host.boolean(&["connection", "mtls"]).unwrap_or(false);
+        if facts.mtls {
+            facts.peer = read_identity(host, "connection", "peer", &mut a);
+        }
+        facts.local_identity = read_identity(host, "connection", "local", &mut a);
+        facts.anomalies = a;
+        facts
+    }
+
+    /// Writes the connection's attributes into an event.
+    pub fn write(&self, event: &mut AuditEvent) {
+        if let Some(c) = &self.client {
+            event.set(attr::CLIENT_ADDRESS, Value::Str(c.host.clone()));
+            event.set_int(attr::CLIENT_PORT, c.port);
+        }
+        if let Some(l) = &self.local {
+            event.set(attr::LOCAL_ADDRESS, Value::Str(l.host.clone()));
+            event.set_int(attr::LOCAL_PORT, l.port);
+        }
+        if let Some(d) = self.direction {
+            event.set(attr::LISTENER_DIRECTION, Value::Str(d.to_string()));
+        }
+        event.set(attr::MTLS, Value::Bool(self.mtls));
+        event.set_str(attr::TLS_VERSION, self.tls_version.clone());
+        event.set_str(attr::TLS_SNI, self.sni.clone());
+        self.peer.write(&identity::PEER, event);
+        self.local_identity.write(&identity::LOCAL, event);
+    }
+}
+
+/// Reads one side's certificate identity under `connection.*` or `upstream.*`.
+/// `side` is `peer` or `local`. All SANs come from the PEM where the host gives it (the
+/// `uri_san_*` attributes hold only the first); the single-SAN attributes are the fallback.
+pub fn read_identity(host: &impl Host, scope: &str, side: &str, a: &mut Anomalies) -> Identity {
+    let get =
+        |name: String, a: &mut Anomalies| host.string(&[scope, &name], a).filter(|s| !s.is_empty());
+    let mut id = Identity {
+        subject: get(format!("subject_{side}_certificate"), a),
+        sha256: if side == "peer" {
+            get("sha256_peer_certificate_digest".into(), a)
+        } else {
+            None
+        },
+        ..Default::default()
+    };
+    let sans = if side == "peer" {
+        host.property(&[scope, "peer_certificate"])
+            .and_then(|pem| certificate::sans_from_url_encoded_pem(&pem))
+    } else {
+        None
+    };
+    match sans {
+        Some(s) => {
+            id.uri_sans = s.uris;
+            id.dns_sans = s.dns;
+        }
+        None => {
+            id.uri_sans = get(format!("uri_san_{side}_certificate"), a)
+                .into_iter()
+                .collect();
+            id.dns_sans = get(format!("dns_san_{side}_certificate"), a)
+                .into_iter()
+                .collect();
+        }
+    }
+    id
+}
+
+/// The facts of recently seen connections, so that requests on a kept-alive connection do not
+/// read the same attributes again. Holds at most `capacity` connections, oldest evicted first.
+#[derive(Debug)]
+pub struct ConnectionCache {
+    entries: std::collections::HashMap<u64, std::rc::Rc<ConnectionFacts>>,
+    order: std::collections::VecDeque<u64>,
+    capacity: usize,
+}
+
+impl ConnectionCache {
+    pub fn new(capacity: usize) -> ConnectionCache {
+        ConnectionCache {
+            entries: std::collections::HashMap::with_capacity(capacity),
+            order: std::collections::VecDeque::with_capacity(capacity),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The facts of connection `id`, read with `read` the first time. Without an id nothing is
+    /// cached.
+    pub fn get_or_read(
+        &mut self,
+        id: Option<u64>,
+        read: impl FnOnce() -> ConnectionFacts,
+    ) -> std::rc::Rc<ConnectionFacts> {
+        let Some(id) = id else {
+            return std::rc::Rc::new(read());
+        };
+        if let Some(facts) = self.entries.get(&id) {
+            return facts.clone();
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+        let facts = std::rc::Rc::new(read());
+        self.entries.insert(id, facts.clone());
+        self.order.push_back(id);
+        facts
+    }
+}
+
+/// `TLSv1.3` → `1.3`, as `tls.protocol.version` wants it.
+fn tls_version_number(v: &str) -> String {
+    v.strip_prefix("TLSv").unwrap_or(v).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::fake::RecordedHost;
+    use crate::event::EventKind;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn cache_reads_each_connection_once_and_evicts_the_oldest() {
+        let mut cache = ConnectionCache::new(2);
+        let mut reads = 0;
+        let mut get = |cache: &mut ConnectionCache, id| {
+            cache.get_or_read(id, || {
+                reads += 1;
+                ConnectionFacts::default()
+            });
+        };
+        get(&mut cache, Some(1));
+        get(&mut cache, Some(1));
+        get(&mut cache, Some(2));
+        get(&mut cache, Some(3));
+        get(&mut cache, Some(1));
+        get(&mut cache, None);
+        assert_eq!(reads, 5);
+    }
+
+    #[test]
+    fn addresses_split() {
+        assert_eq!(
+            SocketAddr::parse("10.1.2.3:8080"),
+            SocketAddr {
+                host: "10.1.2.3".into(),
+                port: Some(8080)
+            }
+        );
+        assert_eq!(
+            SocketAddr::parse("[::1]:443"),
+            SocketAddr {
+                host: "::1".into(),
+                port: Some(443)
+            }
+        );
+        assert_eq!(
+            SocketAddr::parse("/tmp/sock"),
+            SocketAddr {
+                host: "/tmp/sock".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            SocketAddr::parse("::1"),
+            SocketAddr {
+                host: "::1".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            SocketAddr::parse("h:99999"),
+            SocketAddr {
+                host: "h:99999".into(),
+                port: None
+            }
+        );
+    }
+
+    #[test]
+    fn plaintext_connection_is_not_mtls() {
+        let host = RecordedHost::default()
+            .with("source.address", "127.0.0.1:5000")
+            .with("destination.address", "127.0.0.1:15006")
+            .with_int("xds.listener_direction", 1);
+        let facts = ConnectionFacts::read(&host);
+        let mut e = AuditEvent::new(EventKind::Http);
+        facts.write(&mut e);
+        assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
+        assert_eq!(e.get(attr::CLIENT_PORT), Some(&Value::Int(5000)));
+        assert_eq!(e.get_str(attr::LISTENER_DIRECTION), Some("inbound"));
+        assert!(e.get(attr::TLS_VERSION).is_none());
+        assert!(!e
+            .attributes
+            .iter()
+            .any(|a| a.key.starts_with("meshaudit.peer")));
+    }
+
+    #[test]
+    fn mtls_connection_falls_back_to_single_sans() {
+        let host = RecordedHost::default()
+            .with("connection.tls_version", "TLSv1.3")
+            .with("connection.mtls", vec![1u8])
+            .with("connection.requested_server_name", "checkout")
+            .with("connection.subject_peer_certificate", "CN=web")
+            .with("connection.sha256_peer_certificate_digest", "abcd")
+            .with(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/frontend/sa/web",
+            )
+            .with(
+                "connection.uri_san_local_certificate",
+                "spiffe://cluster.local/ns/payments/sa/checkout",
+            );
+        let facts = ConnectionFacts::read(&host);
+        assert!(facts.mtls);
+        assert_eq!(facts.tls_version.as_deref(), Some("1.3"));
+        let mut e = AuditEvent::new(EventKind::Http);
+        facts.write(&mut e);
+        assert_eq!(e.get_str("meshaudit.peer.namespace"), Some("frontend"));
+        assert_eq!(e.get_str("meshaudit.peer.sha256"), Some("abcd"));
+        assert_eq!(
+            e.get_str("meshaudit.local.service_account"),
+            Some("checkout")
+        );
+        assert_eq!(e.get_str(attr::TLS_SNI), Some("checkout"));
+    }
+}

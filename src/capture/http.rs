@@ -1,0 +1,399 @@
+//! Building the audit event of one HTTP request from its header maps and the host's
+//! attributes, read once the request has completed (`on_log`).
+
+use super::connection::{read_identity, ConnectionFacts, SocketAddr};
+use super::decode;
+use super::identity;
+use super::trace_context::{TraceContext, TraceHeaders};
+use super::{Anomalies, Host};
+use crate::config::{Config, NEVER_EMITTED_HEADERS};
+use crate::event::{attr, AuditEvent, EventKind, Value};
+
+/// A header name and the attribute it is recorded under.
+#[derive(Debug, Clone)]
+struct HeaderKey {
+    name: String,
+    key: &'static str,
+}
+
+/// What to capture from HTTP requests, prepared once per configuration.
+#[derive(Debug, Clone)]
+pub struct HttpCapture {
+    request_headers: Vec<HeaderKey>,
+    response_headers: Vec<HeaderKey>,
+}
+
+/// One header map as the host gives it: name and value bytes.
+pub type HeaderPairs<'a> = [(&'a [u8], &'a [u8])];
+
+impl HttpCapture {
+    pub fn new(config: &Config) -> HttpCapture {
+        // Attribute keys are built once per configuration and live for the VM's life, so that
+        // events carry `&'static str` keys instead of a fresh string per request.
+        let keys = |names: &[String], prefix: &str| {
+            names
+                .iter()
+                .filter(|n| !NEVER_EMITTED_HEADERS.contains(&n.as_str()))
+                .map(|n| HeaderKey {
+                    name: n.clone(),
+                    key: Box::leak(format!("{prefix}{n}").into_boxed_str()),
+                })
+                .collect()
+        };
+        HttpCapture {
+            request_headers: keys(&config.request_headers, attr::HTTP_REQUEST_HEADER),
+            response_headers: keys(&config.response_headers, attr::HTTP_RESPONSE_HEADER),
+        }
+    }
+
+    /// Builds the event. `now_unix_nano` is asked only when the host has no request timing.
+    pub fn build(
+        &self,
+        host: &impl Host,
+        conn: &ConnectionFacts,
+        request: &HeaderPairs<'_>,
+        response: &HeaderPairs<'_>,
+        now_unix_nano: impl FnOnce() -> u64,
+    ) -> AuditEvent {
+        let mut a = conn.anomalies.clone();
+        let mut e = AuditEvent::new(EventKind::Http);
+
+        let mut method = None;
+        let mut path = None;
+        let mut authority = None;
+        let mut scheme = None;
+        let mut user_agent = None;
+        let mut request_id = None;
+        let mut content_type: &[u8] = b"";
+        let mut trace = TraceHeaders::default();
+        for &(name, value) in request {
+            match name {
+                b":method" => method = Some(value),
+                b":path" => path = Some(value),
+                b":authority" => authority = Some(value),
+                b":scheme" => scheme = Some(value),
+                b"user-agent" => user_agent = Some(value),
+                b"x-request-id" => request_id = Some(value),
+                b"content-type" => content_type = value,
+                b"traceparent" => trace.traceparent = Some(value),
+                b"b3" => trace.b3 = Some(value),
+                b"x-b3-traceid" => trace.b3_trace_id = Some(value),
+                b"x-b3-spanid" => trace.b3_span_id = Some(value),
+                _ => {}
+            }
+        }
+        let tc = TraceContext::from_headers(&trace);
+        e.trace_id = tc.trace_id;
+        e.span_id = tc.span_id;
+
+        let text = |v: &[u8], field: &str, a: &mut Anomalies| decode::string(v.to_vec(), field, a);
+        e.set_str(
+            attr::HTTP_METHOD,
+            method.map(|m| text(m, attr::HTTP_METHOD, &mut a)),
+        );
+        e.set_str(
+            attr::URL_SCHEME,
+            scheme.map(|s| text(s, attr::URL_SCHEME, &mut a)),
+        );
+        if let Some(p) = path {
+            let (p, q) = match p.iter().position(|&b| b == b'?') {
+                Some(at) => (p.get(..at).unwrap_or(p), p.get(at + 1..)),
+                None => (p, None),
+            };
+            e.set(attr::URL_PATH, Value::Str(text(p, attr::URL_PATH, &mut a)));
+            e.set_str(attr::URL_QUERY, q.map(|q| text(q, attr::URL_QUERY, &mut a)));
+        }
+        if let Some(auth) = authority {
+            let addr = SocketAddr::parse(&text(auth, attr::SERVER_ADDRESS, &mut a));
+            e.set(attr::SERVER_ADDRESS, Value::Str(addr.host));
+            e.set_int(attr::SERVER_PORT, addr.port);
+        }
+        e.set_str(
+            attr::USER_AGENT,
+            user_agent.map(|v| text(v, attr::USER_AGENT, &mut a)),
+        );
+        e.set_str(
+            attr::REQUEST_ID,
+            request_id.map(|v| text(v, attr::REQUEST_ID, &mut a)),
+        );
+
+        let start = host
+            .int(&["request", "time"])
+            .and_then(|t| u64::try_from(t).ok());
+        let duration = host
+            .int(&["request", "duration"])
+            .and_then(|d| u64::try_from(d).ok());
+        e.start_unix_nano = start.unwrap_or(0);
+        e.observed_unix_nano = match (start, duration) {
+            (Some(s), Some(d)) => s.saturating_add(d),
+            _ => now_unix_nano(),
+        };
+        if e.start_unix_nano == 0 {
+            e.start_unix_nano = e.observed_unix_nano;
+        }
+        e.set_int(
+            attr::DURATION_NS,
+            duration.and_then(|d| i64::try_from(d).ok()),
+        );
+
+        if let Some(p) = host.string(&["request", "protocol"], &mut a) {
+            e.set(attr::PROTOCOL_NAME, Value::Str("http".into()));
+            let version = p.strip_prefix("HTTP/").unwrap_or(&p).to_string();
+            e.set(attr::PROTOCOL_VERSION, Value::Str(version));
+        }
+        e.set_int(
+            attr::HTTP_STATUS,
+            host.int(&["response", "code"]).filter(|&c| c > 0),
+        );
+        if let Some(flags) = host.int(&["response", "flags"]).filter(|&f| f != 0) {
+            e.set(attr::RESPONSE_FLAGS, Value::Str(response_flags(flags)));
+        }
+        e.set_str(
+            attr::RESPONSE_CODE_DETAILS,
+            host.string(&["response", "code_details"], &mut a),
+        );
+        if content_type.starts_with(b"application/grpc") {
+            e.set_int(attr::GRPC_STATUS, host.int(&["response", "grpc_status"]));
+        }
+        e.set_int(
+            attr::HTTP_REQUEST_SIZE,
+            host.int(&["request", "total_size"]),
+        );
+        e.set_int(attr::HTTP_REQUEST_BODY_SIZE, host.int(&["request", "size"]));
+        e.set_int(
+            attr::HTTP_RESPONSE_SIZE,
+            host.int(&["response", "total_size"]),
+        );
+        e.set_int(
+            attr::HTTP_RESPONSE_BODY_SIZE,
+            host.int(&["response", "size"]),
+        );
+        e.set_str(
+            attr::UPSTREAM_ADDRESS,
+            host.string(&["upstream", "address"], &mut a),
+        );
+        e.set_str(
+            attr::ROUTE_NAME,
+            host.string(&["xds", "route_name"], &mut a)
+                .filter(|s| !s.is_empty()),
+        );
+        e.set_str(
+            attr::UPSTREAM_CLUSTER,
+            host.string(&["xds", "cluster_name"], &mut a),
+        );
+
+        conn.write(&mut e);
+        if host.property(&["upstream", "tls_version"]).is_some() {
+            read_identity(host, "upstream", "peer", &mut a).write(&identity::UPSTREAM_PEER, &mut e);
+        }
+
+        capture_headers(&self.request_headers, request, &mut e, &mut a);
+        capture_headers(&self.response_headers, response, &mut e, &mut a);
+        if !a.0.is_empty() {
+            e.set(attr::ANOMALIES, Value::StrList(a.0));
+        }
+        e
+    }
+}
+
+/// Copies allowlisted headers (every value of a repeated header) into the event.
+fn capture_headers(
+    keys: &[HeaderKey],
+    headers: &HeaderPairs<'_>,
+    e: &mut AuditEvent,
+    a: &mut Anomalies,
+) {
+    for k in keys {
+        let values: Vec<String> = headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(k.name.as_bytes()))
+            .map(|(_, v)| decode::string(v.to_vec(), k.key, a))
+            .collect();
+        if !values.is_empty() {
+            e.set(k.key, Value::StrList(values));
+        }
+    }
+}
+
+/// Envoy's response flag bits, in bit order, with their access-log short names.
+const RESPONSE_FLAGS: [&str; 30] = [
+    "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC",
+    "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR",
+    "UDO",
+];
+
+/// The bit vector of `response.flags` as Envoy's access log writes it: `UF,URX`.
+pub fn response_flags(bits: i64) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for bit in 0..64u32 {
+        if bits & (1i64 << bit) != 0 {
+            match RESPONSE_FLAGS.get(bit as usize) {
+                Some(name) => names.push((*name).to_string()),
+                None => names.push(format!("bit{bit}")),
+            }
+        }
+    }
+    names.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::fake::RecordedHost;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn pairs<'a>(h: &'a [(&'a str, &'a str)]) -> Vec<(&'a [u8], &'a [u8])> {
+        h.iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect()
+    }
+
+    fn completed_request() -> RecordedHost {
+        RecordedHost::default()
+            .with_int("request.time", 1_700_000_000_123_456_789)
+            .with_int("request.duration", 2_000_000)
+            .with("request.protocol", "HTTP/1.1")
+            .with_int("response.code", 200)
+            .with_int("request.total_size", 180)
+            .with_int("request.size", 0)
+            .with_int("response.size", 5)
+            .with_int("response.total_size", 120)
+            .with("upstream.address", "127.0.0.1:8080")
+            .with("xds.cluster_name", "inbound|8080||")
+            .with("xds.route_name", "")
+    }
+
+    #[test]
+    fn builds_the_request_fields() {
+        let cfg = Config {
+            request_headers: vec!["x-tenant".into()],
+            ..Config::default()
+        };
+        let req = pairs(&[
+            (":method", "POST"),
+            (":path", "/orders/7?expand=items&x=1"),
+            (":authority", "checkout:8080"),
+            (":scheme", "http"),
+            ("x-request-id", "req-1"),
+            ("user-agent", "curl/8"),
+            ("x-tenant", "a"),
+            ("x-tenant", "b"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+        ]);
+        let e = HttpCapture::new(&cfg).build(
+            &completed_request(),
+            &ConnectionFacts::default(),
+            &req,
+            &[],
+            || 0,
+        );
+        assert_eq!(e.get_str(attr::HTTP_METHOD), Some("POST"));
+        assert_eq!(e.get_str(attr::URL_PATH), Some("/orders/7"));
+        assert_eq!(e.get_str(attr::URL_QUERY), Some("expand=items&x=1"));
+        assert_eq!(e.get_str(attr::SERVER_ADDRESS), Some("checkout"));
+        assert_eq!(e.get(attr::SERVER_PORT), Some(&Value::Int(8080)));
+        assert_eq!(e.get_str(attr::PROTOCOL_VERSION), Some("1.1"));
+        assert_eq!(e.get(attr::HTTP_STATUS), Some(&Value::Int(200)));
+        assert_eq!(e.get_str(attr::REQUEST_ID), Some("req-1"));
+        assert_eq!(e.start_unix_nano, 1_700_000_000_123_456_789);
+        assert_eq!(e.observed_unix_nano, 1_700_000_000_125_456_789);
+        assert!(e.trace_id.is_some() && e.span_id.is_some());
+        assert_eq!(
+            e.get("http.request.header.x-tenant"),
+            Some(&Value::StrList(vec!["a".into(), "b".into()]))
+        );
+        assert!(
+            e.get(attr::ROUTE_NAME).is_none(),
+            "empty route name is absent"
+        );
+        assert!(e.get(attr::RESPONSE_FLAGS).is_none());
+        assert!(e.get(attr::GRPC_STATUS).is_none());
+        assert!(e.get(attr::ANOMALIES).is_none());
+    }
+
+    #[test]
+    fn credentials_are_never_captured_even_when_allowlisted() {
+        let cfg = Config {
+            request_headers: vec![
+                "authorization".into(),
+                "cookie".into(),
+                "proxy-authorization".into(),
+            ],
+            response_headers: vec!["set-cookie".into()],
+            ..Config::default()
+        };
+        let req = pairs(&[
+            ("authorization", "Bearer canary"),
+            ("cookie", "s=canary"),
+            ("proxy-authorization", "canary"),
+        ]);
+        let resp = pairs(&[("set-cookie", "s=canary")]);
+        let e = HttpCapture::new(&cfg).build(
+            &completed_request(),
+            &ConnectionFacts::default(),
+            &req,
+            &resp,
+            || 0,
+        );
+        assert!(!format!("{e:?}").contains("canary"));
+    }
+
+    #[test]
+    fn local_replies_without_timing_still_make_an_event() {
+        let host = RecordedHost::default()
+            .with_int("response.code", 404)
+            .with_int("response.flags", 1 << 8);
+        let e = HttpCapture::new(&Config::default()).build(
+            &host,
+            &ConnectionFacts::default(),
+            &[],
+            &[],
+            || 42,
+        );
+        assert_eq!(e.get(attr::HTTP_STATUS), Some(&Value::Int(404)));
+        assert_eq!(e.get_str(attr::RESPONSE_FLAGS), Some("NR"));
+        assert_eq!((e.start_unix_nano, e.observed_unix_nano), (42, 42));
+        assert!(e.get(attr::HTTP_METHOD).is_none());
+    }
+
+    #[test]
+    fn invalid_utf8_is_marked() {
+        let req: Vec<(&[u8], &[u8])> = vec![(b":path", b"/a\xff\xfe")];
+        let e = HttpCapture::new(&Config::default()).build(
+            &completed_request(),
+            &ConnectionFacts::default(),
+            &req,
+            &[],
+            || 0,
+        );
+        assert_eq!(e.get_str(attr::URL_PATH), Some("/a\u{fffd}\u{fffd}"));
+        assert_eq!(
+            e.get(attr::ANOMALIES),
+            Some(&Value::StrList(vec!["invalid_utf8:url.path".into()]))
+        );
+    }
+
+    #[test]
+    fn grpc_status_only_for_grpc() {
+        let host = completed_request().with_int("response.grpc_status", 14);
+        let req = pairs(&[("content-type", "application/grpc+proto")]);
+        let e = HttpCapture::new(&Config::default()).build(
+            &host,
+            &ConnectionFacts::default(),
+            &req,
+            &[],
+            || 0,
+        );
+        assert_eq!(e.get(attr::GRPC_STATUS), Some(&Value::Int(14)));
+    }
+
+    #[test]
+    fn response_flag_names() {
+        assert_eq!(response_flags(1 << 5 | 1 << 15), "UF,URX");
+        assert_eq!(response_flags(1 << 40), "bit40");
+    }
+}

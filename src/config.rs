@@ -1,0 +1,314 @@
+//! Plugin configuration: the JSON document given as Envoy's `configuration` string or rendered by
+//! Istio from a `WasmPlugin`'s `pluginConfig`.
+//!
+//! Every field has a default. Parsing is strict: an unknown field, a wrong type or an impossible
+//! value is an error that names the field, so Envoy refuses the filter instead of running it
+//! half-configured. Istio renders every number as a double, so integers are accepted as `100.0`.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+/// Request and response headers that are never emitted raw, whatever the allowlist says.
+pub const NEVER_EMITTED_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+];
+
+/// The validated plugin configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where batches go.
+    pub collector: Collector,
+    /// How events are encoded on the wire.
+    pub format: Format,
+    /// A batch is sealed once it holds this many events.
+    #[serde(deserialize_with = "integer")]
+    pub max_batch_events: u32,
+    /// A batch is sealed before it would grow past this many encoded bytes.
+    #[serde(deserialize_with = "integer")]
+    pub max_batch_bytes: u32,
+    /// An open batch is sent at the latest this long after its first event.
+    #[serde(deserialize_with = "integer")]
+    pub flush_interval_ms: u32,
+    /// Upper bound on encoded events held by one worker (open, sealed and in-flight batches).
+    #[serde(deserialize_with = "integer")]
+    pub max_buffer_bytes: u32,
+    /// Request headers copied into events as `http.request.header.<name>`.
+    #[serde(deserialize_with = "header_names")]
+    pub request_headers: Vec<String>,
+    /// Response headers copied into events as `http.response.header.<name>`.
+    #[serde(deserialize_with = "header_names")]
+    pub response_headers: Vec<String>,
+}
+
+/// The Envoy cluster that leads to the collector, and how to address it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Collector {
+    /// Envoy cluster name (in Istio: `outbound|4318||HOST`).
+    pub cluster: String,
+    /// `:authority` of the export request; the cluster name when empty.
+    pub authority: String,
+    /// Request path of the export request.
+    pub path: String,
+    /// How long one export may take before it counts as failed.
+    #[serde(deserialize_with = "integer")]
+    pub timeout_ms: u32,
+}
+
+/// Wire encoding of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// OTLP `ExportLogsServiceRequest`, protobuf, for OTLP/HTTP receivers.
+    Otlp,
+    /// One JSON object per line (`application/x-ndjson`).
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            collector: Collector::default(),
+            format: Format::Otlp,
+            max_batch_events: 500,
+            max_batch_bytes: 1 << 20,
+            flush_interval_ms: 1000,
+            max_buffer_bytes: 8 << 20,
+            request_headers: vec!["content-type".into(), "x-forwarded-proto".into()],
+            response_headers: vec!["content-type".into()],
+        }
+    }
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Collector {
+            cluster: "meshaudit_collector".into(),
+            authority: String::new(),
+            path: "/v1/logs".into(),
+            timeout_ms: 5000,
+        }
+    }
+}
+
+impl Collector {
+    /// The `:authority` to send: the configured one, else the cluster name.
+    pub fn authority(&self) -> &str {
+        if self.authority.is_empty() {
+            &self.cluster
+        } else {
+            &self.authority
+        }
+    }
+}
+
+/// A configuration error: the field at fault (a dotted path) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `collector.timeout_ms`; empty for the document itself.
+    pub field: String,
+    /// Why the value was refused.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.reason)
+        } else {
+            write!(f, "{}: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates a configuration. Empty input (or only whitespace) gives the defaults.
+    pub fn parse(input: &[u8]) -> Result<Config, ConfigError> {
+        if input.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Config::default());
+        }
+        if input.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ConfigError {
+                field: String::new(),
+                reason: "the configuration must be a JSON object".into(),
+            });
+        }
+        let mut de = serde_json::Deserializer::from_slice(input);
+        let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let reason = strip_position(&e.inner().to_string());
+            ConfigError {
+                field: if field == "." { String::new() } else { field },
+                reason,
+            }
+        })?;
+        de.end().map_err(|e| ConfigError {
+            field: String::new(),
+            reason: strip_position(&e.to_string()),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field: &str, reason: &str| {
+            Err(ConfigError {
+                field: field.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.collector.cluster.is_empty() {
+            return fail("collector.cluster", "must name an Envoy cluster");
+        }
+        if !self.collector.path.starts_with('/') {
+            return fail("collector.path", "must start with '/'");
+        }
+        if self.collector.timeout_ms == 0 {
+            return fail("collector.timeout_ms", "must be at least 1");
+        }
+        if self.max_batch_events == 0 {
+            return fail("max_batch_events", "must be at least 1");
+        }
+        if self.max_batch_bytes < 1024 {
+            return fail("max_batch_bytes", "must be at least 1024");
+        }
+        if self.flush_interval_ms < 10 {
+            return fail("flush_interval_ms", "must be at least 10");
+        }
+        if self.max_buffer_bytes < self.max_batch_bytes {
+            return fail("max_buffer_bytes", "must be at least max_batch_bytes");
+        }
+        Ok(())
+    }
+}
+
+/// serde_json appends " at line 1 column 20"; the field path already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message.get(..at).unwrap_or(message).to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// Accepts a non-negative integer written as `100` or as `100.0` (Istio renders numbers as doubles).
+fn integer<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(de)?;
+    if let Some(v) = n.as_u64() {
+        return u32::try_from(v).map_err(|_| D::Error::custom(format!("{v} is too large")));
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX) => {
+            // The range and fraction checks above make this conversion exact.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(f as u32)
+        }
+        _ => Err(D::Error::custom(format!(
+            "expected a non-negative whole number, got {n}"
+        ))),
+    }
+}
+
+/// Header names are matched case-insensitively, so they are stored lower-case.
+fn header_names<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    let names = Vec::<String>::deserialize(de)?;
+    names
+        .into_iter()
+        .map(|n| {
+            let valid = !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+            if valid {
+                Ok(n.to_ascii_lowercase())
+            } else {
+                Err(D::Error::custom(format!("{n:?} is not a header name")))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn empty_gives_defaults() {
+        assert_eq!(Config::parse(b"").unwrap(), Config::default());
+        assert_eq!(Config::parse(b"{}").unwrap(), Config::default());
+        assert_eq!(
+            Config::default().collector.authority(),
+            "meshaudit_collector"
+        );
+    }
+
+    #[test]
+    fn accepts_doubles_for_integers() {
+        let c =
+            Config::parse(br#"{"max_batch_events": 100.0, "collector": {"timeout_ms": 250.0}}"#)
+                .unwrap();
+        assert_eq!(c.max_batch_events, 100);
+        assert_eq!(c.collector.timeout_ms, 250);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::parse(br#"{"max_batch_event": 5}"#).unwrap_err();
+        assert!(e.to_string().contains("max_batch_event"), "{e}");
+        let e = Config::parse(br#"{"collector": {"clustr": "x"}}"#).unwrap_err();
+        assert!(e.to_string().starts_with("collector"), "{e}");
+        assert!(e.to_string().contains("clustr"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = Config::parse(br#"{"max_batch_events": "lots"}"#).unwrap_err();
+        assert_eq!(e.field, "max_batch_events");
+        let e = Config::parse(br#"{"max_batch_events": 2.5}"#).unwrap_err();
+        assert_eq!(e.field, "max_batch_events");
+        let e = Config::parse(br#"{"format": "xml"}"#).unwrap_err();
+        assert_eq!(e.field, "format");
+        let e = Config::parse(br#"{"request_headers": ["ok", "bad header"]}"#).unwrap_err();
+        assert!(e.field.starts_with("request_headers"), "{e}");
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        for (doc, field) in [
+            (r#"{"max_batch_events": 0}"#, "max_batch_events"),
+            (r#"{"flush_interval_ms": 1}"#, "flush_interval_ms"),
+            (r#"{"collector": {"cluster": ""}}"#, "collector.cluster"),
+            (r#"{"collector": {"path": "v1/logs"}}"#, "collector.path"),
+            (r#"{"max_buffer_bytes": 2048}"#, "max_buffer_bytes"),
+            (r#"{"max_batch_events": -1}"#, "max_batch_events"),
+            (r#"{"max_batch_events": 1e20}"#, "max_batch_events"),
+        ] {
+            assert_eq!(
+                Config::parse(doc.as_bytes()).unwrap_err().field,
+                field,
+                "{doc}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_refused() {
+        assert!(Config::parse(b"{").is_err());
+        assert!(Config::parse(b"{} {}").is_err());
+        assert!(Config::parse(b"[]").is_err());
+    }
+
+    #[test]
+    fn header_names_are_lowercased() {
+        let c = Config::parse(br#"{"request_headers": ["X-Tenant"]}"#).unwrap();
+        assert_eq!(c.request_headers, vec!["x-tenant".to_string()]);
+    }
+}

@@ -1,0 +1,60 @@
+//! Encoding: audit events to bytes on the wire. Each event is encoded once, straight into the
+//! batch buffer; a batch is framed (the envelope written around its records) when it is sent.
+//! Encoding knows nothing of delivery.
+
+pub mod json;
+pub mod otlp;
+
+use crate::capture::node::Resource;
+use crate::config::Format;
+use crate::event::AuditEvent;
+
+/// The configured wire format, with the resource attributes it carries.
+#[derive(Debug, Clone)]
+pub enum Codec {
+    Otlp(otlp::OtlpCodec),
+    Json(json::JsonCodec),
+}
+
+impl Codec {
+    pub fn new(format: Format, resource: &Resource) -> Codec {
+        match format {
+            Format::Otlp => Codec::Otlp(otlp::OtlpCodec::new(resource)),
+            Format::Json => Codec::Json(json::JsonCodec::new(resource)),
+        }
+    }
+
+    /// Appends one encoded event to `out`.
+    pub fn encode(&self, event: &AuditEvent, out: &mut Vec<u8>) {
+        match self {
+            Codec::Otlp(c) => c.encode(event, out),
+            Codec::Json(c) => c.encode(event, out),
+        }
+    }
+
+    /// The request body for a batch of records appended by [`Codec::encode`].
+    pub fn frame(&self, records: &[u8]) -> Vec<u8> {
+        match self {
+            Codec::Otlp(c) => c.frame(records),
+            Codec::Json(_) => records.to_vec(),
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Codec::Otlp(_) => "application/x-protobuf",
+            Codec::Json(_) => "application/x-ndjson",
+        }
+    }
+}
+
+/// Lower-case hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(digit(b >> 4));
+        s.push(digit(b & 0x0f));
+    }
+    s
+}

@@ -1,0 +1,187 @@
+//! The audit event: what one request (or connection) looked like, as a flat list of attributes
+//! named after the OpenTelemetry semantic conventions, plus the few fields OTLP carries on the
+//! log record itself (timestamps, trace context).
+//!
+//! Names we add where no convention exists start with `meshaudit.`; README lists them all.
+
+use std::borrow::Cow;
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// One HTTP request and its response.
+    Http,
+}
+
+impl EventKind {
+    /// The OTLP `event_name` of this kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Http => "meshaudit.http",
+        }
+    }
+}
+
+/// An attribute value. Only the types the encoders need.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    StrList(Vec<String>),
+}
+
+/// One named value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribute {
+    pub key: Cow<'static, str>,
+    pub value: Value,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub kind: EventKind,
+    /// When the request started, nanoseconds since the Unix epoch.
+    pub start_unix_nano: u64,
+    /// When the event was built (the request's end), nanoseconds since the Unix epoch.
+    pub observed_unix_nano: u64,
+    pub trace_id: Option<[u8; 16]>,
+    pub span_id: Option<[u8; 8]>,
+    pub attributes: Vec<Attribute>,
+}
+
+impl AuditEvent {
+    pub fn new(kind: EventKind) -> Self {
+        AuditEvent {
+            kind,
+            start_unix_nano: 0,
+            observed_unix_nano: 0,
+            trace_id: None,
+            span_id: None,
+            attributes: Vec::with_capacity(40),
+        }
+    }
+
+    /// Adds an attribute.
+    pub fn set(&mut self, key: impl Into<Cow<'static, str>>, value: Value) {
+        self.attributes.push(Attribute {
+            key: key.into(),
+            value,
+        });
+    }
+
+    /// Adds a string attribute when there is a value; absent stays absent.
+    pub fn set_str(&mut self, key: &'static str, value: Option<String>) {
+        if let Some(v) = value {
+            self.set(key, Value::Str(v));
+        }
+    }
+
+    /// Adds an integer attribute when there is a value.
+    pub fn set_int(&mut self, key: &'static str, value: Option<i64>) {
+        if let Some(v) = value {
+            self.set(key, Value::Int(v));
+        }
+    }
+
+    /// The first attribute with this key.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
+    }
+
+    /// The value of a string attribute.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        match self.get(key) {
+            Some(Value::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A one-line human summary, used as the log record body: `GET /orders 200`.
+    /// It holds only values that are also attributes (and so were redacted like them).
+    pub fn summary(&self) -> String {
+        let method = self.get_str(attr::HTTP_METHOD).unwrap_or("-");
+        let path = self.get_str(attr::URL_PATH).unwrap_or("-");
+        match self.get(attr::HTTP_STATUS) {
+            Some(Value::Int(code)) => format!("{method} {path} {code}"),
+            _ => format!("{method} {path} -"),
+        }
+    }
+}
+
+/// Attribute names. Semantic-convention names first, then ours.
+pub mod attr {
+    pub const LOG_RECORD_UID: &str = "log.record.uid";
+    pub const HTTP_METHOD: &str = "http.request.method";
+    pub const HTTP_STATUS: &str = "http.response.status_code";
+    pub const HTTP_REQUEST_SIZE: &str = "http.request.size";
+    pub const HTTP_REQUEST_BODY_SIZE: &str = "http.request.body.size";
+    pub const HTTP_RESPONSE_SIZE: &str = "http.response.size";
+    pub const HTTP_RESPONSE_BODY_SIZE: &str = "http.response.body.size";
+    pub const HTTP_REQUEST_HEADER: &str = "http.request.header.";
+    pub const HTTP_RESPONSE_HEADER: &str = "http.response.header.";
+    pub const URL_SCHEME: &str = "url.scheme";
+    pub const URL_PATH: &str = "url.path";
+    pub const URL_QUERY: &str = "url.query";
+    pub const SERVER_ADDRESS: &str = "server.address";
+    pub const SERVER_PORT: &str = "server.port";
+    pub const CLIENT_ADDRESS: &str = "client.address";
+    pub const CLIENT_PORT: &str = "client.port";
+    pub const LOCAL_ADDRESS: &str = "network.local.address";
+    pub const LOCAL_PORT: &str = "network.local.port";
+    pub const PROTOCOL_NAME: &str = "network.protocol.name";
+    pub const PROTOCOL_VERSION: &str = "network.protocol.version";
+    pub const USER_AGENT: &str = "user_agent.original";
+    pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
+    pub const TLS_VERSION: &str = "tls.protocol.version";
+    pub const TLS_SNI: &str = "tls.client.server_name";
+
+    pub const STREAM_ID: &str = "meshaudit.stream.id";
+    pub const SEQUENCE: &str = "meshaudit.sequence";
+    pub const REQUEST_ID: &str = "meshaudit.request.id";
+    pub const DURATION_NS: &str = "meshaudit.duration_ns";
+    pub const RESPONSE_FLAGS: &str = "meshaudit.envoy.response_flags";
+    pub const RESPONSE_CODE_DETAILS: &str = "meshaudit.envoy.response_code_details";
+    pub const ROUTE_NAME: &str = "meshaudit.envoy.route_name";
+    pub const UPSTREAM_CLUSTER: &str = "meshaudit.envoy.upstream_cluster";
+    pub const LISTENER_DIRECTION: &str = "meshaudit.envoy.listener_direction";
+    pub const UPSTREAM_ADDRESS: &str = "meshaudit.upstream.address";
+    pub const MTLS: &str = "meshaudit.tls.mtls";
+    pub const ANOMALIES: &str = "meshaudit.capture.anomalies";
+
+    /// Prefixes of the identity groups; each is followed by `.subject`, `.sha256`, `.uri_sans`,
+    /// `.dns_sans`, `.spiffe_id`, `.trust_domain`, `.namespace`, `.service_account`.
+    pub const PEER: &str = "meshaudit.peer";
+    pub const LOCAL: &str = "meshaudit.local";
+    pub const UPSTREAM_PEER: &str = "meshaudit.upstream.peer";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn absent_values_add_nothing() {
+        let mut e = AuditEvent::new(EventKind::Http);
+        e.set_str(attr::URL_QUERY, None);
+        e.set_int(attr::HTTP_STATUS, None);
+        assert!(e.attributes.is_empty());
+    }
+
+    #[test]
+    fn summary_uses_method_path_status() {
+        let mut e = AuditEvent::new(EventKind::Http);
+        assert_eq!(e.summary(), "- - -");
+        e.set_str(attr::HTTP_METHOD, Some("GET".into()));
+        e.set_str(attr::URL_PATH, Some("/orders".into()));
+        e.set_int(attr::HTTP_STATUS, Some(200));
+        assert_eq!(e.summary(), "GET /orders 200");
+        assert_eq!(e.get_str(attr::HTTP_METHOD), Some("GET"));
+    }
+}

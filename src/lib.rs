@@ -1,0 +1,24 @@
+//! meshaudit turns every request that crosses an Envoy or Istio sidecar into a SOC 2 audit
+//! event — who called (mTLS peer identity, SPIFFE ID), what, when, from where and with what
+//! result — and ships the events in batches to an OpenTelemetry collector.
+//!
+//! Data flows one way, one module per step:
+//!
+//! - [`capture`]: host attributes and headers → an [`event::AuditEvent`];
+//! - [`encode`]: events → OTLP protobuf or JSON lines;
+//! - [`deliver`]: batching, buffering, what a collector's answer means;
+//! - [`pipeline`]: moves one worker's events through those steps and counts what happened;
+//! - [`config`]: the plugin configuration and its validation.
+//!
+//! All of that is plain Rust, tested natively and in wasm. The `host` module (built only for
+//! `wasm32-wasip1`) is the thin proxy-wasm layer: root and HTTP contexts, metrics.
+
+pub mod capture;
+pub mod config;
+pub mod deliver;
+pub mod encode;
+pub mod event;
+pub mod pipeline;
+
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+mod host;
