@@ -1,0 +1,119 @@
+"""Fixtures for the meshaudit end-to-end tests (real Envoy, real Rotel, real certificates).
+
+Run from the repository root: `.venv/bin/python -m pytest tests/e2e -q`.
+MESHAUDIT_VENV overrides the virtualenv (default <repo>/.venv), MESHAUDIT_WASM the filter
+(default <repo>/target/wasm32-wasip1/release/meshaudit.wasm). Nothing is skipped: a missing
+binary or wasm fails the tests with a message that says what to build or install.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+
+
+def _fail_setup(e: Exception) -> None:
+    pytest.fail(f"e2e environment not usable: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def binaries() -> dict[str, Path]:
+    try:
+        return {"envoy": harness.envoy_bin(), "rotel": harness.rotel_bin()}
+    except harness.HarnessError as e:
+        _fail_setup(e)
+
+
+@pytest.fixture(scope="session")
+def wasm(binaries) -> Path:
+    try:
+        return harness.require_wasm()
+    except harness.HarnessError as e:
+        _fail_setup(e)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    """Random per run: unique paths, request ids and canaries."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> harness.Pki:
+    p = harness.make_pki(tmp_path_factory.mktemp("certs"))
+    p.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
+    p.issue_client(
+        "multi",
+        cn="batch.jobs",
+        uri_sans=["spiffe://cluster.local/ns/jobs/sa/batch", "urn:meshaudit:e2e:batch-runner"],
+    )
+    return p
+
+
+@pytest.fixture(scope="module")
+def sidecar(tmp_path_factory, wasm, pki) -> harness.Stack:
+    """envoy/sidecar.yaml + meshaudit (OTLP) -> Rotel, in front of a live application."""
+    stack = harness.Stack(
+        tmp_path_factory.mktemp("sidecar"),
+        kind=harness.SIDECAR,
+        wasm=wasm,
+        pki=pki,
+        plugin_config_overrides=harness.TEST_PLUGIN_CONFIG,
+    )
+    try:
+        stack.start()
+    except (harness.HarnessError, TimeoutError) as e:
+        _fail_setup(e)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def sidecar_dead_upstream(tmp_path_factory, wasm, pki) -> harness.Stack:
+    """envoy/sidecar.yaml with `inbound|8080||` pointing at a port nothing listens on."""
+    stack = harness.Stack(
+        tmp_path_factory.mktemp("sidecar-dead"),
+        kind=harness.SIDECAR,
+        wasm=wasm,
+        pki=pki,
+        plugin_config_overrides=harness.TEST_PLUGIN_CONFIG,
+        dead_upstream=True,
+    )
+    try:
+        stack.start()
+    except (harness.HarnessError, TimeoutError) as e:
+        _fail_setup(e)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def edge_json(tmp_path_factory, wasm) -> harness.Stack:
+    """envoy/edge.yaml + meshaudit with format json -> a JSON-lines receiver."""
+    stack = harness.Stack(
+        tmp_path_factory.mktemp("edge-json"),
+        kind=harness.EDGE,
+        wasm=wasm,
+        pki=None,
+        plugin_config_overrides={
+            "format": "json",
+            "flush_interval_ms": 200,
+            "collector": {"authority": harness.JSON_SINK_AUTHORITY},
+            "request_headers": ["user-agent"],
+        },
+        collector="json",
+    )
+    try:
+        stack.start()
+    except (harness.HarnessError, TimeoutError) as e:
+        _fail_setup(e)
+    yield stack
+    stack.stop()

