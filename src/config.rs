@@ -42,6 +42,168 @@ pub struct Config {
     /// Response headers copied into events as `http.response.header.<name>`.
     #[serde(deserialize_with = "header_names")]
     pub response_headers: Vec<String>,
+    /// What is redacted before an event leaves the proxy.
+    pub redaction: Redaction,
+    /// Routes whose request and response bodies are captured (none by default).
+    pub body_capture: Vec<BodyCapture>,
+}
+
+/// Redaction settings. Rules are compiled (and checked) by `redact::Redactor::compile`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redaction {
+    /// The built-in credential rules (headers, cookies, query parameters, body fields).
+    pub defaults: bool,
+    /// Environment variable that holds the key of the `hash` action.
+    pub hash_key_env: String,
+    /// Built-in detectors by name: `false` turns one off, an action changes what it does.
+    pub detectors: std::collections::BTreeMap<String, DetectorSetting>,
+    /// Regex detectors run over all captured text, like the built-in ones.
+    pub custom_detectors: Vec<CustomDetector>,
+    /// Field rules, optionally scoped to routes.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Redaction {
+            defaults: true,
+            hash_key_env: "MESHAUDIT_HASH_KEY".into(),
+            detectors: Default::default(),
+            custom_detectors: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// How a built-in detector is set: on/off, or the action it applies.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DetectorSetting {
+    Enabled(bool),
+    Action(ActionSpec),
+}
+
+/// What a rule does to a value it matches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    pub action: ActionKind,
+    /// `partial`: characters kept at the end (default 4); `truncate`: kept at the start
+    /// (default 8).
+    #[serde(default, deserialize_with = "optional_integer")]
+    pub keep: Option<u32>,
+}
+
+/// The redaction actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// The field is gone.
+    Remove,
+    /// The value is replaced by `[REDACTED]`.
+    Mask,
+    /// Only the last `keep` characters remain: `****1111`.
+    Partial,
+    /// Keyed HMAC-SHA256: the same value always gives the same token.
+    Hash,
+    /// Only the first `keep` characters remain.
+    Truncate,
+}
+
+/// A user-defined regex detector.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetector {
+    pub name: String,
+    pub pattern: String,
+    /// Defaults to `mask`.
+    #[serde(default)]
+    pub action: Option<ActionKind>,
+    #[serde(default, deserialize_with = "optional_integer")]
+    pub keep: Option<u32>,
+}
+
+/// A field rule: which fields, on which routes, and what to do with them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub route: RouteMatch,
+    /// Header names (request and response).
+    #[serde(default, deserialize_with = "header_names")]
+    pub headers: Vec<String>,
+    /// Query parameter names.
+    #[serde(default)]
+    pub query: Vec<String>,
+    /// Cookie names (in `cookie` and `set-cookie`).
+    #[serde(default)]
+    pub cookies: Vec<String>,
+    /// Path patterns such as `/users/{id}`: the `{...}` segments are redacted.
+    #[serde(default)]
+    pub path: Vec<String>,
+    /// JSON body paths: `$.password`, `$.card.number`, `$..ssn`, `$.items[*].token`.
+    #[serde(default)]
+    pub json: Vec<String>,
+    /// Form body field names (`application/x-www-form-urlencoded`).
+    #[serde(default)]
+    pub form: Vec<String>,
+    /// Defaults to `mask`.
+    #[serde(default)]
+    pub action: Option<ActionKind>,
+    #[serde(default, deserialize_with = "optional_integer")]
+    pub keep: Option<u32>,
+}
+
+/// Which requests a rule or body capture applies to; an empty match is every request.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Exact host (`:authority` without port), or `*.example.com`.
+    pub host: Option<String>,
+    /// Path prefix, e.g. `/api/`.
+    pub path_prefix: Option<String>,
+    /// Path pattern, e.g. `/users/{id}/cards/*`.
+    pub path_pattern: Option<String>,
+    /// HTTP method, e.g. `POST`.
+    pub method: Option<String>,
+}
+
+/// Body capture for the routes it matches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BodyCapture {
+    #[serde(default, rename = "match")]
+    pub route: RouteMatch,
+    /// Bytes kept per body; longer bodies are truncated in the event (never refused).
+    #[serde(default = "default_body_bytes", deserialize_with = "integer")]
+    pub max_bytes: u32,
+    /// Media types captured; others are skipped with a marker.
+    #[serde(default = "default_body_types")]
+    pub content_types: Vec<String>,
+    #[serde(default = "yes")]
+    pub request: bool,
+    #[serde(default = "yes")]
+    pub response: bool,
+}
+
+fn default_body_bytes() -> u32 {
+    1024
+}
+
+fn default_body_types() -> Vec<String> {
+    [
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The Envoy cluster that leads to the collector, and how to address it.
@@ -80,6 +242,8 @@ impl Default for Config {
             max_buffer_bytes: 8 << 20,
             request_headers: vec!["content-type".into(), "x-forwarded-proto".into()],
             response_headers: vec!["content-type".into()],
+            redaction: Redaction::default(),
+            body_capture: Vec::new(),
         }
     }
 }
@@ -184,6 +348,14 @@ impl Config {
         if self.max_buffer_bytes < self.max_batch_bytes {
             return fail("max_buffer_bytes", "must be at least max_batch_bytes");
         }
+        for (i, b) in self.body_capture.iter().enumerate() {
+            if b.max_bytes == 0 || b.max_bytes > 1 << 20 {
+                return fail(
+                    &format!("body_capture[{i}].max_bytes"),
+                    "must be 1 to 1048576",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -213,6 +385,10 @@ fn integer<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
             "expected a non-negative whole number, got {n}"
         ))),
     }
+}
+
+fn optional_integer<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+    integer(de).map(Some)
 }
 
 /// Header names are matched case-insensitively, so they are stored lower-case.

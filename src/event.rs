@@ -152,6 +152,13 @@ pub mod attr {
     pub const UPSTREAM_ADDRESS: &str = "meshaudit.upstream.address";
     pub const MTLS: &str = "meshaudit.tls.mtls";
     pub const ANOMALIES: &str = "meshaudit.capture.anomalies";
+    pub const REDACTION_RULES: &str = "meshaudit.redaction.rules";
+    pub const REQUEST_BODY: &str = "meshaudit.request.body";
+    pub const REQUEST_BODY_TYPE: &str = "meshaudit.request.body.type";
+    pub const REQUEST_BODY_CAPTURE: &str = "meshaudit.request.body.capture";
+    pub const RESPONSE_BODY: &str = "meshaudit.response.body";
+    pub const RESPONSE_BODY_TYPE: &str = "meshaudit.response.body.type";
+    pub const RESPONSE_BODY_CAPTURE: &str = "meshaudit.response.body.capture";
 
     /// Prefixes of the identity groups; each is followed by `.subject`, `.sha256`, `.uri_sans`,
     /// `.dns_sans`, `.spiffe_id`, `.trust_domain`, `.namespace`, `.service_account`.

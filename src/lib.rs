@@ -19,6 +19,8 @@ pub mod deliver;
 pub mod encode;
 pub mod event;
 pub mod pipeline;
+pub mod redact;
+pub mod route;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;

@@ -4,13 +4,36 @@
 
 use std::collections::HashMap;
 
+use crate::capture::body::BodyPolicy;
 use crate::capture::http::HttpCapture;
 use crate::capture::node::Resource;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::deliver::batcher::Batcher;
 use crate::deliver::outcome::Outcome;
 use crate::encode::Codec;
 use crate::event::{attr, AuditEvent, Value};
+use crate::redact::Redactor;
+
+/// A configuration, checked and compiled: what `on_configure` needs.
+pub struct Loaded {
+    pub config: Config,
+    pub redactor: Redactor,
+    pub bodies: BodyPolicy,
+}
+
+/// Parses and compiles a plugin configuration. `env` reads an environment variable (the hash
+/// key lives in one, never in the configuration text).
+pub fn load(raw: &[u8], env: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Loaded, ConfigError> {
+    let config = Config::parse(raw)?;
+    let key = env(&config.redaction.hash_key_env).filter(|k| !k.is_empty());
+    let redactor = Redactor::compile(&config.redaction, key)?;
+    let bodies = BodyPolicy::compile(&config.body_capture)?;
+    Ok(Loaded {
+        config,
+        redactor,
+        bodies,
+    })
+}
 
 /// Counter increments not yet published to the host.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +69,7 @@ pub struct Pipeline {
     config: Config,
     capture: HttpCapture,
     codec: Codec,
+    redactor: Redactor,
     batcher: Batcher,
     stream_id: u64,
     stream_hex: String,
@@ -57,10 +81,16 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// `stream_id` names this worker's event stream; it should be random per VM instance.
-    pub fn new(config: Config, resource: &Resource, stream_id: u64) -> Pipeline {
+    pub fn new(
+        config: Config,
+        redactor: Redactor,
+        resource: &Resource,
+        stream_id: u64,
+    ) -> Pipeline {
         Pipeline {
             capture: HttpCapture::new(&config),
             codec: Codec::new(config.format, resource),
+            redactor,
             batcher: Batcher::new(&config),
             stream_hex: format!("{stream_id:016x}"),
             stream_id,
@@ -88,9 +118,10 @@ impl Pipeline {
         self.stream_id
     }
 
-    /// Takes one event: gives it the next sequence number of this stream, encodes it and
-    /// queues it. An event that does not fit the buffer is dropped and counted.
+    /// Takes one event: redacts it, gives it the next sequence number of this stream, encodes
+    /// it and queues it. An event that does not fit the buffer is dropped and counted.
     pub fn accept(&mut self, mut event: AuditEvent, now_ms: u64) {
+        self.redactor.redact(&mut event);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.stats.events_captured += 1;
@@ -193,12 +224,21 @@ mod tests {
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    fn redactor() -> Redactor {
+        Redactor::compile(&Default::default(), None).unwrap()
+    }
+
     fn pipeline(max_batch_events: u32) -> Pipeline {
         let config = Config {
             max_batch_events,
             ..Config::default()
         };
-        Pipeline::new(config, &vec![("service.name", "checkout".into())], 0xabc)
+        Pipeline::new(
+            config,
+            redactor(),
+            &vec![("service.name", "checkout".into())],
+            0xabc,
+        )
     }
 
     #[test]
@@ -269,13 +309,87 @@ mod tests {
     }
 
     #[test]
+    fn events_are_redacted_before_encoding() {
+        let mut p = pipeline(1);
+        let mut e = AuditEvent::new(EventKind::Http);
+        e.set(
+            "http.request.header.authorization",
+            Value::StrList(vec!["Bearer canary-token-123".into()]),
+        );
+        e.set(
+            attr::URL_QUERY,
+            Value::Str("api_key=canary-key&page=2".into()),
+        );
+        p.accept(e, 0);
+        let body = p.next_export(0).unwrap().body;
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("canary"), "{text}");
+        assert!(
+            text.contains("page=2") && text.contains("default:2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn load_names_the_field_at_fault() {
+        let no_env = |_: &str| None;
+        let e = load(
+            br#"{"redaction": {"rules": [{"name": "r1", "query": ["a"], "action": "shred"}]}}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("redaction.rules[0]"), "{e}");
+        let e = load(
+            br#"{"redaction": {"custom_detectors": [{"name": "emp", "pattern": "EMP-("}]}}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains("\"emp\"") && e.to_string().contains("invalid regex"),
+            "{e}"
+        );
+        let e = load(
+            br#"{"redaction": {"rules": [{"name": "j", "json": ["$."]}]}}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains("\"j\"") && e.to_string().contains("JSON path"),
+            "{e}"
+        );
+        let e = load(br#"{"redaction": {"rules": [{"name": "h", "headers": ["x-user"], "action": "hash"}]}}"#, no_env).err().unwrap();
+        assert_eq!(e.field, "redaction.hash_key_env");
+        assert!(
+            e.to_string().contains("MESHAUDIT_HASH_KEY") && e.to_string().contains("\"h\""),
+            "{e}"
+        );
+        let with_key =
+            |name: &str| (name == "MESHAUDIT_HASH_KEY").then(|| b"0123456789abcdef".to_vec());
+        assert!(load(br#"{"redaction": {"rules": [{"name": "h", "headers": ["x-user"], "action": "hash"}]}}"#, with_key).is_ok());
+        let e = load(br#"{"redaction": {"detectors": {"cards": false}}}"#, no_env)
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "redaction.detectors.cards");
+        let e = load(
+            br#"{"body_capture": [{"match": {"path_pattern": "x"}}]}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "body_capture[0].match");
+    }
+
+    #[test]
     fn overflow_is_counted() {
         let config = Config {
             max_batch_bytes: 1024,
             max_buffer_bytes: 1024,
             ..Config::default()
         };
-        let mut p = Pipeline::new(config, &vec![], 1);
+        let mut p = Pipeline::new(config, redactor(), &vec![], 1);
         for _ in 0..50 {
             p.accept(AuditEvent::new(EventKind::Http), 0);
         }

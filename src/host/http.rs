@@ -1,22 +1,114 @@
-//! The HTTP context: one audit event per request, built once the request is complete.
+//! The HTTP context: one audit event per request, built once the request is complete. Bodies,
+//! where a route asks for them, are copied as they stream through, up to the limit.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
 
-use super::abi::{self, EnvoyHost, MapType};
+use super::abi::{self, BufferType, EnvoyHost, MapType};
 use super::root::Worker;
-use crate::capture::connection::ConnectionFacts;
+use crate::capture::body::{BodyState, Side};
+use crate::capture::connection::{ConnectionFacts, SocketAddr};
 use crate::capture::decode;
+use crate::config::BodyCapture;
+use crate::route::RequestLine;
 
 pub struct AuditHttp {
-    pub(super) worker: Rc<RefCell<Option<Worker>>>,
+    worker: Rc<RefCell<Option<Worker>>>,
+    /// Body capture settings of this request's route, if it has any.
+    body_spec: Option<BodyCapture>,
+    request_body: Option<BodyState>,
+    response_body: Option<BodyState>,
+}
+
+impl AuditHttp {
+    pub fn new(worker: Rc<RefCell<Option<Worker>>>) -> AuditHttp {
+        AuditHttp {
+            worker,
+            body_spec: None,
+            request_body: None,
+            response_body: None,
+        }
+    }
+}
+
+/// `content-type` and `content-encoding` of a header map.
+fn content_headers<'a>(pairs: &[(&'a [u8], &'a [u8])]) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    let find = |name: &[u8]| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    (find(b"content-type"), find(b"content-encoding"))
+}
+
+/// Copies what the body capture still wants from the current body chunk.
+fn take_chunk(state: &mut Option<BodyState>, buffer: BufferType, size: usize) {
+    if let Some(s) = state {
+        let want = s.wants().min(size);
+        let bytes = if want > 0 {
+            abi::buffer(buffer, 0, want).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        s.push(&bytes, size);
+    }
 }
 
 impl Context for AuditHttp {}
 
 impl HttpContext for AuditHttp {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+        let Ok(guard) = self.worker.try_borrow() else {
+            return Action::Continue;
+        };
+        let Some(worker) = guard.as_ref() else {
+            return Action::Continue;
+        };
+        if worker.bodies.is_empty() {
+            return Action::Continue;
+        }
+        let raw = abi::header_map(MapType::Request);
+        let pairs = decode::map(&raw);
+        let find = |name: &[u8]| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        };
+        let path = find(b":path").unwrap_or("");
+        let host = SocketAddr::parse(find(b":authority").unwrap_or("")).host;
+        let line = RequestLine {
+            method: find(b":method").unwrap_or(""),
+            host: &host,
+            path: path.split('?').next().unwrap_or(path),
+        };
+        if let Some(spec) = worker.bodies.for_request(&line) {
+            let (ct, ce) = content_headers(&pairs);
+            self.request_body = BodyState::start(spec, Side::Request, ct, ce);
+            self.body_spec = Some(spec.clone());
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, size: usize, _: bool) -> Action {
+        take_chunk(&mut self.request_body, BufferType::HttpRequestBody, size);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        if let Some(spec) = &self.body_spec {
+            let raw = abi::header_map(MapType::Response);
+            let pairs = decode::map(&raw);
+            let (ct, ce) = content_headers(&pairs);
+            self.response_body = BodyState::start(spec, Side::Response, ct, ce);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, size: usize, _: bool) -> Action {
+        take_chunk(&mut self.response_body, BufferType::HttpResponseBody, size);
+        Action::Continue
+    }
+
     /// `on_log` runs for every request, including those Envoy answers itself (no route,
     /// upstream failure, local replies), after the response is complete.
     fn on_log(&mut self) {
@@ -38,13 +130,19 @@ impl HttpContext for AuditHttp {
         };
         let request = decode::map(&request_raw);
         let response = decode::map(&response_raw);
-        let event = worker.pipeline.capture().build(
+        let mut event = worker.pipeline.capture().build(
             &EnvoyHost,
             &facts,
             &request,
             &response,
             abi::now_unix_nano,
         );
+        if let Some(body) = self.request_body.take() {
+            body.finish(Side::Request, &mut event);
+        }
+        if let Some(body) = self.response_body.take() {
+            body.finish(Side::Response, &mut event);
+        }
         let now_ms = event.observed_unix_nano / 1_000_000;
         worker.pipeline.accept(event, now_ms);
     }

@@ -15,11 +15,12 @@ use proxy_wasm::types::ContextType;
 use super::abi::{self, BufferType, EnvoyHost, MapType};
 use super::http::AuditHttp;
 use super::metrics::Metrics;
+use crate::capture::body::BodyPolicy;
 use crate::capture::connection::ConnectionCache;
 use crate::capture::{decode, node};
 use crate::config::Config;
 use crate::deliver::outcome::{classify, Outcome};
-use crate::pipeline::{Export, Pipeline};
+use crate::pipeline::{self, Export, Pipeline};
 
 /// Longest flush tick; a full batch waits at most this long for the next tick.
 const MAX_TICK_MS: u32 = 100;
@@ -33,6 +34,7 @@ pub struct Worker {
     pub pipeline: Pipeline,
     pub connections: ConnectionCache,
     pub wants_response_headers: bool,
+    pub bodies: BodyPolicy,
 }
 
 pub struct AuditRoot {
@@ -174,8 +176,13 @@ impl Context for AuditRoot {
 impl RootContext for AuditRoot {
     fn on_configure(&mut self, size: usize) -> bool {
         let raw = abi::buffer(BufferType::PluginConfiguration, 0, size).unwrap_or_default();
-        let config = match Config::parse(&raw) {
-            Ok(c) => c,
+        let env = |name: &str| std::env::var_os(name).map(|v| v.into_encoded_bytes());
+        let pipeline::Loaded {
+            config,
+            redactor,
+            bodies,
+        } = match pipeline::load(&raw, env) {
+            Ok(l) => l,
             Err(e) => {
                 error!("meshaudit: invalid configuration: {e}");
                 return false;
@@ -190,8 +197,9 @@ impl RootContext for AuditRoot {
         );
         let worker = Worker {
             wants_response_headers: !config.response_headers.is_empty(),
-            pipeline: Pipeline::new(config, &resource, stream_id),
+            pipeline: Pipeline::new(config, redactor, &resource, stream_id),
             connections: ConnectionCache::new(CONNECTION_CACHE),
+            bodies,
         };
         match self.worker.try_borrow_mut() {
             Ok(mut slot) => *slot = Some(worker),
@@ -215,9 +223,7 @@ impl RootContext for AuditRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuditHttp {
-            worker: self.worker.clone(),
-        }))
+        Some(Box::new(AuditHttp::new(self.worker.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -417,6 +417,7 @@ def render_envoy(
     plugin_config_replace: str | None = None,
     drop_wasm: bool = False,
     name: str | None = None,
+    vm_env: Mapping[str, str] | None = None,
 ) -> Path:
     """Copy an envoy/*.yaml into `out_dir` with ports and paths rewritten.
 
@@ -429,7 +430,9 @@ def render_envoy(
     - the meshaudit plugin configuration JSON is deep-merged with `plugin_config_overrides`
       (DELETE removes a key), or replaced verbatim by `plugin_config_replace`;
     - `drop_wasm` removes the meshaudit filter altogether (to check the rest of a config
-      without the plugin).
+      without the plugin);
+    - `vm_env` becomes the meshaudit VM's environment
+      (`vm_config.environment_variables.key_values`), e.g. the `hash` key.
     Returns the path of the rendered file.
     """
     source = Path(source)
@@ -506,6 +509,8 @@ def render_envoy(
             conf["value"] = plugin_config_replace
         elif plugin_config_overrides:
             conf["value"] = json.dumps(deep_merge(json.loads(conf["value"]), plugin_config_overrides))
+        if vm_env:
+            tc["config"]["vm_config"]["environment_variables"] = {"key_values": dict(vm_env)}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / (name or source.name)
@@ -812,7 +817,9 @@ class _BaseHandler(BaseHTTPRequestHandler):
 
 class _UpstreamHandler(_BaseHandler):
     """200 with a small text body that echoes the path. `?status=NNN` picks another status;
-    a request header `x-upstream-set-cookie: V` makes the response carry `set-cookie: V`."""
+    a request header `x-upstream-set-cookie: V` makes the response carry `set-cookie: V`;
+    `x-upstream-body-b64: B` makes the response body the base64-decoded B, with the content
+    type given by `x-upstream-content-type` (default application/octet-stream)."""
 
     def _handle(self) -> None:
         req = self._read_and_record()
@@ -821,8 +828,14 @@ class _UpstreamHandler(_BaseHandler):
         query = parse_qs(urlsplit(req.path).query)
         status = int(query.get("status", ["200"])[0])
         body = f"upstream {req.method} {req.path}\n".encode()
+        content_type = "text/plain; charset=utf-8"
+        if "x-upstream-body-b64" in req.headers:
+            import base64
+
+            body = base64.b64decode(req.headers["x-upstream-body-b64"])
+            content_type = req.headers.get("x-upstream-content-type", "application/octet-stream")
         self.send_response(status)
-        self.send_header("content-type", "text/plain; charset=utf-8")
+        self.send_header("content-type", content_type)
         if "x-upstream-set-cookie" in req.headers:
             self.send_header("set-cookie", req.headers["x-upstream-set-cookie"])
         self.send_header("content-length", str(len(body)))
@@ -1186,7 +1199,7 @@ TEST_PLUGIN_CONFIG = {
         "x-forwarded-proto",
         "user-agent",
         "x-audit-note",
-        # Never emitted whatever the allowlist says (contract); the canary test relies on it.
+        # Redacted by the default rule; the canary test relies on it.
         "authorization",
         "cookie",
         "proxy-authorization",
@@ -1216,8 +1229,10 @@ class Stack:
         plugin_config_overrides: Mapping | None = None,
         collector: str = "rotel",
         dead_upstream: bool = False,
+        vm_env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.vm_env = vm_env
         self.kind = kind
         self.wasm = wasm
         self.pki = pki
@@ -1259,6 +1274,7 @@ class Stack:
                 wasm=self.wasm,
                 certs_dir=self.pki.directory if self.pki else None,
                 plugin_config_overrides=self.plugin_config_overrides,
+                vm_env=self.vm_env,
             )
             self.envoy = Envoy(
                 config,

@@ -1,0 +1,176 @@
+//! Name/value lists — query strings, form bodies, cookies — and percent-encoding.
+
+use std::borrow::Cow;
+
+/// Percent-decodes `s`; with `plus_as_space`, `+` is a space (query strings and forms).
+/// Malformed escapes are kept as they are; invalid UTF-8 is replaced.
+pub fn percent_decode(s: &str, plus_as_space: bool) -> Cow<'_, str> {
+    if !(s.contains('%') || (plus_as_space && s.contains('+'))) {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hi = bytes.get(i + 1).and_then(|c| (*c as char).to_digit(16));
+                let lo = bytes.get(i + 2).and_then(|c| (*c as char).to_digit(16));
+                match (hi, lo) {
+                    (Some(h), Some(l)) => {
+                        out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' if plus_as_space => out.push(b' '),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~*[]".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// How a list is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `a=1&b=2`, percent-encoded with `+` for spaces.
+    Query,
+    /// `a=1; b=2` (a `cookie` header).
+    Cookie,
+}
+
+impl ListKind {
+    fn separator(self) -> char {
+        match self {
+            ListKind::Query => '&',
+            ListKind::Cookie => ';',
+        }
+    }
+}
+
+/// What to do with one pair: keep it, replace its value, or drop it.
+pub enum Verdict {
+    Keep,
+    Replace(String),
+    Drop,
+}
+
+/// Rewrites a list, asking `decide(name, value)` (both decoded) about each pair.
+/// Returns `None` when nothing changed.
+pub fn rewrite(
+    input: &str,
+    kind: ListKind,
+    mut decide: impl FnMut(&str, &str) -> Verdict,
+) -> Option<String> {
+    let plus = kind == ListKind::Query;
+    let mut out = String::with_capacity(input.len());
+    let mut changed = false;
+    for part in input.split(kind.separator()) {
+        let trimmed = if kind == ListKind::Cookie {
+            part.trim()
+        } else {
+            part
+        };
+        let (raw_name, raw_value) = trimmed.split_once('=').unwrap_or((trimmed, ""));
+        let name = percent_decode(raw_name, plus);
+        let value = percent_decode(raw_value, plus);
+        let piece = match decide(&name, &value) {
+            Verdict::Keep => Cow::Borrowed(trimmed),
+            Verdict::Replace(v) => {
+                changed = true;
+                let v = if kind == ListKind::Query {
+                    percent_encode(&v)
+                } else {
+                    v
+                };
+                Cow::Owned(format!("{raw_name}={v}"))
+            }
+            Verdict::Drop => {
+                changed = true;
+                continue;
+            }
+        };
+        if !out.is_empty() {
+            out.push(kind.separator());
+            if kind == ListKind::Cookie {
+                out.push(' ');
+            }
+        }
+        out.push_str(&piece);
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(percent_decode("a%20b+c", true), "a b c");
+        assert_eq!(percent_decode("a%20b+c", false), "a b+c");
+        assert_eq!(percent_decode("100%", true), "100%");
+        assert_eq!(percent_decode("%zz%4", true), "%zz%4");
+        assert_eq!(percent_decode("%C3%A9", true), "é");
+        assert_eq!(percent_decode("%FF", true), "\u{fffd}");
+        assert!(matches!(percent_decode("plain", true), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let s = "a b&c=d/é[REDACTED]";
+        assert_eq!(percent_decode(&percent_encode(s), true), s);
+        assert_eq!(percent_encode("[REDACTED]"), "[REDACTED]");
+    }
+
+    #[test]
+    fn query_rewrite() {
+        let out = rewrite(
+            "a=1&api%5Fkey=s%65cret&b&c=",
+            ListKind::Query,
+            |n, v| match n {
+                "api_key" => {
+                    assert_eq!(v, "secret");
+                    Verdict::Replace("[REDACTED]".into())
+                }
+                "c" => Verdict::Drop,
+                _ => Verdict::Keep,
+            },
+        );
+        assert_eq!(out.as_deref(), Some("a=1&api%5Fkey=[REDACTED]&b"));
+        assert_eq!(
+            rewrite("a=1&b=2", ListKind::Query, |_, _| Verdict::Keep),
+            None
+        );
+    }
+
+    #[test]
+    fn cookie_rewrite() {
+        let out = rewrite("session=abc; lang=en", ListKind::Cookie, |n, _| {
+            if n == "session" {
+                Verdict::Replace("[REDACTED]".into())
+            } else {
+                Verdict::Keep
+            }
+        });
+        assert_eq!(out.as_deref(), Some("session=[REDACTED]; lang=en"));
+    }
+}
