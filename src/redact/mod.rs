@@ -152,9 +152,18 @@ impl Redactor {
                 e.attributes.remove(i);
                 continue;
             }
+            let form_encoded = e.attributes.get(i).is_some_and(|a| {
+                a.key == attr::URL_QUERY
+                    || (a.key == attr::REQUEST_BODY
+                        && e.get_str(attr::REQUEST_BODY_TYPE) == Some("form"))
+                    || (a.key == attr::RESPONSE_BODY
+                        && e.get_str(attr::RESPONSE_BODY_TYPE) == Some("form"))
+            });
             if let Some(a) = e.attributes.get_mut(i) {
                 if !NOT_SCANNED.iter().any(|p| a.key.starts_with(p)) {
-                    self.scan_value(&mut a.value, &mut fired);
+                    self.with_str(&mut a.value, |s, this| {
+                        this.scan_text(s, form_encoded, &mut fired)
+                    });
                 }
             }
             i += 1;
@@ -322,22 +331,34 @@ impl Redactor {
         }
     }
 
-    fn scan_value(&mut self, v: &mut Value, fired: &mut Fired) {
-        self.with_str(v, |s, this| this.scan_text(s, fired));
-    }
-
     /// Runs every detector over `text`; returns the redacted text when something was found.
-    fn scan_text(&mut self, text: &str, fired: &mut Fired) -> Option<String> {
-        if let Some(out) = self.scan_once(text, fired) {
-            return Some(out);
+    /// A secret may hide behind percent-escapes (even twice over), so what remains after the
+    /// raw scan is decoded and scanned again; when that finds something, the decoded, redacted
+    /// text replaces the value. In form encoding (query strings, form bodies) `+` is a space;
+    /// elsewhere it stays, as it is part of base64 tokens.
+    fn scan_text(&mut self, text: &str, form_encoded: bool, fired: &mut Fired) -> Option<String> {
+        let mut result = self.scan_once(text, fired);
+        let encoded = |t: &str| t.contains('%') || (form_encoded && t.contains('+'));
+        if !encoded(result.as_deref().unwrap_or(text)) {
+            return result;
         }
-        // A secret may hide behind percent-escapes: look at the decoded text too.
-        if text.contains('%') {
-            if let Cow::Owned(decoded) = percent_decode(text, true) {
-                return self.scan_once(&decoded, fired);
+        let mut current = result.clone().unwrap_or_else(|| text.to_string());
+        for _ in 0..2 {
+            if !encoded(&current) {
+                break;
             }
+            let Cow::Owned(decoded) = percent_decode(&current, form_encoded) else {
+                break;
+            };
+            current = match self.scan_once(&decoded, fired) {
+                Some(out) => {
+                    result = Some(out.clone());
+                    out
+                }
+                None => decoded,
+            };
         }
-        None
+        result
     }
 
     fn scan_once(&mut self, text: &str, fired: &mut Fired) -> Option<String> {
@@ -396,5 +417,186 @@ impl Redactor {
                 None => ("custom".into(), Action::MASK),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventKind;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn redactor(config: serde_json::Value) -> Redactor {
+        let r: Redaction = serde_json::from_value(config).unwrap();
+        Redactor::compile(&r, Some(b"0123456789abcdef".to_vec())).unwrap()
+    }
+
+    fn event(attrs: &[(&'static str, Value)]) -> AuditEvent {
+        let mut e = AuditEvent::new(EventKind::Http);
+        for (k, v) in attrs {
+            e.set(*k, v.clone());
+        }
+        e
+    }
+
+    fn s(v: &str) -> Value {
+        Value::Str(v.into())
+    }
+
+    #[test]
+    fn encoded_secrets_are_found_next_to_raw_ones() {
+        let mut r = redactor(serde_json::json!({}));
+        let card = "4111111111111111";
+        let encoded: String = card.bytes().map(|b| format!("%{b:02X}")).collect();
+        let mut e = event(&[(
+            attr::URL_QUERY,
+            s(&format!(
+                "a=alice@example.com&b={encoded}&c=bob%40example.com"
+            )),
+        )]);
+        r.redact(&mut e);
+        let q = e.get_str(attr::URL_QUERY).unwrap();
+        assert!(
+            !q.contains("alice")
+                && !q.contains("bob")
+                && !q.contains(&encoded)
+                && !q.contains(card),
+            "{q}"
+        );
+        let double = "x=carol%2540example.com";
+        let mut e = event(&[(attr::URL_QUERY, s(double))]);
+        r.redact(&mut e);
+        assert!(
+            !e.get_str(attr::URL_QUERY).unwrap().contains("carol"),
+            "{:?}",
+            e.get_str(attr::URL_QUERY)
+        );
+    }
+
+    #[test]
+    fn rules_then_detectors_with_counts() {
+        let mut r = redactor(serde_json::json!({
+            "rules": [{"name": "ids", "path": ["/users/{id}"], "action": "hash"},
+                      {"name": "tenant", "headers": ["x-tenant"], "action": "remove"}]
+        }));
+        let mut e = event(&[
+            (attr::URL_PATH, s("/users/alice")),
+            (
+                "http.request.header.x-tenant",
+                Value::StrList(vec!["acme".into()]),
+            ),
+            (
+                "http.request.header.authorization",
+                Value::StrList(vec!["Bearer abc.def".into()]),
+            ),
+            (
+                "http.request.header.cookie",
+                Value::StrList(vec!["s=1; lang=en".into()]),
+            ),
+            ("user_agent.original", s("mail me at x@example.org")),
+            (
+                "meshaudit.peer.subject",
+                s("CN=a,emailAddress=ops@example.org"),
+            ),
+        ]);
+        r.redact(&mut e);
+        let path = e.get_str(attr::URL_PATH).unwrap();
+        assert!(
+            path.starts_with("/users/hmac:") && path.len() == "/users/hmac:".len() + 32,
+            "{path}"
+        );
+        assert!(e.get("http.request.header.x-tenant").is_none());
+        assert_eq!(
+            e.get("http.request.header.authorization"),
+            Some(&Value::StrList(vec!["[REDACTED]".into()]))
+        );
+        assert_eq!(
+            e.get("http.request.header.cookie"),
+            Some(&Value::StrList(
+                vec!["s=[REDACTED]; lang=[REDACTED]".into()]
+            ))
+        );
+        assert_eq!(
+            e.get_str("user_agent.original"),
+            Some("mail me at [REDACTED]")
+        );
+        assert_eq!(
+            e.get_str("meshaudit.peer.subject"),
+            Some("CN=a,emailAddress=ops@example.org"),
+            "identities are not scanned"
+        );
+        let Some(Value::StrList(fired)) = e.get(attr::REDACTION_RULES) else {
+            panic!("no rules recorded")
+        };
+        for want in ["ids:1", "tenant:1", "default:3", "detector.email:1"] {
+            assert!(fired.contains(&want.to_string()), "{fired:?} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn route_scoped_rules_apply_only_on_their_route() {
+        let mut r = redactor(serde_json::json!({
+            "rules": [{"name": "pay", "match": {"path_prefix": "/pay"}, "query": ["ref"]}]
+        }));
+        let mut on = event(&[
+            (attr::URL_PATH, s("/pay/1")),
+            (attr::URL_QUERY, s("ref=42")),
+        ]);
+        let mut off = event(&[
+            (attr::URL_PATH, s("/shop/1")),
+            (attr::URL_QUERY, s("ref=42")),
+        ]);
+        r.redact(&mut on);
+        r.redact(&mut off);
+        assert_eq!(on.get_str(attr::URL_QUERY), Some("ref=[REDACTED]"));
+        assert_eq!(off.get_str(attr::URL_QUERY), Some("ref=42"));
+    }
+
+    #[test]
+    fn json_and_form_bodies() {
+        let mut r = redactor(serde_json::json!({
+            "rules": [{"name": "card", "json": ["$.card.number"], "form": ["pan"], "action": "partial"}]
+        }));
+        let mut e = event(&[
+            (
+                attr::REQUEST_BODY,
+                s(
+                    r#"{"password":"p","card":{"number":"4000 0000 0000 0002"},"items":[{"token":"t"}]}"#,
+                ),
+            ),
+            (attr::REQUEST_BODY_TYPE, s("json")),
+            (
+                attr::RESPONSE_BODY,
+                s("pan=5555555555554444&ok=1&password=x"),
+            ),
+            (attr::RESPONSE_BODY_TYPE, s("form")),
+        ]);
+        r.redact(&mut e);
+        let body: serde_json::Value =
+            serde_json::from_str(e.get_str(attr::REQUEST_BODY).unwrap()).unwrap();
+        assert_eq!(body["password"], "[REDACTED]");
+        assert_eq!(body["card"]["number"], "****0002");
+        assert_eq!(body["items"][0]["token"], "[REDACTED]");
+        assert_eq!(
+            e.get_str(attr::RESPONSE_BODY),
+            Some("pan=****4444&ok=1&password=[REDACTED]")
+        );
+    }
+
+    #[test]
+    fn defaults_can_be_turned_off() {
+        let mut r =
+            redactor(serde_json::json!({"defaults": false, "detectors": {"bearer": false}}));
+        let mut e = event(&[(
+            "http.request.header.x-api-key",
+            Value::StrList(vec!["k-1".into()]),
+        )]);
+        r.redact(&mut e);
+        assert_eq!(
+            e.get("http.request.header.x-api-key"),
+            Some(&Value::StrList(vec!["k-1".into()]))
+        );
+        assert!(e.get(attr::REDACTION_RULES).is_none());
     }
 }
