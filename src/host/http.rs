@@ -56,7 +56,7 @@ fn take_chunk(state: &mut Option<BodyState>, buffer: BufferType, size: usize) {
 impl Context for AuditHttp {}
 
 impl HttpContext for AuditHttp {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let Ok(guard) = self.worker.try_borrow() else {
             return Action::Continue;
         };
@@ -82,8 +82,11 @@ impl HttpContext for AuditHttp {
             path: path.split('?').next().unwrap_or(path),
         };
         if let Some(spec) = worker.bodies.for_request(&line) {
-            let (ct, ce) = content_headers(&pairs);
-            self.request_body = BodyState::start(spec, Side::Request, ct, ce);
+            // A message without a body gets no body attributes at all.
+            if !end_of_stream {
+                let (ct, ce) = content_headers(&pairs);
+                self.request_body = BodyState::start(spec, Side::Request, ct, ce);
+            }
             self.body_spec = Some(spec.clone());
         }
         Action::Continue
@@ -94,8 +97,8 @@ impl HttpContext for AuditHttp {
         Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-        if let Some(spec) = &self.body_spec {
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if let Some(spec) = self.body_spec.as_ref().filter(|_| !end_of_stream) {
             let raw = abi::header_map(MapType::Response);
             let pairs = decode::map(&raw);
             let (ct, ce) = content_headers(&pairs);

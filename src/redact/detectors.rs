@@ -7,8 +7,9 @@
 //!   group at least 2 digits long, passing the Luhn check, and not part of a longer number or
 //!   word: `id4111…`, `0.4111…`, `5-4111…`, 12-digit numbers and runs of 20 or more digits are
 //!   kept. When a run fails, its prefixes ending before a space are tried, so the card in
-//!   `4111 1111 1111 1111 12/25` is found. A 13–19 digit id or timestamp that happens to pass
-//!   Luhn (one in ten do) is redacted too.
+//!   `4111 1111 1111 1111 12/25` is found; a card right after another number (`12 4111…`) is
+//!   not. A 13–19 digit id or timestamp that happens to pass Luhn (one in ten do) is redacted
+//!   too.
 //! - `jwt`: `eyJ…` header, payload and signature joined by dots, in base64url; header and payload
 //!   of at least 4 characters, the signature may be empty (`alg: none`). A five-part JWE is
 //!   covered whole.
@@ -139,7 +140,7 @@ pub fn scan(text: &str, enabled: DetectorSet, out: &mut Vec<Finding>) {
     let numbers = on(Detector::Card) || on(Detector::Ssn) || on(Detector::Iban);
     let auth = on(Detector::Bearer) || on(Detector::Basic);
     if numbers || auth || on(Detector::AwsKey) {
-        // One pass over 8-byte words, stopping only at bytes that may start a match.
+        // One pass over 32-byte blocks, stopping only at bytes that may start a match.
         let keep = |on: bool| if on { u64::MAX } else { 0 };
         let masks = [keep(numbers), keep(on(Detector::AwsKey)), keep(auth)];
         let mut s = Scanner {
@@ -149,21 +150,20 @@ pub fn scan(text: &str, enabled: DetectorSet, out: &mut Vec<Finding>) {
             resume: 0,
             out,
         };
-        let (mut words, mut carry) = (b.chunks_exact(8), 0);
-        for (k, w) in (&mut words).enumerate() {
-            let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
-            carry = s.word(x, k * 8, carry);
+        let (mut blocks, mut carry) = (b.chunks_exact(32), 0);
+        for (k, block) in (&mut blocks).enumerate() {
+            carry = s.block(block.try_into().unwrap_or([0; 32]), k * 32, carry);
         }
         // The last few bytes, padded with zeros (which trigger nothing).
-        let mut last = [0u8; 8];
-        for (l, c) in last.iter_mut().zip(words.remainder()) {
+        let mut last = [0u8; 32];
+        for (l, c) in last.iter_mut().zip(blocks.remainder()) {
             *l = *c;
         }
-        s.word(u64::from_le_bytes(last), b.len() & !7, carry);
+        s.block(last, b.len() & !31, carry);
     }
-    for (d, needle, find) in NEEDLES {
-        if on(d) {
-            each(text, needle, d, find, out);
+    for needle in NEEDLES {
+        if on(needle.0) {
+            each(text, needle, out);
         }
     }
     normalize(out, base);
@@ -172,28 +172,50 @@ pub fn scan(text: &str, enabled: DetectorSet, out: &mut Vec<Finding>) {
 /// A detector anchored at a needle: the range it finds around the needle at `p`.
 type Find = fn(&str, usize) -> Option<(usize, usize)>;
 
-/// The detectors anchored at a needle, found with a fast substring search.
-const NEEDLES: [(Detector, &str, Find); 5] = [
-    (Detector::Email, "@", email),
-    (Detector::Jwt, "eyJ", jwt),
-    (Detector::PrivateKey, "-----BEGIN ", private_key),
-    (Detector::AwsKey, "ccess", aws_secret),
-    (Detector::AwsKey, "CCESS", aws_secret),
+/// The detectors anchored at a needle, with the index of a rare byte of the needle to look for.
+const NEEDLES: [(Detector, &str, usize, Find); 5] = [
+    (Detector::Email, "@", 0, email),
+    (Detector::Jwt, "eyJ", 2, jwt),
+    (Detector::PrivateKey, "-----BEGIN ", 7, private_key),
+    (Detector::AwsKey, "ccess", 0, aws_secret),
+    (Detector::AwsKey, "CCESS", 0, aws_secret),
 ];
 
 /// Runs `find` at every occurrence of the ASCII `needle`, resuming after what it finds.
-fn each(text: &str, needle: &str, d: Detector, find: Find, out: &mut Vec<Finding>) {
+fn each(
+    text: &str,
+    (d, needle, rare, find): (Detector, &str, usize, Find),
+    out: &mut Vec<Finding>,
+) {
+    // `contains` is the fastest test, and most texts hold no needle at all.
+    if needle.len() > 1 && !text.contains(needle) {
+        return;
+    }
     let mut from = 0;
-    // `contains` is the fastest search, and most texts hold no needle at all. Every `from` is
-    // next to ASCII, on a char boundary.
-    while let Some(t) = text.get(from..).filter(|t| t.contains(needle)) {
-        let Some(p) = t.find(needle).map(|k| from + k) else {
-            return;
-        };
+    while let Some(p) = find_at(text, from, needle, rare) {
         from = match find(text, p) {
             Some((start, end)) => push(out, d, start, end).max(p + 1),
             None => p + 1,
         };
+    }
+}
+
+/// The first ASCII `needle` at or after `from` (a char boundary), found by its byte at `rare`
+/// with a byte search: `str::find` with a string is much slower for short needles.
+fn find_at(text: &str, from: usize, needle: &str, rare: usize) -> Option<usize> {
+    let key = char::from(*needle.as_bytes().get(rare)?);
+    let mut i = from;
+    loop {
+        let k = i + text.get(i..)?.find(key)?;
+        i = k + 1; // after an ASCII byte: a char boundary
+        let p = k.checked_sub(rare).filter(|p| *p >= from);
+        if let Some(p) = p.filter(|p| {
+            text.as_bytes()
+                .get(*p..)
+                .is_some_and(|t| t.starts_with(needle.as_bytes()))
+        }) {
+            return Some(p);
+        }
     }
 }
 
@@ -253,20 +275,27 @@ struct Scanner<'a> {
 }
 
 impl Scanner<'_> {
-    /// Looks closer at the bytes of the word `x` (at `offset`) that may start a match: a digit
-    /// after a digit (every card, SSN and IBAN has two in a row), an `A` or a `b`/`B`. `carry`
-    /// and the result are digit bits of the word before and of this one.
+    /// Looks closer at the bytes of `block` (at `offset`) that may start a match, of the enabled
+    /// kinds: a digit after a digit (every card, SSN and IBAN has two in a row), an `A` or a
+    /// `b`/`B`. `carry` and the result are the digit bits of the 8 bytes before and of the last
+    /// 8. Most blocks hold none, and cost a few operations per 8 bytes.
     #[inline(always)]
-    fn word(&mut self, x: u64, offset: usize, carry: u64) -> u64 {
+    fn block(&mut self, block: [u8; 32], offset: usize, mut carry: u64) -> u64 {
         let [digits, a, b] = self.masks;
-        let d = digits_of(x);
-        let pairs = d & ((d << 8) | (carry >> 56));
-        let found =
-            (pairs & digits) | (bytes_eq(x, b'A') & a) | (bytes_eq(x | (LO * 0x20), b'b') & b);
-        if found != 0 {
-            self.look_closer(found, offset);
+        let mut found = [0u64; 4];
+        for (f, w) in found.iter_mut().zip(block.chunks_exact(8)) {
+            let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            let d = digits_of(x);
+            let pairs = d & ((d << 8) | (carry >> 56));
+            *f = (pairs & digits) | (bytes_eq(x, b'A') & a) | (bytes_eq(x | (LO * 0x20), b'b') & b);
+            carry = d;
         }
-        d
+        if found.iter().any(|f| *f != 0) {
+            for (k, f) in found.into_iter().enumerate() {
+                self.look_closer(f, offset + 8 * k);
+            }
+        }
+        carry
     }
 
     #[inline(never)]
@@ -607,10 +636,10 @@ fn private_key(text: &str, p: usize) -> Option<(usize, usize)> {
     if !name.windows(11).any(|w| w == b"PRIVATE KEY") {
         return None;
     }
-    let Some(q) = text.get(name_end..).and_then(|t| t.find("-----END ")) else {
+    let Some(q) = find_at(text, name_end, "-----END ", 8) else {
         return Some((p, b.len()));
     };
-    let e = label(name_end + q + 9);
+    let e = label(q + 9);
     Some((p, run_end(b, e, |c| *c == b'-').min(e + 5)))
 }
 
@@ -1272,44 +1301,84 @@ mod tests {
         }
     }
 
-    /// A typical 1 KB set of request headers.
-    fn header_like() -> String {
-        let mut text = String::from(
-            ":authority: api.example.com\n:path: /v1/orders/8c1f5e2a-4b7d-4c1e-9f3a-2d6b8e0c1a47?page=2&limit=50\n\
-             :method: GET\nuser-agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 \
-             (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36\naccept: application/json, text/plain, */*\n\
-             accept-language: en-US,en;q=0.9,de;q=0.8\naccept-encoding: gzip, deflate, br\n\
-             x-request-id: 3f2a9c1e-7b4d-4e8a-b1c2-9d0e6f5a4b3c\nx-forwarded-for: 203.0.113.195, 70.41.3.18\n\
-             x-b3-traceid: 80f198ee56343ba864fe8b2a57d3eff7\nx-b3-spanid: e457b5a2e4d86bd1\n\
-             cookie: theme=dark; lang=en; _ga=GA1.2.1234567890.1700000000; consent=yes\n\
-             if-none-match: W/\"5e15153d-120f\"\ndate: Tue, 15 Nov 2024 08:12:31 GMT\n\
-             referer: https://app.example.com/dashboard/orders?filter=open&sort=-created\n",
-        );
-        while text.len() < 1024 {
-            text.push_str("x-extra: value-");
+    #[test]
+    fn found_at_every_alignment() {
+        // The word-at-a-time pass must not care where a secret falls in its blocks.
+        let (_, parts) = secrets();
+        for (d, secret) in &parts {
+            let scheme = match d {
+                Detector::Bearer => "Bearer ",
+                Detector::Basic => "Basic ",
+                _ => "",
+            };
+            for pad in 0..70 {
+                let text = format!("{}={scheme}{secret};", "x".repeat(pad));
+                assert_eq!(all(&text), [(*d, secret.as_str())], "{text}");
+            }
         }
-        text
     }
 
     #[test]
-    #[ignore = "timing sanity check for humans: cargo test --release -- --ignored --nocapture"]
+    fn documented_misses() {
+        // A card right after another number, or whose first group is a single digit.
+        assert!(only(Detector::Card, "ref 12 4111 1111 1111 1111").is_empty());
+        assert!(only(Detector::Card, "4 111 1111 1111 1111").is_empty());
+        // Bare 9-digit SSNs.
+        assert!(only(Detector::Ssn, "ssn=123456789").is_empty());
+        // Lower-case IBANs.
+        assert!(only(Detector::Iban, "de89370400440532013000").is_empty());
+    }
+
+    /// A typical 1 KB set of request headers: digits, dates, ids, no secrets.
+    fn header_like() -> String {
+        let text = ":authority: api.example.com\n\
+            :path: /v1/orders/8c1f5e2a-4b7d-4c1e-9f3a-2d6b8e0c1a47?page=2&limit=50&sort=-created\n\
+            :method: GET\nuser-agent: Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) \
+            AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36\n\
+            accept: application/json, text/plain, */*\naccept-language: en-US,en;q=0.9,de;q=0.8\n\
+            accept-encoding: gzip, deflate, br\nx-request-id: 3f2a9c1e-7b4d-4e8a-b1c2-9d0e6f5a4b3c\n\
+            x-forwarded-for: 203.0.113.195, 70.41.3.18\nx-b3-traceid: 80f198ee56343ba864fe8b2a57d3eff7\n\
+            x-b3-spanid: e457b5a2e4d86bd1\nx-b3-sampled: 1\n\
+            cookie: theme=dark; lang=en; _ga=GA1.2.1234567890.1700000000; consent=yes\n\
+            if-none-match: W/\"5e15153d-120f\"\nif-modified-since: Tue, 15 Nov 2024 08:12:31 GMT\n\
+            referer: https://app.example.com/dashboard/orders?filter=open&from=2024-11-01\n\
+            sec-ch-ua: \"Chromium\";v=\"124\", \"Google Chrome\";v=\"124\", \"Not-A.Brand\";v=\"99\"\n\
+            x-envoy-expected-rq-timeout-ms: 15000\ncontent-length: 0\nx-envoy-attempt-count: 1\n\
+            x-amzn-trace-id: Root=1-65f1c2a3-7d2e9b1f0a3c4d5e6f7a8b9c\n";
+        text.to_string()
+    }
+
+    #[test]
+    fn clean_headers_find_nothing() {
+        let text = header_like();
+        assert!(text.len() >= 1000, "{}", text.len());
+        assert_eq!(all(&text), []);
+    }
+
+    #[test]
+    #[ignore = "timing for humans: cargo test --release -- --ignored --nocapture timing"]
     fn timing() {
+        let with_secrets = header_like() + &secrets().0;
         for (what, text) in [
-            ("clean", header_like()),
-            ("with secrets", header_like() + &secrets().0),
+            ("clean 1 KB headers", header_like()),
+            ("with secrets", with_secrets),
         ] {
             let mut out = Vec::new();
-            let n = 100_000;
-            let t = std::time::Instant::now();
-            for _ in 0..n {
-                out.clear();
-                scan(std::hint::black_box(&text), DetectorSet::all(), &mut out);
+            // 100k scans in batches; the best batch is the least disturbed by the machine.
+            let (mut best, mut total) = (u128::MAX, 0);
+            for _ in 0..20 {
+                let t = std::time::Instant::now();
+                for _ in 0..5_000 {
+                    out.clear();
+                    scan(std::hint::black_box(&text), DetectorSet::all(), &mut out);
+                }
+                let ns = t.elapsed().as_nanos();
+                (best, total) = (best.min(ns / 5_000), total + ns);
             }
-            let per = t.elapsed().as_nanos() / n;
+            let (len, n) = (text.len(), out.len());
             println!(
-                "{what}: {} bytes, {} findings, {per} ns per scan",
-                text.len(),
-                out.len()
+                "{what}: {len} bytes, {n} findings, {best} ns/scan best, {} ns/scan mean",
+                total / 100_000
             );
         }
     }

@@ -18,6 +18,8 @@ pub const DEFAULT_HEADERS: &[&str] = &[
     "x-auth-token",
     "x-amz-security-token",
 ];
+/// Headers never emitted raw, even with the defaults off.
+pub const ALWAYS_MASKED_HEADERS: &[&str] = &["authorization", "proxy-authorization"];
 /// Query parameters (and form fields) redacted by default, compared case-insensitively.
 pub const DEFAULT_PARAMS: &[&str] = &[
     "api_key",
@@ -128,6 +130,8 @@ pub fn compile(r: &Redaction, hash_key: Option<Vec<u8>>) -> Result<Compiled, Con
     }
     if r.defaults {
         rules.push(default_rule());
+    } else {
+        rules.push(credentials_rule());
     }
 
     let mut detectors = DetectorSet::all();
@@ -286,6 +290,25 @@ pub fn default_rule() -> CompiledRule {
             .filter_map(|f| JsonPath::parse(&format!("$..{f}")).ok())
             .collect(),
         form: strings(DEFAULT_PARAMS),
+        action: Action::MASK,
+    }
+}
+
+/// The safety net that stays when the defaults are off: credential headers and cookies are
+/// never emitted raw. A user rule naming them still decides first (e.g. `hash`).
+pub fn credentials_rule() -> CompiledRule {
+    CompiledRule {
+        name: "credentials".into(),
+        route: Route::default(),
+        headers: ALWAYS_MASKED_HEADERS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        query: Vec::new(),
+        cookies: vec![ALL_COOKIES.to_string()],
+        paths: Vec::new(),
+        json: Vec::new(),
+        form: Vec::new(),
         action: Action::MASK,
     }
 }
