@@ -42,10 +42,82 @@ pub struct Config {
     /// Response headers copied into events as `http.response.header.<name>`.
     #[serde(deserialize_with = "header_names")]
     pub response_headers: Vec<String>,
+    /// OTLP over HTTP (`/v1/logs`) or over gRPC (`LogsService/Export`, HTTP/2 cluster).
+    pub protocol: Protocol,
+    /// Which events go when the buffer is full.
+    pub overflow: Overflow,
+    /// Where an event that would be dropped goes instead.
+    pub fallback: Fallback,
+    /// Backoff between attempts of a failed export.
+    pub retry: Retry,
+    /// On shutdown or reconfiguration, how long the old configuration may take to send what it
+    /// holds.
+    #[serde(deserialize_with = "integer")]
+    pub drain_timeout_ms: u32,
+    /// Per-route delivery settings (fail-closed).
+    pub routes: Vec<RouteRule>,
     /// What is redacted before an event leaves the proxy.
     pub redaction: Redaction,
     /// Routes whose request and response bodies are captured (none by default).
     pub body_capture: Vec<BodyCapture>,
+}
+
+/// Export protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+/// Overflow policy of the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// New events are refused while the buffer is full.
+    DropNewest,
+    /// The oldest waiting batch is dropped to make room.
+    DropOldest,
+}
+
+/// Where events go that the buffer cannot hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// They are dropped (and counted, and reported by a gap event).
+    None,
+    /// They are written to Envoy's log as one JSON line each, behind a fixed prefix.
+    Log,
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    #[serde(deserialize_with = "integer")]
+    pub initial_backoff_ms: u32,
+    #[serde(deserialize_with = "integer")]
+    pub max_backoff_ms: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial_backoff_ms: 500,
+            max_backoff_ms: 30_000,
+        }
+    }
+}
+
+/// Delivery settings for the routes a rule matches.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    #[serde(default, rename = "match")]
+    pub route: RouteMatch,
+    /// While the buffer is full, requests on this route get a 503 instead of passing unaudited.
+    #[serde(default)]
+    pub fail_closed: bool,
 }
 
 /// Redaction settings. Rules are compiled (and checked) by `redact::Redactor::compile`.
@@ -240,6 +312,12 @@ impl Default for Config {
             max_batch_bytes: 1 << 20,
             flush_interval_ms: 1000,
             max_buffer_bytes: 8 << 20,
+            protocol: Protocol::Http,
+            overflow: Overflow::DropNewest,
+            fallback: Fallback::None,
+            retry: Retry::default(),
+            drain_timeout_ms: 5000,
+            routes: Vec::new(),
             request_headers: vec!["content-type".into(), "x-forwarded-proto".into()],
             response_headers: vec!["content-type".into()],
             redaction: Redaction::default(),
@@ -347,6 +425,18 @@ impl Config {
         }
         if self.max_buffer_bytes < self.max_batch_bytes {
             return fail("max_buffer_bytes", "must be at least max_batch_bytes");
+        }
+        if self.protocol == Protocol::Grpc && self.format != Format::Otlp {
+            return fail("protocol", "\"grpc\" carries OTLP only; set format to \"otlp\"");
+        }
+        if self.retry.initial_backoff_ms == 0 {
+            return fail("retry.initial_backoff_ms", "must be at least 1");
+        }
+        if self.retry.max_backoff_ms < self.retry.initial_backoff_ms {
+            return fail(
+                "retry.max_backoff_ms",
+                "must be at least retry.initial_backoff_ms",
+            );
         }
         for (i, b) in self.body_capture.iter().enumerate() {
             if b.max_bytes == 0 || b.max_bytes > 1 << 20 {

@@ -11,6 +11,8 @@ use std::borrow::Cow;
 pub enum EventKind {
     /// One HTTP request and its response.
     Http,
+    /// A report of events that were lost (see `meshaudit.gap.*`).
+    Gap,
 }
 
 impl EventKind {
@@ -18,6 +20,7 @@ impl EventKind {
     pub fn name(self) -> &'static str {
         match self {
             EventKind::Http => "meshaudit.http",
+            EventKind::Gap => "meshaudit.gap",
         }
     }
 }
@@ -104,6 +107,19 @@ impl AuditEvent {
     /// A one-line human summary, used as the log record body: `GET /orders 200`.
     /// It holds only values that are also attributes (and so were redacted like them).
     pub fn summary(&self) -> String {
+        if self.kind == EventKind::Gap {
+            let int = |k| match self.get(k) {
+                Some(Value::Int(i)) => *i,
+                _ => -1,
+            };
+            return format!(
+                "lost {} events, sequence {}..={} ({})",
+                int(attr::GAP_EVENTS),
+                int(attr::GAP_FIRST_SEQUENCE),
+                int(attr::GAP_LAST_SEQUENCE),
+                self.get_str(attr::GAP_REASON).unwrap_or("-")
+            );
+        }
         let method = self.get_str(attr::HTTP_METHOD).unwrap_or("-");
         let path = self.get_str(attr::URL_PATH).unwrap_or("-");
         match self.get(attr::HTTP_STATUS) {
@@ -152,6 +168,10 @@ pub mod attr {
     pub const UPSTREAM_ADDRESS: &str = "meshaudit.upstream.address";
     pub const MTLS: &str = "meshaudit.tls.mtls";
     pub const ANOMALIES: &str = "meshaudit.capture.anomalies";
+    pub const GAP_FIRST_SEQUENCE: &str = "meshaudit.gap.first_sequence";
+    pub const GAP_LAST_SEQUENCE: &str = "meshaudit.gap.last_sequence";
+    pub const GAP_EVENTS: &str = "meshaudit.gap.events";
+    pub const GAP_REASON: &str = "meshaudit.gap.reason";
     pub const REDACTION_RULES: &str = "meshaudit.redaction.rules";
     pub const REQUEST_BODY: &str = "meshaudit.request.body";
     pub const REQUEST_BODY_TYPE: &str = "meshaudit.request.body.type";

@@ -1,24 +1,35 @@
-//! The pipeline of one worker: an event is stamped with its stream position, encoded into the
-//! batcher, and later handed to the host as an export; the collector's answer settles it.
-//! Counts everything it does in [`Stats`], which the host publishes as Envoy metrics.
+//! The pipeline of one worker: an event is redacted, stamped with its stream position, encoded
+//! into the batcher, and later handed to the host as an export; the collector's answer settles
+//! it — delivered, retried with backoff, or lost and recorded. Losses are reported by gap events
+//! once delivery works again. Counts everything it does in [`Stats`], which the host publishes
+//! as Envoy metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::capture::body::BodyPolicy;
 use crate::capture::http::HttpCapture;
 use crate::capture::node::Resource;
-use crate::config::{Config, ConfigError};
-use crate::deliver::batcher::Batcher;
+use crate::config::{Config, ConfigError, Fallback, Format, Overflow};
+use crate::deliver::backoff::Backoff;
+use crate::deliver::batcher::{Batch, Batcher};
+use crate::deliver::loss::{Loss, LossLedger, LossReason};
 use crate::deliver::outcome::Outcome;
+use crate::encode::json::JsonCodec;
+use crate::encode::otlp;
 use crate::encode::Codec;
-use crate::event::{attr, AuditEvent, Value};
+use crate::event::{attr, AuditEvent, EventKind, Value};
 use crate::redact::Redactor;
+use crate::route::{RequestLine, Route};
+
+/// The prefix of fallback lines in Envoy's log; what follows is one JSON event.
+pub const FALLBACK_PREFIX: &str = "meshaudit-fallback: ";
 
 /// A configuration, checked and compiled: what `on_configure` needs.
 pub struct Loaded {
     pub config: Config,
     pub redactor: Redactor,
     pub bodies: BodyPolicy,
+    pub fail_closed: Vec<Route>,
 }
 
 /// Parses and compiles a plugin configuration. `env` reads an environment variable (the hash
@@ -28,10 +39,21 @@ pub fn load(raw: &[u8], env: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Loaded,
     let key = env(&config.redaction.hash_key_env).filter(|k| !k.is_empty());
     let redactor = Redactor::compile(&config.redaction, key)?;
     let bodies = BodyPolicy::compile(&config.body_capture)?;
+    let mut fail_closed = Vec::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let route = Route::compile(&r.route).map_err(|e| ConfigError {
+            field: format!("routes[{i}].match"),
+            reason: e,
+        })?;
+        if r.fail_closed {
+            fail_closed.push(route);
+        }
+    }
     Ok(Loaded {
         config,
         redactor,
         bodies,
+        fail_closed,
     })
 }
 
@@ -42,41 +64,62 @@ pub struct Stats {
     pub events_sent: u64,
     pub batches_sent: u64,
     pub batches_failed: u64,
+    pub retries: u64,
+    /// Events lost for good, all reasons.
     pub events_dropped: u64,
+    pub dropped_buffer_full: u64,
+    pub dropped_rejected: u64,
+    /// Events the collector refused in an OTLP partial success (also in `events_dropped`).
     pub events_rejected: u64,
+    pub gap_events: u64,
+    pub fallback_lines: u64,
+    pub fail_closed_rejections: u64,
     pub bytes_sent: u64,
 }
 
 /// A batch ready to go: the request body and what it holds.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Export {
     pub body: Vec<u8>,
     pub meta: ExportMeta,
 }
 
-/// What an export in flight holds, to settle it when the answer comes.
+/// What an export holds, to settle it when the answer comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportMeta {
     pub events: u32,
     /// Encoded record bytes (what the batcher counts against its buffer).
     pub record_bytes: usize,
-    pub body_bytes: usize,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// Sends so far (0 for a first send).
+    pub attempt: u32,
+}
+
+struct Waiting {
+    export: Export,
+    ready_at_ms: u64,
 }
 
 pub struct Pipeline {
     config: Config,
     capture: HttpCapture,
     codec: Codec,
+    /// JSON lines for the log fallback (whatever the wire format).
+    fallback_codec: Option<JsonCodec>,
     redactor: Redactor,
     batcher: Batcher,
+    backoff: Backoff,
     stream_id: u64,
     stream_hex: String,
     next_seq: u64,
-    in_flight: HashMap<u32, ExportMeta>,
+    in_flight: HashMap<u32, Export>,
+    retrying: VecDeque<Waiting>,
+    losses: LossLedger,
+    fallback_lines: Vec<String>,
     stats: Stats,
     scratch: Vec<u8>,
+    last_record_len: usize,
 }
 
 impl Pipeline {
@@ -90,14 +133,20 @@ impl Pipeline {
         Pipeline {
             capture: HttpCapture::new(&config),
             codec: Codec::new(config.format, resource),
+            fallback_codec: (config.fallback == Fallback::Log).then(|| JsonCodec::new(resource)),
             redactor,
             batcher: Batcher::new(&config),
+            backoff: Backoff::new(&config.retry, stream_id),
             stream_hex: format!("{stream_id:016x}"),
             stream_id,
             next_seq: 0,
             in_flight: HashMap::new(),
+            retrying: VecDeque::new(),
+            losses: LossLedger::default(),
+            fallback_lines: Vec::new(),
             stats: Stats::default(),
             scratch: Vec::with_capacity(4096),
+            last_record_len: 1024,
             config,
         }
     }
@@ -119,12 +168,18 @@ impl Pipeline {
     }
 
     /// Takes one event: redacts it, gives it the next sequence number of this stream, encodes
-    /// it and queues it. An event that does not fit the buffer is dropped and counted.
+    /// it and queues it. When the buffer is full the overflow policy decides what is lost; lost
+    /// events go to the log fallback when it is on, else they are counted and recorded for a
+    /// gap event.
     pub fn accept(&mut self, mut event: AuditEvent, now_ms: u64) {
         self.redactor.redact(&mut event);
+        self.stats.events_captured += 1;
+        self.enqueue(event, now_ms);
+    }
+
+    fn enqueue(&mut self, mut event: AuditEvent, now_ms: u64) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.stats.events_captured += 1;
         event.set(
             attr::LOG_RECORD_UID,
             Value::Str(event_uid(self.stream_id, seq)),
@@ -136,72 +191,251 @@ impl Pipeline {
         );
         self.scratch.clear();
         self.codec.encode(&event, &mut self.scratch);
+        self.last_record_len = self.scratch.len();
+        if self.config.overflow == Overflow::DropOldest {
+            while !self.batcher.fits(self.scratch.len()) {
+                match self.evict_oldest() {
+                    Some(batch) => self.lose_batch(&batch, LossReason::BufferFull),
+                    None => break,
+                }
+            }
+        }
         if self.batcher.push(&self.scratch, seq, now_ms).is_err() {
-            self.stats.events_dropped += 1;
+            match &self.fallback_codec {
+                Some(json) => {
+                    let mut line = Vec::new();
+                    json.encode(&event, &mut line);
+                    self.push_fallback_line(&line);
+                }
+                None => {
+                    self.stats.events_dropped += 1;
+                    self.stats.dropped_buffer_full += 1;
+                    self.losses.record(seq, seq, 1, LossReason::BufferFull);
+                }
+            }
         }
     }
 
-    /// The next batch due for sending, framed for the wire.
+    /// The oldest batch not in flight: a waiting retry, else the oldest in the batcher.
+    fn evict_oldest(&mut self) -> Option<Batch> {
+        if let Some(w) = self.retrying.pop_front() {
+            self.batcher
+                .release(w.export.meta.record_bytes, w.export.meta.events);
+            let records = self.records_of(&w.export);
+            return Some(Batch {
+                records,
+                events: w.export.meta.events,
+                first_seq: w.export.meta.first_seq,
+                last_seq: w.export.meta.last_seq,
+            });
+        }
+        self.batcher.evict_oldest()
+    }
+
+    /// The encoded records inside a framed export (for the log fallback of evicted batches).
+    fn records_of(&self, export: &Export) -> Vec<u8> {
+        match self.codec {
+            Codec::Json(_) => export.body.clone(),
+            Codec::Otlp(_) => otlp::records_of(&export.body),
+        }
+    }
+
+    /// A whole batch is lost: to the log fallback, or counted and recorded.
+    fn lose_batch(&mut self, batch: &Batch, reason: LossReason) {
+        if let Some(json) = &self.fallback_codec {
+            let lines: Vec<Vec<u8>> = match self.codec {
+                Codec::Json(_) => batch
+                    .records
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+                Codec::Otlp(_) => otlp::decode_records(&batch.records)
+                    .iter()
+                    .map(|e| {
+                        let mut line = Vec::new();
+                        json.encode(e, &mut line);
+                        line
+                    })
+                    .collect(),
+            };
+            for line in lines {
+                self.push_fallback_line(&line);
+            }
+            return;
+        }
+        self.stats.events_dropped += u64::from(batch.events);
+        match reason {
+            LossReason::BufferFull => self.stats.dropped_buffer_full += u64::from(batch.events),
+            LossReason::CollectorRejected => self.stats.dropped_rejected += u64::from(batch.events),
+            LossReason::PartialSuccess => {}
+        }
+        self.losses.record(
+            batch.first_seq,
+            batch.last_seq,
+            u64::from(batch.events),
+            reason,
+        );
+    }
+
+    fn push_fallback_line(&mut self, json_line: &[u8]) {
+        let text = String::from_utf8_lossy(json_line);
+        self.fallback_lines
+            .push(format!("{FALLBACK_PREFIX}{}", text.trim_end()));
+        self.stats.fallback_lines += 1;
+    }
+
+    /// Lines for Envoy's log (the fallback), taken by the host.
+    pub fn take_fallback_lines(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.fallback_lines)
+    }
+
+    /// The next batch due for sending: a retry whose time has come, else a new batch.
     pub fn next_export(&mut self, now_ms: u64) -> Option<Export> {
+        if let Some(i) = self.retrying.iter().position(|w| w.ready_at_ms <= now_ms) {
+            return self.retrying.remove(i).map(|w| w.export);
+        }
         let batch = self.batcher.next_due(now_ms)?;
         let body = self.codec.frame(&batch.records);
         let meta = ExportMeta {
             events: batch.events,
             record_bytes: batch.records.len(),
-            body_bytes: body.len(),
             first_seq: batch.first_seq,
             last_seq: batch.last_seq,
+            attempt: 0,
         };
         Some(Export { body, meta })
     }
 
-    /// Seals the open batch so the next [`Pipeline::next_export`] returns it at once.
+    /// Seals the open batch so the next [`Pipeline::next_export`] returns it at once, and
+    /// makes every waiting retry due (drain).
     pub fn flush_all(&mut self) {
         self.batcher.flush_all();
+        for w in self.retrying.iter_mut() {
+            w.ready_at_ms = 0;
+        }
     }
 
     /// The host dispatched an export; its answer will come under `token`.
-    pub fn dispatched(&mut self, token: u32, meta: ExportMeta) {
-        self.in_flight.insert(token, meta);
+    pub fn dispatched(&mut self, token: u32, export: Export) {
+        self.in_flight.insert(token, export);
     }
 
-    /// The host could not dispatch an export at all.
-    pub fn dispatch_failed(&mut self, meta: ExportMeta) {
-        self.settle(meta, Outcome::Failed { status: None });
+    /// The host could not dispatch an export: it is retried like an unanswered one.
+    pub fn dispatch_failed(&mut self, export: Export, now_ms: u64) {
+        self.settle(
+            export,
+            Outcome::Retry {
+                status: None,
+                retry_after_ms: None,
+            },
+            now_ms,
+        );
     }
 
     /// The answer to the export under `token` arrived (or it timed out).
-    pub fn completed(&mut self, token: u32, outcome: Outcome) {
-        if let Some(meta) = self.in_flight.remove(&token) {
-            self.settle(meta, outcome);
+    pub fn completed(&mut self, token: u32, outcome: Outcome, now_ms: u64) {
+        if let Some(export) = self.in_flight.remove(&token) {
+            self.settle(export, outcome, now_ms);
         }
     }
 
-    fn settle(&mut self, meta: ExportMeta, outcome: Outcome) {
-        self.batcher.release(meta.record_bytes, meta.events);
+    fn settle(&mut self, mut export: Export, outcome: Outcome, now_ms: u64) {
+        let meta = export.meta;
+        let events = u64::from(meta.events);
         match outcome {
             Outcome::Delivered { rejected } => {
-                let rejected = rejected.min(u64::from(meta.events));
+                self.batcher.release(meta.record_bytes, meta.events);
+                let rejected = rejected.min(events);
                 self.stats.batches_sent += 1;
-                self.stats.events_sent += u64::from(meta.events) - rejected;
-                self.stats.events_rejected += rejected;
-                self.stats.bytes_sent += meta.body_bytes as u64;
+                self.stats.events_sent += events - rejected;
+                self.stats.bytes_sent += export.body.len() as u64;
+                if rejected > 0 {
+                    self.stats.events_rejected += rejected;
+                    self.stats.events_dropped += rejected;
+                    self.losses.record(
+                        meta.first_seq,
+                        meta.last_seq,
+                        rejected,
+                        LossReason::PartialSuccess,
+                    );
+                }
+                self.report_gaps(now_ms);
             }
-            Outcome::Failed { .. } => {
+            Outcome::Retry { retry_after_ms, .. } => {
                 self.stats.batches_failed += 1;
-                self.stats.events_dropped += u64::from(meta.events);
+                self.stats.retries += 1;
+                let delay = self.backoff.delay_ms(meta.attempt, retry_after_ms);
+                export.meta.attempt = meta.attempt.saturating_add(1);
+                self.retrying.push_back(Waiting {
+                    export,
+                    ready_at_ms: now_ms.saturating_add(delay),
+                });
+            }
+            Outcome::Rejected { .. } => {
+                self.stats.batches_failed += 1;
+                self.batcher.release(meta.record_bytes, meta.events);
+                let records = self.records_of(&export);
+                let batch = Batch {
+                    records,
+                    events: meta.events,
+                    first_seq: meta.first_seq,
+                    last_seq: meta.last_seq,
+                };
+                self.lose_batch(&batch, LossReason::CollectorRejected);
             }
         }
     }
 
-    /// Whether any export awaits an answer.
+    /// Delivery works: report recorded losses as gap events, while the buffer has room.
+    fn report_gaps(&mut self, now_ms: u64) {
+        if self.losses.is_empty() {
+            return;
+        }
+        let losses = self.losses.take();
+        for loss in losses {
+            if !self.batcher.fits(self.last_record_len.saturating_mul(2)) {
+                self.losses
+                    .record(loss.first_seq, loss.last_seq, loss.events, loss.reason);
+                continue;
+            }
+            self.stats.gap_events += 1;
+            self.enqueue(gap_event(&loss, now_ms), now_ms);
+        }
+    }
+
+    /// Whether the buffer is full: a typical event would not fit (fail-closed routes refuse
+    /// requests while this holds).
+    pub fn is_full(&self) -> bool {
+        !self.batcher.fits(self.last_record_len)
+    }
+
+    /// A request on a fail-closed route was refused while the buffer was full.
+    pub fn count_fail_closed(&mut self) {
+        self.stats.fail_closed_rejections += 1;
+    }
+
+    /// Exports awaiting an answer.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
-    /// Whether anything is still waiting to be sent.
+    /// Whether anything is still waiting to be sent (open, sealed, or waiting to retry).
     pub fn has_pending(&self) -> bool {
-        self.batcher.has_pending()
+        self.batcher.has_pending() || !self.retrying.is_empty()
+    }
+
+    /// Encoded events and bytes held (open, sealed, retrying and in flight).
+    pub fn buffered(&self) -> (u64, usize) {
+        (
+            self.batcher.buffered_events(),
+            self.batcher.buffered_bytes(),
+        )
+    }
+
+    /// Events lost and not yet reported by a gap event.
+    pub fn unreported_losses(&self) -> u64 {
+        self.losses.events()
     }
 
     /// Counter increments since the last call.
@@ -210,16 +444,42 @@ impl Pipeline {
     }
 }
 
+/// Whether a request is on a fail-closed route.
+pub fn fail_closed(routes: &[Route], line: &RequestLine<'_>) -> bool {
+    routes.iter().any(|r| r.matches(line))
+}
+
+/// The event that reports a loss.
+fn gap_event(loss: &Loss, now_ms: u64) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Gap);
+    let now_ns = now_ms.saturating_mul(1_000_000);
+    e.start_unix_nano = now_ns;
+    e.observed_unix_nano = now_ns;
+    let int = |v: u64| Value::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    e.set(attr::GAP_FIRST_SEQUENCE, int(loss.first_seq));
+    e.set(attr::GAP_LAST_SEQUENCE, int(loss.last_seq));
+    e.set(attr::GAP_EVENTS, int(loss.events));
+    e.set(attr::GAP_REASON, Value::Str(loss.reason.name().into()));
+    e
+}
+
 /// `0123456789abcdef…`: the event id of a stream position, as [`Pipeline::accept`] writes it.
 pub fn event_uid(stream_id: u64, seq: u64) -> String {
     format!("{stream_id:016x}{seq:016x}")
 }
 
+/// The configured format of a pipeline's codec.
+pub fn format_of(codec: &Codec) -> Format {
+    match codec {
+        Codec::Otlp(_) => Format::Otlp,
+        Codec::Json(_) => Format::Json,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::otlp::proto::ExportLogsServiceRequest;
-    use crate::event::EventKind;
+    use crate::encode::otlp::proto::{any_value, ExportLogsServiceRequest, LogRecord};
     use prost::Message;
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -228,11 +488,7 @@ mod tests {
         Redactor::compile(&Default::default(), None).unwrap()
     }
 
-    fn pipeline(max_batch_events: u32) -> Pipeline {
-        let config = Config {
-            max_batch_events,
-            ..Config::default()
-        };
+    fn pipeline_with(config: Config) -> Pipeline {
         Pipeline::new(
             config,
             redactor(),
@@ -241,12 +497,62 @@ mod tests {
         )
     }
 
+    fn pipeline(max_batch_events: u32) -> Pipeline {
+        pipeline_with(Config {
+            max_batch_events,
+            ..Config::default()
+        })
+    }
+
+    fn http_event(path: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(EventKind::Http);
+        e.set(attr::URL_PATH, Value::Str(path.into()));
+        e
+    }
+
+    fn records(export: &Export) -> Vec<LogRecord> {
+        let req = ExportLogsServiceRequest::decode(export.body.as_slice()).unwrap();
+        req.resource_logs
+            .into_iter()
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records)
+            .collect()
+    }
+
+    fn int_attr(r: &LogRecord, key: &str) -> Option<i64> {
+        r.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| match a.value.as_ref()?.value {
+                Some(any_value::Value::IntValue(i)) => Some(i),
+                _ => None,
+            })
+    }
+
+    /// Sends everything due and answers each export with `outcome`.
+    fn drive(p: &mut Pipeline, now: u64, outcome: Outcome) -> Vec<Export> {
+        let mut sent = Vec::new();
+        let mut token = 1000;
+        while let Some(e) = p.next_export(now) {
+            token += 1;
+            p.dispatched(token, e.clone());
+            p.completed(token, outcome, now);
+            sent.push(e);
+        }
+        sent
+    }
+
+    const OK: Outcome = Outcome::Delivered { rejected: 0 };
+    const DOWN: Outcome = Outcome::Retry {
+        status: None,
+        retry_after_ms: None,
+    };
+
     #[test]
     fn events_get_consecutive_sequence_numbers_and_unique_ids() {
         let mut p = pipeline(2);
-        for _ in 0..2 {
-            p.accept(AuditEvent::new(EventKind::Http), 0);
-        }
+        p.accept(http_event("/a"), 0);
+        p.accept(http_event("/b"), 0);
         let export = p.next_export(0).unwrap();
         assert_eq!(
             (
@@ -256,62 +562,22 @@ mod tests {
             ),
             (2, 0, 1)
         );
-        let req = ExportLogsServiceRequest::decode(export.body.as_slice()).unwrap();
-        let records = &req.resource_logs[0].scope_logs[0].log_records;
-        let uid = |i: usize| {
-            records[i]
-                .attributes
-                .iter()
-                .find(|a| a.key == attr::LOG_RECORD_UID)
-                .unwrap()
-                .value
-                .clone()
-        };
-        assert_ne!(uid(0), uid(1));
-        assert_eq!(
-            format!("{:?}", uid(1)),
+        let recs = records(&export);
+        assert_eq!(int_attr(&recs[1], attr::SEQUENCE), Some(1));
+        let uid = |r: &LogRecord| {
             format!(
                 "{:?}",
-                Some(crate::encode::otlp::proto::AnyValue {
-                    value: Some(crate::encode::otlp::proto::any_value::Value::StringValue(
-                        event_uid(0xabc, 1)
-                    ))
-                })
+                r.attributes.iter().find(|a| a.key == attr::LOG_RECORD_UID)
             )
-        );
-    }
-
-    #[test]
-    fn answers_settle_the_counters() {
-        let mut p = pipeline(1);
-        for _ in 0..3 {
-            p.accept(AuditEvent::new(EventKind::Http), 0);
-        }
-        let a = p.next_export(0).unwrap();
-        let b = p.next_export(0).unwrap();
-        let c = p.next_export(0).unwrap();
-        p.dispatched(1, a.meta);
-        p.dispatched(2, b.meta);
-        p.dispatch_failed(c.meta);
-        assert_eq!(p.in_flight(), 2);
-        p.completed(1, Outcome::Delivered { rejected: 0 });
-        p.completed(2, Outcome::Failed { status: Some(503) });
-        p.completed(99, Outcome::Delivered { rejected: 0 });
-        let s = p.take_stats();
-        assert_eq!(s.events_captured, 3);
-        assert_eq!(s.events_sent, 1);
-        assert_eq!(s.batches_sent, 1);
-        assert_eq!(s.batches_failed, 2);
-        assert_eq!(s.events_dropped, 2);
-        assert_eq!(s.bytes_sent, a.meta.body_bytes as u64);
-        assert_eq!(p.take_stats(), Stats::default(), "taking resets");
-        assert!(!p.has_pending());
+        };
+        assert_ne!(uid(&recs[0]), uid(&recs[1]));
+        assert!(uid(&recs[1]).contains(&event_uid(0xabc, 1)));
     }
 
     #[test]
     fn events_are_redacted_before_encoding() {
         let mut p = pipeline(1);
-        let mut e = AuditEvent::new(EventKind::Http);
+        let mut e = http_event("/x");
         e.set(
             "http.request.header.authorization",
             Value::StrList(vec!["Bearer canary-token-123".into()]),
@@ -327,6 +593,190 @@ mod tests {
         assert!(
             text.contains("page=2") && text.contains("default:2"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn failed_exports_are_retried_with_backoff_and_the_same_events() {
+        let mut p = pipeline_with(Config {
+            max_batch_events: 1,
+            retry: crate::config::Retry {
+                initial_backoff_ms: 100,
+                max_backoff_ms: 1000,
+            },
+            ..Config::default()
+        });
+        p.accept(http_event("/a"), 0);
+        let first = p.next_export(0).unwrap();
+        p.dispatched(1, first.clone());
+        p.completed(
+            1,
+            Outcome::Retry {
+                status: Some(503),
+                retry_after_ms: None,
+            },
+            0,
+        );
+        assert!(
+            p.next_export(49).is_none(),
+            "backoff is at least half the initial delay"
+        );
+        let again = p.next_export(100).unwrap();
+        assert_eq!(
+            (again.body.clone(), again.meta.attempt),
+            (first.body.clone(), 1)
+        );
+        p.dispatch_failed(again, 100);
+        assert!(p.next_export(199).is_none());
+        let third = p.next_export(300).unwrap();
+        assert_eq!(third.meta.attempt, 2);
+        p.dispatched(3, third);
+        p.completed(
+            3,
+            Outcome::Retry {
+                status: Some(429),
+                retry_after_ms: Some(5000),
+            },
+            300,
+        );
+        assert!(p.next_export(5299).is_none(), "Retry-After is honoured");
+        assert_eq!(drive(&mut p, 5300, OK).len(), 1);
+        let s = p.take_stats();
+        assert_eq!(
+            (s.events_sent, s.retries, s.events_dropped, s.batches_sent),
+            (1, 3, 0, 1)
+        );
+        assert_eq!(p.buffered(), (0, 0));
+    }
+
+    #[test]
+    fn rejected_batches_are_lost_and_reported_by_a_gap_event() {
+        let mut p = pipeline(2);
+        for i in 0..4 {
+            p.accept(http_event(&format!("/{i}")), 0);
+        }
+        let a = p.next_export(0).unwrap();
+        p.dispatched(1, a);
+        p.completed(1, Outcome::Rejected { status: 400 }, 0);
+        let s = p.take_stats();
+        assert_eq!((s.events_dropped, s.dropped_rejected, s.retries), (2, 2, 0));
+        assert_eq!(p.unreported_losses(), 2);
+        // The next delivery succeeds: a gap event reports sequences 0..=1.
+        drive(&mut p, 0, OK);
+        p.flush_all();
+        let sent = drive(&mut p, 0, OK);
+        let gap = sent
+            .iter()
+            .flat_map(records)
+            .find(|r| r.event_name == "meshaudit.gap")
+            .unwrap();
+        assert_eq!(int_attr(&gap, attr::GAP_FIRST_SEQUENCE), Some(0));
+        assert_eq!(int_attr(&gap, attr::GAP_LAST_SEQUENCE), Some(1));
+        assert_eq!(int_attr(&gap, attr::GAP_EVENTS), Some(2));
+        assert_eq!(p.take_stats().gap_events, 1);
+        assert_eq!(p.unreported_losses(), 0);
+    }
+
+    fn small_buffer(overflow: Overflow, fallback: Fallback) -> Pipeline {
+        pipeline_with(Config {
+            max_batch_events: 5,
+            max_batch_bytes: 1024,
+            max_buffer_bytes: 4096,
+            overflow,
+            fallback,
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn drop_newest_counts_every_refused_event_and_never_passes_the_bound() {
+        let mut p = small_buffer(Overflow::DropNewest, Fallback::None);
+        let mut max_seen = 0;
+        for i in 0..200 {
+            p.accept(http_event(&format!("/{i}")), 0);
+            max_seen = max_seen.max(p.buffered().1);
+            // The collector is down: every export is answered with a retry.
+            if i % 10 == 0 {
+                drive(&mut p, u64::MAX / 2, DOWN);
+            }
+        }
+        assert!(max_seen <= 4096, "{max_seen}");
+        let s = p.take_stats();
+        let held = p.buffered().0;
+        assert_eq!(s.events_captured, 200);
+        assert_eq!(s.events_dropped, s.dropped_buffer_full);
+        assert_eq!(
+            s.events_dropped + held,
+            200,
+            "every event is held or counted as dropped"
+        );
+        assert_eq!(p.unreported_losses(), s.events_dropped);
+        assert!(p.is_full());
+    }
+
+    #[test]
+    fn drop_oldest_evicts_the_oldest_batches_and_keeps_the_newest() {
+        let mut p = small_buffer(Overflow::DropOldest, Fallback::None);
+        for i in 0..100 {
+            p.accept(http_event(&format!("/{i}")), 0);
+        }
+        assert!(p.buffered().1 <= 4096);
+        let s = p.take_stats();
+        assert!(s.events_dropped > 0);
+        p.flush_all();
+        let kept: Vec<i64> = drive(&mut p, 0, OK)
+            .iter()
+            .flat_map(records)
+            .filter_map(|r| int_attr(&r, attr::SEQUENCE))
+            .collect();
+        assert!(kept.contains(&99), "the newest event is kept");
+        assert!(!kept.contains(&0), "the oldest event was evicted");
+        assert_eq!(kept.len() as u64 + s.events_dropped, 100);
+    }
+
+    #[test]
+    fn fallback_log_writes_what_would_be_dropped() {
+        let mut p = small_buffer(Overflow::DropNewest, Fallback::Log);
+        for i in 0..100 {
+            p.accept(http_event(&format!("/fallback/{i}")), 0);
+        }
+        let lines = p.take_fallback_lines();
+        let s = p.take_stats();
+        assert_eq!(s.events_dropped, 0);
+        assert_eq!(s.fallback_lines as usize, lines.len());
+        assert_eq!(lines.len() as u64 + p.buffered().0, 100);
+        for line in &lines {
+            let json = line.strip_prefix(FALLBACK_PREFIX).unwrap();
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert!(v["url.path"].as_str().unwrap().starts_with("/fallback/"));
+            assert_eq!(v["service.name"], "checkout");
+        }
+        let mut oldest = small_buffer(Overflow::DropOldest, Fallback::Log);
+        for i in 0..100 {
+            oldest.accept(http_event(&format!("/o/{i}")), 0);
+        }
+        let lines = oldest.take_fallback_lines();
+        assert!(!lines.is_empty());
+        assert!(lines[0].contains("\"/o/0\""), "{}", lines[0]);
+        assert_eq!(oldest.unreported_losses(), 0);
+    }
+
+    #[test]
+    fn partial_success_is_counted_and_reported() {
+        let mut p = pipeline(3);
+        for i in 0..3 {
+            p.accept(http_event(&format!("/{i}")), 0);
+        }
+        drive(&mut p, 0, Outcome::Delivered { rejected: 2 });
+        let s = p.take_stats();
+        assert_eq!(
+            (
+                s.events_sent,
+                s.events_rejected,
+                s.events_dropped,
+                s.gap_events
+            ),
+            (1, 2, 2, 1)
         );
     }
 
@@ -380,21 +830,26 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(e.field, "body_capture[0].match");
-    }
-
-    #[test]
-    fn overflow_is_counted() {
-        let config = Config {
-            max_batch_bytes: 1024,
-            max_buffer_bytes: 1024,
-            ..Config::default()
+        let e = load(
+            br#"{"routes": [{"match": {"path_prefix": "pay"}, "fail_closed": true}]}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "routes[0].match");
+        let e = load(br#"{"overflow": "drop_all"}"#, no_env).err().unwrap();
+        assert_eq!(e.field, "overflow");
+        let ok = load(
+            br#"{"routes": [{"match": {"path_prefix": "/pay"}, "fail_closed": true}]}"#,
+            no_env,
+        )
+        .unwrap();
+        let line = |path| RequestLine {
+            method: "GET",
+            host: "h",
+            path,
         };
-        let mut p = Pipeline::new(config, redactor(), &vec![], 1);
-        for _ in 0..50 {
-            p.accept(AuditEvent::new(EventKind::Http), 0);
-        }
-        let s = p.take_stats();
-        assert_eq!(s.events_captured, 50);
-        assert!(s.events_dropped > 0 && s.events_dropped < 50, "{s:?}");
+        assert!(fail_closed(&ok.fail_closed, &line("/pay/1")));
+        assert!(!fail_closed(&ok.fail_closed, &line("/shop")));
     }
 }

@@ -93,6 +93,22 @@ impl Batcher {
         self.sealed.pop_front()
     }
 
+    /// Whether an encoded event of `len` bytes fits the buffer now.
+    pub fn fits(&self, len: usize) -> bool {
+        self.buffered_bytes.saturating_add(len) <= self.max_buffer_bytes
+    }
+
+    /// Takes the oldest batch that is waiting (sealed, else the open one) out of the buffer, to
+    /// make room (`drop_oldest`). Its bytes are released.
+    pub fn evict_oldest(&mut self) -> Option<Batch> {
+        if self.sealed.is_empty() {
+            self.seal();
+        }
+        let batch = self.sealed.pop_front()?;
+        self.release(batch.records.len(), batch.events);
+        Some(batch)
+    }
+
     /// Seals whatever is open so that it is sent at once (shutdown, drain).
     pub fn flush_all(&mut self) {
         self.seal();
@@ -187,6 +203,23 @@ mod tests {
         assert!(b.push(&[0; 100], 4, 0).is_ok());
         assert_eq!(b.buffered_bytes(), 1100);
         assert_eq!(b.buffered_events(), 2);
+    }
+
+    #[test]
+    fn evicts_the_oldest_waiting_batch() {
+        let mut b = batcher(2, 1 << 20, 1 << 20);
+        for seq in 0..5 {
+            b.push(b"ab", seq, 0).unwrap();
+        }
+        assert_eq!(b.evict_oldest().unwrap().first_seq, 0);
+        assert_eq!(b.evict_oldest().unwrap().first_seq, 2);
+        assert_eq!(
+            b.evict_oldest().unwrap().first_seq,
+            4,
+            "the open batch goes last"
+        );
+        assert!(b.evict_oldest().is_none());
+        assert_eq!((b.buffered_bytes(), b.buffered_events()), (0, 0));
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! Delivery decisions: batching, buffering and what a collector's answer means. Pure state
-//! machines driven by the host layer's clock and callbacks; they never call the host.
+//! Delivery decisions: batching, the bounded buffer, retry backoff, loss accounting and what a
+//! collector's answer means. Pure state machines driven by the host layer's clock and
+//! callbacks; they never call the host.
 
+pub mod backoff;
 pub mod batcher;
+pub mod loss;
 pub mod outcome;

@@ -100,6 +100,78 @@ impl OtlpCodec {
     }
 }
 
+/// The gRPC path of the OTLP logs service.
+pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// A gRPC message frame: no compression flag, 4-byte big-endian length, the message.
+pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 5);
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// The records of a framed `ExportLogsServiceRequest`, as [`OtlpCodec::encode`] wrote them.
+pub fn records_of(body: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let mut out = Vec::new();
+    let Ok(req) = proto::ExportLogsServiceRequest::decode(body) else {
+        return out;
+    };
+    for rl in &req.resource_logs {
+        for sl in &rl.scope_logs {
+            for r in &sl.log_records {
+                prost::encoding::message::encode(2, r, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Encoded records back to events (for the log fallback of batches already encoded).
+pub fn decode_records(records: &[u8]) -> Vec<AuditEvent> {
+    use prost::Message;
+    let Ok(scope) = proto::ScopeLogs::decode(records) else {
+        return Vec::new();
+    };
+    scope.log_records.into_iter().map(to_event).collect()
+}
+
+fn to_event(r: proto::LogRecord) -> AuditEvent {
+    use crate::event::EventKind;
+    use proto::any_value::Value as Pv;
+    let kind = if r.event_name == EventKind::Gap.name() {
+        EventKind::Gap
+    } else {
+        EventKind::Http
+    };
+    let mut e = AuditEvent::new(kind);
+    e.start_unix_nano = r.time_unix_nano;
+    e.observed_unix_nano = r.observed_time_unix_nano;
+    e.trace_id = r.trace_id.as_slice().try_into().ok();
+    e.span_id = r.span_id.as_slice().try_into().ok();
+    for kv in r.attributes {
+        let value = match kv.value.and_then(|v| v.value) {
+            Some(Pv::StringValue(s)) => Value::Str(s),
+            Some(Pv::BoolValue(b)) => Value::Bool(b),
+            Some(Pv::IntValue(i)) => Value::Int(i),
+            Some(Pv::ArrayValue(a)) => Value::StrList(
+                a.values
+                    .into_iter()
+                    .filter_map(|v| match v.value {
+                        Some(Pv::StringValue(s)) => Some(s),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => continue,
+        };
+        e.set(kv.key, value);
+    }
+    e
+}
+
 /// Length of a length-delimited field with a one-byte tag (field numbers below 16).
 fn nested_len(_field: u32, inner: usize) -> usize {
     1 + encoded_len_varint(inner as u64) + inner
@@ -358,6 +430,41 @@ mod tests {
                 &to_proto(&want.value)
             );
         }
+    }
+
+    #[test]
+    fn records_round_trip_through_framing_and_decoding() {
+        let codec = OtlpCodec::new(&vec![("a", "b".into())]);
+        let e = sample_event();
+        let mut records = Vec::new();
+        codec.encode(&e, &mut records);
+        codec.encode(&e, &mut records);
+        let framed = codec.frame(&records);
+        assert_eq!(records_of(&framed), records);
+        let events = decode_records(&records);
+        assert_eq!(events.len(), 2);
+        let back = &events[0];
+        assert_eq!(
+            (back.start_unix_nano, back.trace_id, back.span_id),
+            (e.start_unix_nano, e.trace_id, e.span_id)
+        );
+        let non_empty: Vec<_> = e
+            .attributes
+            .iter()
+            .filter(|a| a.value != Value::StrList(vec![]))
+            .cloned()
+            .collect();
+        let back_non_empty: Vec<_> = back
+            .attributes
+            .iter()
+            .filter(|a| a.value != Value::StrList(vec![]))
+            .cloned()
+            .collect();
+        assert_eq!(back_non_empty, non_empty);
+        assert!(
+            decode_records(b"\xff\x01garbage").is_empty()
+                || decode_records(b"\xff\x01garbage").len() <= 1
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub enum MapType {
     Request = 0,
     Response = 2,
     CallResponse = 6,
+    CallResponseTrailers = 7,
 }
 
 /// Buffers (proxy-wasm `BufferType`).

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
@@ -13,7 +14,12 @@ use crate::capture::body::{BodyState, Side};
 use crate::capture::connection::{ConnectionFacts, SocketAddr};
 use crate::capture::decode;
 use crate::config::BodyCapture;
+use crate::pipeline::fail_closed;
 use crate::route::RequestLine;
+
+/// The body of the 503 a fail-closed route answers while the audit buffer is full.
+const FAIL_CLOSED_BODY: &[u8] =
+    b"audit log unavailable: this route is fail-closed and requests are refused until audit events can be delivered\n";
 
 pub struct AuditHttp {
     worker: Rc<RefCell<Option<Worker>>>,
@@ -57,13 +63,13 @@ impl Context for AuditHttp {}
 
 impl HttpContext for AuditHttp {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        let Ok(guard) = self.worker.try_borrow() else {
+        let Ok(mut guard) = self.worker.try_borrow_mut() else {
             return Action::Continue;
         };
-        let Some(worker) = guard.as_ref() else {
+        let Some(worker) = guard.as_mut() else {
             return Action::Continue;
         };
-        if worker.bodies.is_empty() {
+        if worker.bodies.is_empty() && worker.fail_closed.is_empty() {
             return Action::Continue;
         }
         let raw = abi::header_map(MapType::Request);
@@ -81,6 +87,16 @@ impl HttpContext for AuditHttp {
             host: &host,
             path: path.split('?').next().unwrap_or(path),
         };
+        if worker.pipeline.is_full() && fail_closed(&worker.fail_closed, &line) {
+            worker.pipeline.count_fail_closed();
+            drop(guard);
+            let headers = vec![
+                ("content-type", "text/plain"),
+                ("x-meshaudit", "fail-closed"),
+            ];
+            let _ = hostcalls::send_http_response(503, headers, Some(FAIL_CLOSED_BODY));
+            return Action::Pause;
+        }
         if let Some(spec) = worker.bodies.for_request(&line) {
             // A message without a body gets no body attributes at all.
             if !end_of_stream {
@@ -148,5 +164,6 @@ impl HttpContext for AuditHttp {
         }
         let now_ms = event.observed_unix_nano / 1_000_000;
         worker.pipeline.accept(event, now_ms);
+        worker.log_fallback();
     }
 }

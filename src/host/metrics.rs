@@ -1,55 +1,89 @@
 //! Envoy metrics defined by the filter, visible in the admin `/stats` (Envoy shows them with
 //! its `wasmcustom.` prefix). Counters are published from the pipeline's [`Stats`] on each tick,
-//! not per request, so a request costs no metric host call.
+//! not per request, so a request costs no metric host call. Gauges are moved by deltas, so
+//! each worker adds its own share and the gauge is the sum over workers.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::pipeline::Stats;
 
+/// A counter and the [`Stats`] field it publishes.
+type Counter = (Option<u32>, fn(&Stats) -> u64);
+
 pub struct Metrics {
-    events_captured: Option<u32>,
-    events_sent: Option<u32>,
-    batches_sent: Option<u32>,
-    batches_failed: Option<u32>,
-    events_dropped: Option<u32>,
-    events_rejected: Option<u32>,
-    bytes_sent: Option<u32>,
+    counters: Vec<Counter>,
+    buffered_events: Option<u32>,
+    buffered_bytes: Option<u32>,
+    published_events: i64,
+    published_bytes: i64,
 }
 
-fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+fn define(kind: MetricType, name: &str) -> Option<u32> {
+    hostcalls::define_metric(kind, name).ok()
 }
 
 impl Metrics {
     pub fn define() -> Metrics {
+        let counter = |name: &str| define(MetricType::Counter, name);
+        let counters: Vec<Counter> = vec![
+            (counter("meshaudit.events_captured"), |s| s.events_captured),
+            (counter("meshaudit.events_sent"), |s| s.events_sent),
+            (counter("meshaudit.batches_sent"), |s| s.batches_sent),
+            (counter("meshaudit.batches_failed"), |s| s.batches_failed),
+            (counter("meshaudit.retries"), |s| s.retries),
+            (counter("meshaudit.events_dropped"), |s| s.events_dropped),
+            (counter("meshaudit.events_dropped.buffer_full"), |s| {
+                s.dropped_buffer_full
+            }),
+            (
+                counter("meshaudit.events_dropped.collector_rejected"),
+                |s| s.dropped_rejected,
+            ),
+            (counter("meshaudit.events_rejected"), |s| s.events_rejected),
+            (counter("meshaudit.gap_events"), |s| s.gap_events),
+            (counter("meshaudit.fallback_lines"), |s| s.fallback_lines),
+            (counter("meshaudit.fail_closed_rejections"), |s| {
+                s.fail_closed_rejections
+            }),
+            (counter("meshaudit.bytes_sent"), |s| s.bytes_sent),
+        ];
         Metrics {
-            events_captured: counter("meshaudit.events_captured"),
-            events_sent: counter("meshaudit.events_sent"),
-            batches_sent: counter("meshaudit.batches_sent"),
-            batches_failed: counter("meshaudit.batches_failed"),
-            events_dropped: counter("meshaudit.events_dropped"),
-            events_rejected: counter("meshaudit.events_rejected"),
-            bytes_sent: counter("meshaudit.bytes_sent"),
+            counters,
+            buffered_events: define(MetricType::Gauge, "meshaudit.buffered_events"),
+            buffered_bytes: define(MetricType::Gauge, "meshaudit.buffered_bytes"),
+            published_events: 0,
+            published_bytes: 0,
         }
     }
 
-    pub fn publish(&self, s: &Stats) {
-        add(self.events_captured, s.events_captured);
-        add(self.events_sent, s.events_sent);
-        add(self.batches_sent, s.batches_sent);
-        add(self.batches_failed, s.batches_failed);
-        add(self.events_dropped, s.events_dropped);
-        add(self.events_rejected, s.events_rejected);
-        add(self.bytes_sent, s.bytes_sent);
+    pub fn publish(&mut self, s: &Stats, buffered_events: u64, buffered_bytes: usize) {
+        for (id, get) in &self.counters {
+            if let (Some(id), Ok(n)) = (id, i64::try_from(get(s))) {
+                // Zero is skipped: the host refuses non-positive counter increments.
+                if n > 0 {
+                    let _ = hostcalls::increment_metric(*id, n);
+                }
+            }
+        }
+        let events = i64::try_from(buffered_events).unwrap_or(i64::MAX);
+        let bytes = i64::try_from(buffered_bytes).unwrap_or(i64::MAX);
+        move_gauge(self.buffered_events, &mut self.published_events, events);
+        move_gauge(self.buffered_bytes, &mut self.published_bytes, bytes);
+    }
+
+    /// Takes this worker's share out of the gauges (its root context is going away).
+    pub fn withdraw(&mut self) {
+        move_gauge(self.buffered_events, &mut self.published_events, 0);
+        move_gauge(self.buffered_bytes, &mut self.published_bytes, 0);
     }
 }
 
-/// Increments a counter; zero is skipped (the host refuses non-positive offsets).
-fn add(id: Option<u32>, n: u64) {
-    if let (Some(id), Ok(n)) = (id, i64::try_from(n)) {
-        if n > 0 {
-            let _ = hostcalls::increment_metric(id, n);
+fn move_gauge(id: Option<u32>, published: &mut i64, now: i64) {
+    let delta = now - *published;
+    if let (Some(id), true) = (id, delta != 0) {
+        if hostcalls::increment_metric(id, delta).is_ok() {
+            *published = now;
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The root context of one worker: configuration, the worker's pipeline, the flush tick and
-//! the export calls to the collector.
+//! The root context of one worker: configuration, the worker's pipeline, the flush tick, the
+//! export calls to the collector and their answers, and the drain when the configuration goes.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
@@ -18,9 +18,11 @@ use super::metrics::Metrics;
 use crate::capture::body::BodyPolicy;
 use crate::capture::connection::ConnectionCache;
 use crate::capture::{decode, node};
-use crate::config::Config;
-use crate::deliver::outcome::{classify, Outcome};
+use crate::config::{Config, Protocol};
+use crate::deliver::outcome::{classify, classify_grpc, Answer, Outcome};
+use crate::encode::otlp;
 use crate::pipeline::{self, Export, Pipeline};
+use crate::route::Route;
 
 /// Longest flush tick; a full batch waits at most this long for the next tick.
 const MAX_TICK_MS: u32 = 100;
@@ -35,11 +37,59 @@ pub struct Worker {
     pub connections: ConnectionCache,
     pub wants_response_headers: bool,
     pub bodies: BodyPolicy,
+    pub fail_closed: Vec<Route>,
+}
+
+impl Worker {
+    /// Writes the fallback lines (events the buffer could not hold) to Envoy's log.
+    pub fn log_fallback(&mut self) {
+        for line in self.pipeline.take_fallback_lines() {
+            warn!("{line}");
+        }
+    }
 }
 
 pub struct AuditRoot {
     worker: Rc<RefCell<Option<Worker>>>,
     metrics: Option<Metrics>,
+    /// Set by `on_done`: the time by which the drain must end.
+    drain_deadline_ms: Option<u64>,
+}
+
+/// The collector settings an export needs, copied out so no borrow is held over host calls.
+struct Target {
+    cluster: String,
+    authority: String,
+    path: String,
+    grpc: bool,
+    content_type: &'static str,
+    timeout: Duration,
+}
+
+impl Target {
+    fn of(config: &Config, content_type: &'static str) -> Target {
+        let grpc = config.protocol == Protocol::Grpc;
+        Target {
+            cluster: config.collector.cluster.clone(),
+            authority: config.collector.authority().to_string(),
+            path: if grpc {
+                otlp::GRPC_PATH.to_string()
+            } else {
+                config.collector.path.clone()
+            },
+            grpc,
+            content_type: if grpc {
+                "application/grpc"
+            } else {
+                content_type
+            },
+            timeout: Duration::from_millis(u64::from(config.collector.timeout_ms)),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    abi::now_unix_nano() / 1_000_000
 }
 
 impl AuditRoot {
@@ -47,85 +97,109 @@ impl AuditRoot {
         AuditRoot {
             worker: Rc::new(RefCell::new(None)),
             metrics: None,
+            drain_deadline_ms: None,
         }
     }
 
-    fn publish_stats(&self, worker: &mut Worker) {
-        if let Some(m) = &self.metrics {
-            m.publish(&worker.pipeline.take_stats());
+    fn publish(&mut self) {
+        let Ok(mut guard) = self.worker.try_borrow_mut() else {
+            return;
+        };
+        let Some(worker) = guard.as_mut() else { return };
+        worker.log_fallback();
+        if let Some(m) = &mut self.metrics {
+            let (events, bytes) = worker.pipeline.buffered();
+            m.publish(&worker.pipeline.take_stats(), events, bytes);
         }
     }
 
-    /// Sends every batch that is due.
+    /// Sends every batch that is due. The worker is not borrowed over the dispatch call.
     fn send_due(&mut self, now_ms: u64) {
         loop {
-            let Ok(mut guard) = self.worker.try_borrow_mut() else {
-                return;
+            let (export, target) = {
+                let Ok(mut guard) = self.worker.try_borrow_mut() else {
+                    return;
+                };
+                let Some(worker) = guard.as_mut() else { return };
+                let Some(export) = worker.pipeline.next_export(now_ms) else {
+                    return;
+                };
+                let target = Target::of(
+                    worker.pipeline.config(),
+                    worker.pipeline.codec().content_type(),
+                );
+                (export, target)
             };
-            let Some(worker) = guard.as_mut() else { return };
-            let Some(export) = worker.pipeline.next_export(now_ms) else {
-                return;
-            };
-            let config = worker.pipeline.config().clone_collector();
-            let content_type = worker.pipeline.codec().content_type();
-            drop(guard);
-            let result = dispatch(&config, content_type, &export);
+            let result = dispatch(&target, &export);
             let Ok(mut guard) = self.worker.try_borrow_mut() else {
                 return;
             };
             let Some(worker) = guard.as_mut() else { return };
             match result {
-                Ok(token) => worker.pipeline.dispatched(token, export.meta),
+                Ok(token) => worker.pipeline.dispatched(token, export),
                 Err(reason) => {
                     warn!(
                         "meshaudit: could not send {} events to cluster {:?}: {reason}",
-                        export.meta.events, config.cluster
+                        export.meta.events, target.cluster
                     );
-                    worker.pipeline.dispatch_failed(export.meta);
+                    worker.pipeline.dispatch_failed(export, now_ms);
+                    // Retried on a later tick, after the backoff.
+                    return;
                 }
             }
         }
     }
-}
 
-/// The collector settings an export needs, copied out so no borrow is held over host calls.
-pub struct CollectorTarget {
-    pub cluster: String,
-    pub authority: String,
-    pub path: String,
-    pub timeout: Duration,
-}
+    /// Whether nothing is waiting to be sent or awaiting an answer.
+    fn idle(&self) -> bool {
+        match self.worker.try_borrow() {
+            Ok(guard) => guard
+                .as_ref()
+                .is_none_or(|w| !w.pipeline.has_pending() && w.pipeline.in_flight() == 0),
+            Err(_) => false,
+        }
+    }
 
-impl Config {
-    fn clone_collector(&self) -> CollectorTarget {
-        CollectorTarget {
-            cluster: self.collector.cluster.clone(),
-            authority: self.collector.authority().to_string(),
-            path: self.collector.path.clone(),
-            timeout: Duration::from_millis(u64::from(self.collector.timeout_ms)),
+    /// Ends the drain once nothing is left, or its time is up.
+    fn maybe_finish_drain(&mut self, now_ms: u64) {
+        let Some(deadline) = self.drain_deadline_ms else {
+            return;
+        };
+        let idle = self.idle();
+        if idle || now_ms >= deadline {
+            if !idle {
+                warn!("meshaudit: drain timed out; events still held are lost");
+            }
+            if let Some(m) = &mut self.metrics {
+                m.withdraw();
+            }
+            self.drain_deadline_ms = None;
+            let _ = hostcalls::done();
         }
     }
 }
 
-fn dispatch(target: &CollectorTarget, content_type: &str, export: &Export) -> Result<u32, String> {
-    let headers = vec![
+fn dispatch(target: &Target, export: &Export) -> Result<u32, String> {
+    let mut headers = vec![
         (":method", "POST"),
         (":path", target.path.as_str()),
         (":authority", target.authority.as_str()),
-        ("content-type", content_type),
+        ("content-type", target.content_type),
         (
             "user-agent",
             concat!("meshaudit/", env!("CARGO_PKG_VERSION")),
         ),
     ];
-    hostcalls::dispatch_http_call(
-        &target.cluster,
-        headers,
-        Some(&export.body),
-        vec![],
-        target.timeout,
-    )
-    .map_err(|status| format!("host refused the call ({status:?}); is the cluster defined?"))
+    let framed;
+    let body: &[u8] = if target.grpc {
+        headers.push(("te", "trailers"));
+        framed = otlp::grpc_frame(&export.body);
+        &framed
+    } else {
+        &export.body
+    };
+    hostcalls::dispatch_http_call(&target.cluster, headers, Some(body), vec![], target.timeout)
+        .map_err(|status| format!("host refused the call ({status:?}); is the cluster defined?"))
 }
 
 /// A random id for this VM's event stream.
@@ -136,27 +210,63 @@ fn random_stream_id() -> u64 {
 }
 
 impl Context for AuditRoot {
+    /// The configuration is going away (replaced, or Envoy is stopping): send what is held
+    /// before going, within `drain_timeout_ms`.
+    fn on_done(&mut self) -> bool {
+        let now = now_ms();
+        let timeout = {
+            let Ok(mut guard) = self.worker.try_borrow_mut() else {
+                return true;
+            };
+            let Some(worker) = guard.as_mut() else {
+                return true;
+            };
+            worker.pipeline.flush_all();
+            u64::from(worker.pipeline.config().drain_timeout_ms)
+        };
+        self.drain_deadline_ms = Some(now.saturating_add(timeout));
+        self.send_due(now);
+        self.publish();
+        let idle = self.idle();
+        if idle {
+            if let Some(m) = &mut self.metrics {
+                m.withdraw();
+            }
+            self.drain_deadline_ms = None;
+        }
+        idle
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
         num_headers: usize,
         body_size: usize,
-        _: usize,
+        num_trailers: usize,
     ) {
-        let status = if num_headers == 0 {
-            None
+        let headers_raw = if num_headers > 0 {
+            abi::header_map(MapType::CallResponse)
         } else {
-            let raw = abi::header_map(MapType::CallResponse);
-            decode::map(&raw)
-                .into_iter()
-                .find(|(k, _)| *k == b":status")
-                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u16>().ok())
+            Vec::new()
         };
-        let Ok(mut guard) = self.worker.try_borrow_mut() else {
-            return;
+        let trailers_raw = if num_trailers > 0 {
+            abi::header_map(MapType::CallResponseTrailers)
+        } else {
+            Vec::new()
         };
-        let Some(worker) = guard.as_mut() else { return };
-        let format = worker.pipeline.config().format;
+        let headers = decode::map(&headers_raw);
+        let trailers = decode::map(&trailers_raw);
+        let find = |name: &[u8]| {
+            trailers
+                .iter()
+                .chain(headers.iter())
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+        };
+        let number = |v: &[u8]| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok();
+        let status = find(b":status")
+            .and_then(number)
+            .and_then(|s| u16::try_from(s).ok());
         let body = match status {
             Some(200..=299) if body_size > 0 => abi::buffer(
                 BufferType::HttpCallResponseBody,
@@ -165,11 +275,40 @@ impl Context for AuditRoot {
             ),
             _ => None,
         };
-        let outcome = classify(status, format, body.as_deref());
-        if let Outcome::Failed { status } = outcome {
-            warn!("meshaudit: collector did not accept a batch (status {status:?})");
+        let answer = Answer {
+            status,
+            grpc_status: find(b"grpc-status").and_then(number),
+            retry_after: find(b"retry-after"),
+            body: body.as_deref(),
+        };
+        let now = now_ms();
+        {
+            let Ok(mut guard) = self.worker.try_borrow_mut() else {
+                return;
+            };
+            let Some(worker) = guard.as_mut() else { return };
+            let outcome = match worker.pipeline.config().protocol {
+                Protocol::Grpc => classify_grpc(&answer),
+                Protocol::Http => classify(&answer, worker.pipeline.config().format),
+            };
+            match outcome {
+                Outcome::Delivered { .. } => {}
+                Outcome::Retry { status, .. } => {
+                    warn!(
+                        "meshaudit: collector did not take a batch (status {status:?}); will retry"
+                    )
+                }
+                Outcome::Rejected { status } => {
+                    warn!("meshaudit: collector rejected a batch for good (status {status})")
+                }
+            }
+            worker.pipeline.completed(token, outcome, now);
         }
-        worker.pipeline.completed(token, outcome);
+        if self.drain_deadline_ms.is_some() {
+            self.send_due(now);
+            self.publish();
+            self.maybe_finish_drain(now);
+        }
     }
 }
 
@@ -181,6 +320,7 @@ impl RootContext for AuditRoot {
             config,
             redactor,
             bodies,
+            fail_closed,
         } = match pipeline::load(&raw, env) {
             Ok(l) => l,
             Err(e) => {
@@ -192,14 +332,15 @@ impl RootContext for AuditRoot {
         let tick = config.flush_interval_ms.min(MAX_TICK_MS);
         let stream_id = random_stream_id();
         info!(
-            "meshaudit: configured; stream {stream_id:016x}, {:?} to cluster {:?}, tick {tick} ms",
-            config.format, config.collector.cluster
+            "meshaudit: configured; stream {stream_id:016x}, {:?} over {:?} to cluster {:?}, tick {tick} ms",
+            config.format, config.protocol, config.collector.cluster
         );
         let worker = Worker {
             wants_response_headers: !config.response_headers.is_empty(),
             pipeline: Pipeline::new(config, redactor, &resource, stream_id),
             connections: ConnectionCache::new(CONNECTION_CACHE),
             bodies,
+            fail_closed,
         };
         match self.worker.try_borrow_mut() {
             Ok(mut slot) => *slot = Some(worker),
@@ -213,13 +354,10 @@ impl RootContext for AuditRoot {
     }
 
     fn on_tick(&mut self) {
-        let now_ms = abi::now_unix_nano() / 1_000_000;
-        self.send_due(now_ms);
-        if let Ok(mut guard) = self.worker.try_borrow_mut() {
-            if let Some(worker) = guard.as_mut() {
-                self.publish_stats(worker);
-            }
-        }
+        let now = now_ms();
+        self.send_due(now);
+        self.publish();
+        self.maybe_finish_drain(now);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -35,6 +35,9 @@
 //! - `iban`: 2 upper-case letters, 2 check digits and 11–30 of `A-Z0-9`, contiguous or in groups
 //!   of 4 split by single spaces, as a whole word, passing the ISO 7064 mod-97 check; for a
 //!   country in the IBAN registry, with that country's length.
+//!
+//! When findings overlap, the earlier-starting one is kept, then the longer, then the one first
+//! in [`Detector::ALL`]: a JWT sent as a bearer token is reported as `jwt`.
 
 use std::cmp::Reverse;
 
@@ -203,17 +206,14 @@ fn each(
 /// The first ASCII `needle` at or after `from` (a char boundary), found by its byte at `rare`
 /// with a byte search: `str::find` with a string is much slower for short needles.
 fn find_at(text: &str, from: usize, needle: &str, rare: usize) -> Option<usize> {
-    let key = char::from(*needle.as_bytes().get(rare)?);
+    let (b, n) = (text.as_bytes(), needle.as_bytes());
+    let key = char::from(*n.get(rare)?);
     let mut i = from;
     loop {
         let k = i + text.get(i..)?.find(key)?;
         i = k + 1; // after an ASCII byte: a char boundary
-        let p = k.checked_sub(rare).filter(|p| *p >= from);
-        if let Some(p) = p.filter(|p| {
-            text.as_bytes()
-                .get(*p..)
-                .is_some_and(|t| t.starts_with(needle.as_bytes()))
-        }) {
+        let p = k.wrapping_sub(rare);
+        if k >= from + rare && b.get(p..).is_some_and(|t| t.starts_with(n)) {
             return Some(p);
         }
     }
@@ -304,13 +304,13 @@ impl Scanner<'_> {
             let p = offset + (found.trailing_zeros() / 8) as usize;
             found &= found - 1;
             if p >= self.resume {
-                self.resume = self.at(p).max(p + 1);
+                self.resume = self.trigger(p).max(p + 1);
             }
         }
     }
 
     /// Runs the detectors that may match at trigger `p`; returns where to resume.
-    fn at(&mut self, p: usize) -> usize {
+    fn trigger(&mut self, p: usize) -> usize {
         let (b, c) = (self.b, at(self.b, p));
         let found = if c == b'A' {
             aws_key_id(b, p).map(|e| (Detector::AwsKey, p, e))
@@ -333,11 +333,16 @@ impl Scanner<'_> {
         let e = run_end(b, p, u8::is_ascii_digit);
         let (len, sep) = (e - s, at(b, e));
         let grouped = matches!(sep, b' ' | b'-') && at(b, e + 1).is_ascii_digit();
+        let maybe_card = len >= 13 || grouped;
+        let (maybe_ssn, maybe_iban) = (len == 3 && sep == b'-', before(b, s).is_ascii_uppercase());
+        if !(maybe_card || maybe_ssn || maybe_iban) {
+            return e;
+        }
         let mut next = e;
         let checks: [(Detector, bool, Check); 3] = [
-            (Detector::Card, len >= 13 || grouped, card),
-            (Detector::Ssn, len == 3 && sep == b'-', ssn),
-            (Detector::Iban, before(b, s).is_ascii_uppercase(), iban),
+            (Detector::Card, maybe_card, card),
+            (Detector::Ssn, maybe_ssn, ssn),
+            (Detector::Iban, maybe_iban, iban),
         ];
         for (d, maybe, check) in checks {
             if !maybe || !self.enabled.contains(d) {
@@ -382,8 +387,12 @@ fn digits_before(b: &[u8], i: usize) -> usize {
     digits.take_while(|c| c.is_ascii_digit()).count()
 }
 
+fn alnum_or(c: &u8, extra: &[u8]) -> bool {
+    c.is_ascii_alphanumeric() || extra.contains(c)
+}
+
 fn is_word(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
+    alnum_or(&c, b"_")
 }
 
 fn is_upper_alnum(c: &u8) -> bool {
@@ -442,10 +451,13 @@ fn card(b: &[u8], s: usize) -> Option<(usize, usize)> {
 /// SSN: `ddd-dd-dddd` with a valid area, group and serial.
 fn ssn(b: &[u8], s: usize) -> Option<(usize, usize)> {
     let w = b.get(s..s + 11)?;
-    let shape = w
-        .iter()
-        .zip(b"ddd-dd-dddd")
-        .all(|(c, p)| *c == *p || *p == b'd' && c.is_ascii_digit());
+    let shape = w.iter().zip(b"ddd-dd-dddd").all(|(c, p)| {
+        if *p == b'd' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        }
+    });
     let value = |from: usize, to: usize| decimal(w.get(from..to).unwrap_or_default());
     let area = value(0, 3);
     let valid = area != 0 && area != 666 && area < 900 && value(4, 6) != 0 && value(7, 11) != 0;
@@ -458,12 +470,18 @@ fn decimal(digits: &[u8]) -> usize {
     digits.iter().fold(0, value)
 }
 
-/// IBAN lengths by country, from the SWIFT IBAN registry.
-const IBAN_LENGTHS: &[u8] = b"AD24AE23AL28AT20AZ28BA20BE16BG22BH22BI27BR29BY28CH21CR22CY28CZ24DE22\
-    DJ27DK18DO28EE20EG29ES24FI18FK18FO18FR27GB22GE22GI23GL18GR27GT28HN28HR21HU28IE22IL23IQ23IS26\
-    IT27JO30KW30KZ20LB28LC32LI21LT20LU20LV21LY25MC27MD24ME22MK19MN20MR27MT31MU30NI28NL18NO15OM23\
-    PK24PL28PS29PT25QA29RO24RS22RU33SA24SC31SD18SE24SI19SK24SM27SO23ST25SV28TL23TN24TR26UA29VA22\
-    VG24XK20YE30";
+/// IBAN lengths by country, from the SWIFT IBAN registry, sorted.
+const IBAN_LENGTHS: &[&[u8; 4]] = &[
+    b"AD24", b"AE23", b"AL28", b"AT20", b"AZ28", b"BA20", b"BE16", b"BG22", b"BH22", b"BI27",
+    b"BR29", b"BY28", b"CH21", b"CR22", b"CY28", b"CZ24", b"DE22", b"DJ27", b"DK18", b"DO28",
+    b"EE20", b"EG29", b"ES24", b"FI18", b"FK18", b"FO18", b"FR27", b"GB22", b"GE22", b"GI23",
+    b"GL18", b"GR27", b"GT28", b"HN28", b"HR21", b"HU28", b"IE22", b"IL23", b"IQ23", b"IS26",
+    b"IT27", b"JO30", b"KW30", b"KZ20", b"LB28", b"LC32", b"LI21", b"LT20", b"LU20", b"LV21",
+    b"LY25", b"MC27", b"MD24", b"ME22", b"MK19", b"MN20", b"MR27", b"MT31", b"MU30", b"NI28",
+    b"NL18", b"NO15", b"OM23", b"PK24", b"PL28", b"PS29", b"PT25", b"QA29", b"RO24", b"RS22",
+    b"RU33", b"SA24", b"SC31", b"SD18", b"SE24", b"SI19", b"SK24", b"SM27", b"SO23", b"ST25",
+    b"SV28", b"TL23", b"TN24", b"TR26", b"UA29", b"VA22", b"VG24", b"XK20", b"YE30",
+];
 
 /// IBAN, found from its check digits at `i` (the country code is the two letters before).
 fn iban(b: &[u8], i: usize) -> Option<(usize, usize)> {
@@ -475,10 +493,11 @@ fn iban(b: &[u8], i: usize) -> Option<(usize, usize)> {
     {
         return None;
     }
-    let entry = IBAN_LENGTHS
-        .chunks_exact(4)
-        .find(|e| e.starts_with(country));
-    let want = entry.map(|e| decimal(e.get(2..).unwrap_or_default()));
+    let entry = IBAN_LENGTHS.binary_search_by(|e| e.get(..2).cmp(&Some(country)));
+    let want = entry
+        .ok()
+        .and_then(|k| IBAN_LENGTHS.get(k))
+        .map(|e| decimal(e.get(2..).unwrap_or_default()));
     let fits =
         |n: usize, e: usize| want.map_or((15..=34).contains(&n), |w| w == n) && mod97(b, s, e);
     let first = run_end(b, s, is_upper_alnum);
@@ -510,14 +529,18 @@ fn mod97(b: &[u8], s: usize, e: usize) -> bool {
             .iter()
             .filter(|c| **c != b' ')
     };
-    let mut r = 0;
+    // Reduced only when large: a `%` per character would dominate.
+    let mut r = 0u64;
     for &c in chars().skip(4).chain(chars().take(4)) {
         r = match c {
-            b'0'..=b'9' => (r * 10 + u32::from(c - b'0')) % 97,
-            _ => (r * 100 + u32::from(c.wrapping_sub(b'A')) + 10) % 97,
+            b'0'..=b'9' => r * 10 + u64::from(c - b'0'),
+            _ => r * 100 + u64::from(c.wrapping_sub(b'A')) + 10,
         };
+        if r >= 1 << 50 {
+            r %= 97;
+        }
     }
-    r == 1
+    r % 97 == 1
 }
 
 /// AWS access key id at `s` (an `A`): its end.
@@ -545,9 +568,7 @@ fn aws_secret(text: &str, p: usize) -> Option<(usize, usize)> {
         return None;
     }
     let s = run_end(b, i + 1, quote);
-    let e = run_end(b, s, |c| {
-        c.is_ascii_alphanumeric() || matches!(c, b'/' | b'+')
-    });
+    let e = run_end(b, s, |c| alnum_or(c, b"/+"));
     (e - s == 40 && at(b, e) != b'=').then_some((s, e))
 }
 
@@ -563,7 +584,9 @@ fn credentials(b: &[u8], s: usize) -> Option<(Detector, usize, usize)> {
         return None;
     }
     let bearer = detector == Detector::Bearer;
-    let end = run_end(b, start, if bearer { is_token } else { is_base64 });
+    // Token characters (RFC 6750), or base64 ones.
+    let extra: &[u8] = if bearer { b"+/=-._~" } else { b"+/=" };
+    let end = run_end(b, start, |c| alnum_or(c, extra));
     let token = b.get(start..end).unwrap_or_default();
     let ok = if bearer {
         // A token, not a word: something after the first character is not a lower-case letter.
@@ -576,20 +599,16 @@ fn credentials(b: &[u8], s: usize) -> Option<(Detector, usize, usize)> {
 
 /// Whether the base64 `token` decodes to bytes with a `:` (`user:password`).
 fn decodes_to_colon(token: &[u8]) -> bool {
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in token {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => break,
-        };
-        (acc, bits) = (((acc << 6) | u32::from(v)) & 0xFFFF, bits + 6);
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut acc, mut bits) = (0, 0);
+    for v in token
+        .iter()
+        .map_while(|c| ALPHABET.iter().position(|a| a == c))
+    {
+        (acc, bits) = (((acc << 6) | v) & 0xFFFF, bits + 6);
         if bits >= 8 {
             bits -= 8;
-            if (acc >> bits) & 0xFF == u32::from(b':') {
+            if (acc >> bits) & 0xFF == usize::from(b':') {
                 return true;
             }
         }
@@ -597,17 +616,8 @@ fn decodes_to_colon(token: &[u8]) -> bool {
     false
 }
 
-fn is_base64(c: &u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=')
-}
-
-/// A character of a bearer token (RFC 6750).
-fn is_token(c: &u8) -> bool {
-    is_base64(c) || matches!(c, b'-' | b'.' | b'_' | b'~')
-}
-
 fn is_base64url(c: &u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_')
+    alnum_or(c, b"-_")
 }
 
 /// JWT (or five-part JWE) at `s` (an `eyJ`).
@@ -646,7 +656,7 @@ fn private_key(text: &str, p: usize) -> Option<(usize, usize)> {
 /// Email around the `@` at `p`: its range.
 fn email(text: &str, p: usize) -> Option<(usize, usize)> {
     let b = text.as_bytes();
-    let local = |c: u8| c.is_ascii_alphanumeric() || b"._%+-".contains(&c);
+    let local = |c: u8| alnum_or(&c, b"._%+-");
     let mut s = p;
     while s > 0 && local(before(b, s)) {
         s -= 1;
@@ -655,7 +665,7 @@ fn email(text: &str, p: usize) -> Option<(usize, usize)> {
         }
     }
     s = run_end(b, s, |c| *c == b'.').min(p);
-    let mut e = run_end(b, p + 1, |c| c.is_ascii_alphanumeric() || b"-.".contains(c));
+    let mut e = run_end(b, p + 1, |c| alnum_or(c, b"-."));
     while e > p + 1 && matches!(before(b, e), b'.' | b'-') {
         e -= 1;
     }
@@ -1041,6 +1051,8 @@ mod tests {
             "123-45-6789-1",
             "123-45-678",
             "123 45 6789",
+            "123-dd-dddd",
+            "123-45-678a",
         ] {
             assert_eq!(only(d, text), Vec::<&str>::new(), "{text}");
         }
@@ -1315,6 +1327,39 @@ mod tests {
                 let text = format!("{}={scheme}{secret};", "x".repeat(pad));
                 assert_eq!(all(&text), [(*d, secret.as_str())], "{text}");
             }
+        }
+    }
+
+    #[test]
+    fn adversarial_inputs_stay_linear() {
+        // Quadratic work on 60 KB of any of these would take minutes (in a debug build).
+        for unit in [
+            "@a.",
+            "a@",
+            "eyJa.",
+            "eyJ",
+            "4111 ",
+            "1-",
+            "12",
+            "Bearer ",
+            "basic ",
+            "bearer x",
+            "-----BEGIN PRIVATE KEY",
+            "-----BEGIN ",
+            "secret_access_key=",
+            "ccess",
+            "DE89 ",
+            "A",
+            "AKIA",
+            "9-",
+            "123-45-",
+            ".",
+            "a",
+        ] {
+            let text = unit.repeat(60_000 / unit.len());
+            let mut out = Vec::new();
+            scan(&text, DetectorSet::all(), &mut out);
+            check(&text, &out);
         }
     }
 
