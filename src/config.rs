@@ -42,6 +42,14 @@ pub struct Config {
     /// Response headers copied into events as `http.response.header.<name>`.
     #[serde(deserialize_with = "header_names")]
     pub response_headers: Vec<String>,
+    /// Which filter this configuration is for: detected from the host, or stated.
+    pub mode: Mode,
+    /// Network filter: an interim event every this many ms for a connection still open
+    /// (0: off).
+    #[serde(deserialize_with = "integer")]
+    pub interim_interval_ms: u32,
+    /// Network filter: an event as soon as a connection opens, as well as when it closes.
+    pub emit_on_open: bool,
     /// OTLP over HTTP (`/v1/logs`) or over gRPC (`LogsService/Export`, HTTP/2 cluster).
     pub protocol: Protocol,
     /// Which events go when the buffer is full.
@@ -60,6 +68,18 @@ pub struct Config {
     pub redaction: Redaction,
     /// Routes whose request and response bodies are captured (none by default).
     pub body_capture: Vec<BodyCapture>,
+}
+
+/// How the filter is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Told apart by the host: a context with an HTTP request is HTTP, else a connection.
+    Auto,
+    /// An HTTP filter (`envoy.filters.http.wasm`).
+    Http,
+    /// A network filter (`envoy.filters.network.wasm`, Istio `type: NETWORK`).
+    Tcp,
 }
 
 /// Export protocol.
@@ -312,6 +332,9 @@ impl Default for Config {
             max_batch_bytes: 1 << 20,
             flush_interval_ms: 1000,
             max_buffer_bytes: 8 << 20,
+            mode: Mode::Auto,
+            interim_interval_ms: 0,
+            emit_on_open: false,
             protocol: Protocol::Http,
             overflow: Overflow::DropNewest,
             fallback: Fallback::None,
@@ -426,8 +449,30 @@ impl Config {
         if self.max_buffer_bytes < self.max_batch_bytes {
             return fail("max_buffer_bytes", "must be at least max_batch_bytes");
         }
+        if self.mode == Mode::Tcp {
+            if let Some(field) = self.http_only_field() {
+                return Err(ConfigError {
+                    field: field.into(),
+                    reason: "is HTTP-only, and mode is \"tcp\" (a network filter audits connections, not requests)".into(),
+                });
+            }
+        }
+        if self.mode == Mode::Http && (self.interim_interval_ms > 0 || self.emit_on_open) {
+            let field = if self.emit_on_open {
+                "emit_on_open"
+            } else {
+                "interim_interval_ms"
+            };
+            return fail(field, "applies to network filters, and mode is \"http\"");
+        }
+        if self.interim_interval_ms > 0 && self.interim_interval_ms < 1000 {
+            return fail("interim_interval_ms", "must be 0 (off) or at least 1000");
+        }
         if self.protocol == Protocol::Grpc && self.format != Format::Otlp {
-            return fail("protocol", "\"grpc\" carries OTLP only; set format to \"otlp\"");
+            return fail(
+                "protocol",
+                "\"grpc\" carries OTLP only; set format to \"otlp\"",
+            );
         }
         if self.retry.initial_backoff_ms == 0 {
             return fail("retry.initial_backoff_ms", "must be at least 1");
@@ -447,6 +492,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The first setting that only means something for HTTP requests, if any is set.
+    pub fn http_only_field(&self) -> Option<&'static str> {
+        let defaults = Config::default();
+        if !self.body_capture.is_empty() {
+            return Some("body_capture");
+        }
+        if !self.routes.is_empty() {
+            return Some("routes");
+        }
+        if self.request_headers != defaults.request_headers {
+            return Some("request_headers");
+        }
+        if self.response_headers != defaults.response_headers {
+            return Some("response_headers");
+        }
+        if !self.redaction.rules.is_empty() {
+            return Some("redaction.rules");
+        }
+        None
     }
 }
 
@@ -563,6 +631,28 @@ mod tests {
                 "{doc}"
             );
         }
+    }
+
+    #[test]
+    fn tcp_mode_refuses_http_only_settings() {
+        let e = Config::parse(br#"{"mode": "tcp", "body_capture": [{}]}"#).unwrap_err();
+        assert_eq!(e.field, "body_capture");
+        assert!(e.reason.contains("HTTP-only"), "{e}");
+        let e = Config::parse(br#"{"mode": "tcp", "request_headers": ["x-a"]}"#).unwrap_err();
+        assert_eq!(e.field, "request_headers");
+        let e = Config::parse(br#"{"mode": "http", "emit_on_open": true}"#).unwrap_err();
+        assert_eq!(e.field, "emit_on_open");
+        let e = Config::parse(br#"{"interim_interval_ms": 5}"#).unwrap_err();
+        assert_eq!(e.field, "interim_interval_ms");
+        let ok = Config::parse(
+            br#"{"mode": "tcp", "interim_interval_ms": 60000.0, "emit_on_open": true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.mode, ok.interim_interval_ms, ok.emit_on_open),
+            (Mode::Tcp, 60000, true)
+        );
+        assert_eq!(Config::default().http_only_field(), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub enum EventKind {
     Http,
     /// A report of events that were lost (see `meshaudit.gap.*`).
     Gap,
+    /// A TCP connection: opened, still open (interim), or closed (`meshaudit.tcp.phase`).
+    Tcp,
 }
 
 impl EventKind {
@@ -21,6 +23,7 @@ impl EventKind {
         match self {
             EventKind::Http => "meshaudit.http",
             EventKind::Gap => "meshaudit.gap",
+            EventKind::Tcp => "meshaudit.tcp",
         }
     }
 }
@@ -120,6 +123,20 @@ impl AuditEvent {
                 self.get_str(attr::GAP_REASON).unwrap_or("-")
             );
         }
+        if self.kind == EventKind::Tcp {
+            let int = |k| match self.get(k) {
+                Some(Value::Int(i)) => *i,
+                _ => 0,
+            };
+            return format!(
+                "TCP {} {} -> {} ({} bytes in, {} out)",
+                self.get_str(attr::TCP_PHASE).unwrap_or("-"),
+                self.get_str(attr::CLIENT_ADDRESS).unwrap_or("-"),
+                self.get_str(attr::UPSTREAM_CLUSTER).unwrap_or("-"),
+                int(attr::TCP_DOWNSTREAM_RECEIVED),
+                int(attr::TCP_DOWNSTREAM_SENT),
+            );
+        }
         let method = self.get_str(attr::HTTP_METHOD).unwrap_or("-");
         let path = self.get_str(attr::URL_PATH).unwrap_or("-");
         match self.get(attr::HTTP_STATUS) {
@@ -168,6 +185,17 @@ pub mod attr {
     pub const UPSTREAM_ADDRESS: &str = "meshaudit.upstream.address";
     pub const MTLS: &str = "meshaudit.tls.mtls";
     pub const ANOMALIES: &str = "meshaudit.capture.anomalies";
+    pub const NETWORK_TRANSPORT: &str = "network.transport";
+    pub const CONNECTION_ID: &str = "meshaudit.connection.id";
+    pub const TCP_PHASE: &str = "meshaudit.tcp.phase";
+    pub const TCP_DOWNSTREAM_RECEIVED: &str = "meshaudit.tcp.downstream.received_bytes";
+    pub const TCP_DOWNSTREAM_SENT: &str = "meshaudit.tcp.downstream.sent_bytes";
+    pub const TCP_UPSTREAM_RECEIVED: &str = "meshaudit.tcp.upstream.received_bytes";
+    pub const TCP_UPSTREAM_SENT: &str = "meshaudit.tcp.upstream.sent_bytes";
+    pub const TCP_CLOSED_BY: &str = "meshaudit.tcp.closed_by";
+    pub const TCP_INTERIM_EVENTS: &str = "meshaudit.tcp.interim_events";
+    pub const TERMINATION_DETAILS: &str = "meshaudit.envoy.termination_details";
+    pub const UPSTREAM_FAILURE: &str = "meshaudit.upstream.transport_failure_reason";
     pub const GAP_FIRST_SEQUENCE: &str = "meshaudit.gap.first_sequence";
     pub const GAP_LAST_SEQUENCE: &str = "meshaudit.gap.last_sequence";
     pub const GAP_EVENTS: &str = "meshaudit.gap.events";

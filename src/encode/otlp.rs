@@ -107,7 +107,11 @@ pub const GRPC_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/
 pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 5);
     out.push(0);
-    out.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(message);
     out
 }

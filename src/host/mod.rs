@@ -7,6 +7,7 @@ mod abi;
 mod http;
 mod metrics;
 mod root;
+mod tcp;
 
 use proxy_wasm::types::LogLevel;
 

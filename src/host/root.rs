@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use log::{error, info, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
 use super::abi::{self, BufferType, EnvoyHost, MapType};
 use super::http::AuditHttp;
 use super::metrics::Metrics;
+use super::tcp::AuditTcp;
 use crate::capture::body::BodyPolicy;
 use crate::capture::connection::ConnectionCache;
+use crate::capture::tcp::{Phase, TcpConnection};
 use crate::capture::{decode, node};
-use crate::config::{Config, Protocol};
+use crate::config::{Config, Mode, Protocol};
 use crate::deliver::outcome::{classify, classify_grpc, Answer, Outcome};
 use crate::encode::otlp;
 use crate::pipeline::{self, Export, Pipeline};
@@ -38,6 +40,10 @@ pub struct Worker {
     pub wants_response_headers: bool,
     pub bodies: BodyPolicy,
     pub fail_closed: Vec<Route>,
+    /// Open TCP connections (network filter), for interim events.
+    pub connections_open: std::collections::HashMap<u32, Rc<RefCell<TcpConnection>>>,
+    /// Whether a network-filter context was seen with HTTP-only settings (logged once).
+    pub warned_http_only: bool,
 }
 
 impl Worker {
@@ -147,6 +153,31 @@ impl AuditRoot {
                     return;
                 }
             }
+        }
+    }
+
+    /// Interim events for TCP connections open longer than `interim_interval_ms` since their
+    /// last event. Built from what the connection cached: no host call per connection.
+    fn emit_interim_events(&mut self) {
+        let Ok(mut guard) = self.worker.try_borrow_mut() else {
+            return;
+        };
+        let Some(worker) = guard.as_mut() else { return };
+        let interval = worker.pipeline.config().interim_interval_ms;
+        if interval == 0 || worker.connections_open.is_empty() {
+            return;
+        }
+        let now = abi::now_unix_nano();
+        let mut events = Vec::new();
+        for conn in worker.connections_open.values() {
+            if let Ok(mut c) = conn.try_borrow_mut() {
+                if c.interim_due(now, interval) {
+                    events.push(c.event(Phase::Interim, None, now));
+                }
+            }
+        }
+        for e in events {
+            worker.pipeline.accept(e, now / 1_000_000);
         }
     }
 
@@ -341,6 +372,8 @@ impl RootContext for AuditRoot {
             connections: ConnectionCache::new(CONNECTION_CACHE),
             bodies,
             fail_closed,
+            connections_open: std::collections::HashMap::new(),
+            warned_http_only: false,
         };
         match self.worker.try_borrow_mut() {
             Ok(mut slot) => *slot = Some(worker),
@@ -355,6 +388,7 @@ impl RootContext for AuditRoot {
 
     fn on_tick(&mut self) {
         let now = now_ms();
+        self.emit_interim_events();
         self.send_due(now);
         self.publish();
         self.maybe_finish_drain(now);
@@ -364,7 +398,38 @@ impl RootContext for AuditRoot {
         Some(Box::new(AuditHttp::new(self.worker.clone())))
     }
 
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        if let Ok(mut guard) = self.worker.try_borrow_mut() {
+            if let Some(w) = guard.as_mut().filter(|w| !w.warned_http_only) {
+                if let Some(field) = w.pipeline.config().http_only_field() {
+                    error!(
+                        "meshaudit: invalid configuration for a network filter: {field}: is HTTP-only and is ignored here; set \"mode\": \"tcp\" to have such configurations refused at load"
+                    );
+                }
+                w.warned_http_only = true;
+            }
+        }
+        Some(Box::new(AuditTcp::new(self.worker.clone(), context_id)))
+    }
+
+    /// Asked as each new context is created. Envoy does not say whether the context is an HTTP
+    /// stream or a connection, so unless `mode` says, the new context is asked: only an HTTP
+    /// stream has a request protocol.
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        let mode = match self.worker.try_borrow() {
+            Ok(g) => g.as_ref().map_or(Mode::Auto, |w| w.pipeline.config().mode),
+            Err(_) => Mode::Auto,
+        };
+        Some(match mode {
+            Mode::Http => ContextType::HttpContext,
+            Mode::Tcp => ContextType::StreamContext,
+            Mode::Auto => {
+                if abi::property(&["request", "protocol"]).is_some() {
+                    ContextType::HttpContext
+                } else {
+                    ContextType::StreamContext
+                }
+            }
+        })
     }
 }

@@ -1,0 +1,148 @@
+//! The stream (TCP) context: the same module loaded as a network filter audits connections.
+//! Bytes are counted as they pass (no host call); identities are read once the connection
+//! carries data; the close event is built when the downstream side closes.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::traits::{Context, StreamContext};
+use proxy_wasm::types::{Action, PeerType};
+
+use super::abi::{self, EnvoyHost};
+use super::root::Worker;
+use crate::capture::connection::ConnectionFacts;
+use crate::capture::decode;
+use crate::capture::tcp::{Phase, TcpConnection};
+
+pub struct AuditTcp {
+    worker: Rc<RefCell<Option<Worker>>>,
+    context_id: u32,
+    conn: Rc<RefCell<TcpConnection>>,
+}
+
+impl AuditTcp {
+    pub fn new(worker: Rc<RefCell<Option<Worker>>>, context_id: u32) -> AuditTcp {
+        let conn = Rc::new(RefCell::new(TcpConnection::new(abi::now_unix_nano())));
+        AuditTcp {
+            worker,
+            context_id,
+            conn,
+        }
+    }
+
+    /// Reads the connection's facts the first time it carries data.
+    fn read_facts(&self) {
+        let Ok(mut c) = self.conn.try_borrow_mut() else {
+            return;
+        };
+        if c.facts.is_none() {
+            c.facts = Some(Rc::new(ConnectionFacts::read(&EnvoyHost)));
+        }
+    }
+
+    /// Builds and queues one event of this connection (`close` at most once).
+    fn emit(&self, phase: Phase) {
+        let Ok(mut guard) = self.worker.try_borrow_mut() else {
+            return;
+        };
+        let Some(worker) = guard.as_mut() else { return };
+        let Ok(mut c) = self.conn.try_borrow_mut() else {
+            return;
+        };
+        if c.closed {
+            return;
+        }
+        if c.facts.is_none() {
+            c.facts = Some(Rc::new(ConnectionFacts::read(&EnvoyHost)));
+        }
+        let now = abi::now_unix_nano();
+        let event = c.event(phase, Some(&EnvoyHost), now);
+        drop(c);
+        if phase == Phase::Close {
+            worker.connections_open.remove(&self.context_id);
+        }
+        worker.pipeline.accept(event, now / 1_000_000);
+        worker.log_fallback();
+    }
+}
+
+impl Context for AuditTcp {
+    /// The connection is going away; if its close was not seen, record it now.
+    fn on_done(&mut self) -> bool {
+        self.emit(Phase::Close);
+        true
+    }
+}
+
+impl StreamContext for AuditTcp {
+    fn on_new_connection(&mut self) -> Action {
+        let id = abi::property(&["connection", "id"]).and_then(|v| decode::int64(&v));
+        if let Ok(mut c) = self.conn.try_borrow_mut() {
+            c.id = id;
+        }
+        let emit_on_open = {
+            let Ok(mut guard) = self.worker.try_borrow_mut() else {
+                return Action::Continue;
+            };
+            let Some(worker) = guard.as_mut() else {
+                return Action::Continue;
+            };
+            worker
+                .connections_open
+                .insert(self.context_id, self.conn.clone());
+            worker.pipeline.config().emit_on_open
+        };
+        if emit_on_open {
+            // At open a TLS handshake may not be over: identities may be missing here, and
+            // are read again when data flows.
+            let Ok(mut guard) = self.worker.try_borrow_mut() else {
+                return Action::Continue;
+            };
+            let Some(worker) = guard.as_mut() else {
+                return Action::Continue;
+            };
+            let Ok(mut c) = self.conn.try_borrow_mut() else {
+                return Action::Continue;
+            };
+            let facts = Rc::new(ConnectionFacts::read(&EnvoyHost));
+            let had_tls = facts.tls_version.is_some();
+            c.facts = Some(facts);
+            let now = abi::now_unix_nano();
+            let event = c.event(Phase::Open, Some(&EnvoyHost), now);
+            if !had_tls {
+                c.facts = None;
+            }
+            drop(c);
+            worker.pipeline.accept(event, now / 1_000_000);
+        }
+        Action::Continue
+    }
+
+    fn on_downstream_data(&mut self, size: usize, _: bool) -> Action {
+        self.read_facts();
+        if let Ok(mut c) = self.conn.try_borrow_mut() {
+            c.from_downstream = c.from_downstream.saturating_add(size as u64);
+        }
+        Action::Continue
+    }
+
+    fn on_upstream_data(&mut self, size: usize, _: bool) -> Action {
+        if let Ok(mut c) = self.conn.try_borrow_mut() {
+            c.from_upstream = c.from_upstream.saturating_add(size as u64);
+        }
+        Action::Continue
+    }
+
+    fn on_downstream_close(&mut self, peer: PeerType) {
+        if let Ok(mut c) = self.conn.try_borrow_mut() {
+            c.on_close(true, peer == PeerType::Remote);
+        }
+        self.emit(Phase::Close);
+    }
+
+    fn on_upstream_close(&mut self, peer: PeerType) {
+        if let Ok(mut c) = self.conn.try_borrow_mut() {
+            c.on_close(false, peer == PeerType::Remote);
+        }
+    }
+}
