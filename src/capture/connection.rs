@@ -90,6 +90,16 @@ impl ConnectionFacts {
 
     /// Writes the connection's attributes into an event.
     pub fn write(&self, event: &mut AuditEvent) {
+        self.write_addresses(event);
+        event.set(attr::MTLS, Value::Bool(self.mtls));
+        event.set_str(attr::TLS_VERSION, self.tls_version.clone());
+        event.set_str(attr::TLS_SNI, self.sni.clone());
+        self.peer.write(&identity::PEER, event);
+        self.local_identity.write(&identity::LOCAL, event);
+    }
+
+    /// Addresses and listener direction only: what is known before a TLS handshake is over.
+    pub fn write_addresses(&self, event: &mut AuditEvent) {
         if let Some(c) = &self.client {
             event.set(attr::CLIENT_ADDRESS, Value::Str(c.host.clone()));
             event.set_int(attr::CLIENT_PORT, c.port);
@@ -101,11 +111,6 @@ impl ConnectionFacts {
         if let Some(d) = self.direction {
             event.set(attr::LISTENER_DIRECTION, Value::Str(d.to_string()));
         }
-        event.set(attr::MTLS, Value::Bool(self.mtls));
-        event.set_str(attr::TLS_VERSION, self.tls_version.clone());
-        event.set_str(attr::TLS_SNI, self.sni.clone());
-        self.peer.write(&identity::PEER, event);
-        self.local_identity.write(&identity::LOCAL, event);
     }
 }
 

@@ -157,7 +157,12 @@ impl TcpConnection {
         }
         self.last_event_unix_nano = now_unix_nano;
         if let Some(f) = &self.facts {
-            f.write(&mut e);
+            // At open a TLS handshake may still be running: identities come with later events.
+            if phase == Phase::Open {
+                f.write_addresses(&mut e);
+            } else {
+                f.write(&mut e);
+            }
             a.0.extend(f.anomalies.0.iter().cloned());
         }
         if !a.0.is_empty() {
@@ -258,7 +263,9 @@ mod tests {
             );
         let mut c = TcpConnection::new(0);
         c.facts = Some(Rc::new(ConnectionFacts::read(&host)));
-        let e = c.event(Phase::Open, None, 1);
+        let open = c.event(Phase::Open, None, 1);
+        assert!(open.get(attr::MTLS).is_none(), "not known at open");
+        let e = c.event(Phase::Close, None, 2);
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(true)));
         assert_eq!(e.get_str("meshaudit.peer.service_account"), Some("api"));
     }

@@ -104,31 +104,35 @@ impl StreamContext for AuditTcp {
             let Ok(mut c) = self.conn.try_borrow_mut() else {
                 return Action::Continue;
             };
-            let facts = Rc::new(ConnectionFacts::read(&EnvoyHost));
-            let had_tls = facts.tls_version.is_some();
-            c.facts = Some(facts);
+            c.facts = Some(Rc::new(ConnectionFacts::read(&EnvoyHost)));
             let now = abi::now_unix_nano();
             let event = c.event(Phase::Open, Some(&EnvoyHost), now);
-            if !had_tls {
-                c.facts = None;
-            }
+            // Read again once data flows and the handshake is over.
+            c.facts = None;
             drop(c);
             worker.pipeline.accept(event, now / 1_000_000);
         }
         Action::Continue
     }
 
-    fn on_downstream_data(&mut self, size: usize, _: bool) -> Action {
+    /// `end_of_stream` here is the client's FIN: the client closed its side first.
+    fn on_downstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
         self.read_facts();
         if let Ok(mut c) = self.conn.try_borrow_mut() {
             c.from_downstream = c.from_downstream.saturating_add(size as u64);
+            if end_of_stream {
+                c.on_close(true, true);
+            }
         }
         Action::Continue
     }
 
-    fn on_upstream_data(&mut self, size: usize, _: bool) -> Action {
+    fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
         if let Ok(mut c) = self.conn.try_borrow_mut() {
             c.from_upstream = c.from_upstream.saturating_add(size as u64);
+            if end_of_stream {
+                c.on_close(false, true);
+            }
         }
         Action::Continue
     }
@@ -140,9 +144,11 @@ impl StreamContext for AuditTcp {
         self.emit(Phase::Close);
     }
 
+    /// Envoy reports the upstream's end of stream as a close of unknown kind: the upstream
+    /// closed; a local close is Envoy's.
     fn on_upstream_close(&mut self, peer: PeerType) {
         if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.on_close(false, peer == PeerType::Remote);
+            c.on_close(false, peer != PeerType::Local);
         }
     }
 }

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENVOY_DIR = REPO / "envoy"
 WASM_REL = Path("target/wasm32-wasip1/release/meshaudit.wasm")
 WASM_FILTER = "envoy.filters.http.wasm"
+WASM_NETWORK_FILTER = "envoy.filters.network.wasm"
 ROOT_ID = "meshaudit"
 
 T = TypeVar("T")
@@ -380,10 +381,11 @@ def _walk(node: Any) -> Iterable[Any]:
 
 
 def meshaudit_filters(cfg: dict) -> list[dict]:
-    """Every `envoy.filters.http.wasm` typed_config whose root_id is meshaudit."""
+    """Every `envoy.filters.http.wasm` or `envoy.filters.network.wasm` typed_config whose
+    root_id is meshaudit."""
     found = []
     for node in _walk(cfg):
-        if isinstance(node, dict) and node.get("name") == WASM_FILTER:
+        if isinstance(node, dict) and node.get("name") in (WASM_FILTER, WASM_NETWORK_FILTER):
             tc = node.get("typed_config", {})
             if tc.get("config", {}).get("root_id") == ROOT_ID:
                 found.append(tc)
