@@ -99,6 +99,17 @@ impl AuditEvent {
             .map(|a| &a.value)
     }
 
+    /// Removes every attribute whose key starts with `prefix`.
+    pub fn remove_prefixed(&mut self, prefix: &str) {
+        self.attributes.retain(|a| !a.key.starts_with(prefix));
+    }
+
+    /// Sets an attribute, replacing any with the same key.
+    pub fn replace(&mut self, key: &'static str, value: Value) {
+        self.attributes.retain(|a| a.key != key);
+        self.set(key, value);
+    }
+
     /// The value of a string attribute.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         match self.get(key) {
@@ -195,6 +206,7 @@ pub mod attr {
     pub const TCP_CLOSED_BY: &str = "meshaudit.tcp.closed_by";
     pub const TCP_INTERIM_EVENTS: &str = "meshaudit.tcp.interim_events";
     pub const TERMINATION_DETAILS: &str = "meshaudit.envoy.termination_details";
+    pub const TRANSPORT_FAILURE: &str = "meshaudit.connection.transport_failure_reason";
     pub const UPSTREAM_FAILURE: &str = "meshaudit.upstream.transport_failure_reason";
     pub const GAP_FIRST_SEQUENCE: &str = "meshaudit.gap.first_sequence";
     pub const GAP_LAST_SEQUENCE: &str = "meshaudit.gap.last_sequence";

@@ -50,6 +50,26 @@ impl SocketAddr {
 }
 
 impl ConnectionFacts {
+    /// Addresses and listener direction only: safe to read before a TLS handshake is over
+    /// (reading TLS facts that early would fix Envoy's cached TLS version too soon).
+    pub fn read_addresses(host: &impl Host) -> ConnectionFacts {
+        let mut a = Anomalies::default();
+        let client = host
+            .string(&["source", "address"], &mut a)
+            .map(|s| SocketAddr::parse(&s));
+        let local = host
+            .string(&["destination", "address"], &mut a)
+            .map(|s| SocketAddr::parse(&s));
+        let direction = host.int(&["xds", "listener_direction"]).map(direction_name);
+        ConnectionFacts {
+            client,
+            local,
+            direction,
+            anomalies: a,
+            ..Default::default()
+        }
+    }
+
     /// Reads the connection's facts from the host.
     pub fn read(host: &impl Host) -> ConnectionFacts {
         let mut a = Anomalies::default();
@@ -59,11 +79,7 @@ impl ConnectionFacts {
         let local = host
             .string(&["destination", "address"], &mut a)
             .map(|s| SocketAddr::parse(&s));
-        let direction = host.int(&["xds", "listener_direction"]).map(|d| match d {
-            1 => "inbound",
-            2 => "outbound",
-            _ => "unspecified",
-        });
+        let direction = host.int(&["xds", "listener_direction"]).map(direction_name);
         let mut facts = ConnectionFacts {
             client,
             local,
@@ -111,6 +127,14 @@ impl ConnectionFacts {
         if let Some(d) = self.direction {
             event.set(attr::LISTENER_DIRECTION, Value::Str(d.to_string()));
         }
+    }
+}
+
+fn direction_name(d: i64) -> &'static str {
+    match d {
+        1 => "inbound",
+        2 => "outbound",
+        _ => "unspecified",
     }
 }
 

@@ -117,6 +117,8 @@ impl TcpConnection {
         e.set(attr::TCP_UPSTREAM_RECEIVED, bytes(self.from_upstream));
         e.set(attr::TCP_DOWNSTREAM_SENT, bytes(self.from_upstream));
         let mut a = Anomalies::default();
+        // Set when the downstream TLS handshake failed (no certificate, unknown CA...).
+        let mut transport_failure = None;
         if let Some(host) = host {
             e.set_str(
                 attr::UPSTREAM_ADDRESS,
@@ -135,6 +137,9 @@ impl TcpConnection {
                     host.string(&["connection", "termination_details"], &mut a)
                         .filter(|s| !s.is_empty()),
                 );
+                transport_failure = host
+                    .string(&["connection", "transport_failure_reason"], &mut a)
+                    .filter(|s| !s.is_empty());
                 e.set_str(
                     attr::UPSTREAM_FAILURE,
                     host.string(&["upstream", "transport_failure_reason"], &mut a)
@@ -144,6 +149,10 @@ impl TcpConnection {
         }
         if phase == Phase::Close {
             self.closed = true;
+            if transport_failure.is_some() {
+                // Envoy reports a refused handshake as the client's close; it was Envoy's.
+                self.closed_by = Some(Closer::Proxy);
+            }
             if let Some(c) = self.closed_by {
                 e.set(attr::TCP_CLOSED_BY, Value::Str(c.name().into()));
             }
@@ -163,8 +172,15 @@ impl TcpConnection {
             } else {
                 f.write(&mut e);
             }
+            // A certificate that was presented but refused is no identity: Envoy's
+            // `connection.mtls` only says one was presented.
+            if transport_failure.is_some() {
+                e.remove_prefixed("meshaudit.peer.");
+                e.replace(attr::MTLS, Value::Bool(false));
+            }
             a.0.extend(f.anomalies.0.iter().cloned());
         }
+        e.set_str(attr::TRANSPORT_FAILURE, transport_failure);
         if !a.0.is_empty() {
             e.set(attr::ANOMALIES, Value::StrList(a.0));
         }
@@ -232,6 +248,37 @@ mod tests {
             .get_str(attr::UPSTREAM_FAILURE)
             .unwrap()
             .contains("refused"));
+    }
+
+    #[test]
+    fn a_refused_handshake_is_named_and_carries_no_identity() {
+        let host = RecordedHost::default()
+            .with("connection.tls_version", "TLSv1.3")
+            .with("connection.mtls", vec![1u8])
+            .with(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/app/sa/rogue",
+            )
+            .with(
+                "connection.transport_failure_reason",
+                "TLS_error:|CERTIFICATE_VERIFY_FAILED",
+            );
+        let mut c = TcpConnection::new(0);
+        c.on_close(true, true);
+        c.facts = Some(Rc::new(ConnectionFacts::read(&host)));
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
+        assert!(
+            !e.attributes
+                .iter()
+                .any(|a| a.key.starts_with("meshaudit.peer.")),
+            "{e:?}"
+        );
+        assert!(e
+            .get_str(attr::TRANSPORT_FAILURE)
+            .unwrap()
+            .contains("VERIFY_FAILED"));
+        assert_eq!(e.get_str(attr::TCP_CLOSED_BY), Some("proxy"));
     }
 
     #[test]

