@@ -11,7 +11,7 @@ WASM := target/wasm32-wasip1/release/meshaudit.wasm
 # wasm-bindgen-cli must match the wasm-bindgen crate exactly.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: wasm venv tools lint unit wasm-unit e2e test demo clean
+.PHONY: wasm venv tools lint unit wasm-unit e2e test demo fuzz bench-redact clean sysdeps oci bench bench-tools
 
 ## wasm: the filter, release build (LTO, panic=abort); prints its size
 wasm:
@@ -53,7 +53,7 @@ wasm-unit: tools
 	  cargo test --lib --target wasm32-unknown-unknown
 
 ## e2e: real Envoy + real Rotel collector + generated certificates
-e2e: wasm venv
+e2e: wasm venv sysdeps
 	$(VPY) -m pytest tests/e2e -q
 
 ## test: everything CI runs
@@ -62,6 +62,69 @@ test: lint unit wasm-unit e2e
 ## demo: a local sidecar with mTLS, a few requests, the events the collector received
 demo: wasm venv
 	$(VPY) examples/local-sidecar/demo.py
+
+## fuzz: each fuzz target (fuzz/) for FUZZ_SECONDS seconds: cargo-fuzz (libFuzzer + ASan) on a
+## nightly toolchain; without nightly, the same bodies as a bounded randomized run on stable.
+## Not part of `make test`. Crashes land in fuzz/artifacts/TARGET/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config redact
+fuzz:
+	@if rustup run nightly rustc --version >/dev/null 2>&1 \
+	    || rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then \
+	  cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz; \
+	  for t in $(FUZZ_TARGETS); do \
+	    mkdir -p fuzz/corpus/$$t; \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS) s (cargo-fuzz on nightly)"; \
+	    cargo +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/dict/$$t.dict -print_final_stats=1; \
+	  done; \
+	else \
+	  echo "fuzz: no nightly toolchain: the fuzz bodies as a randomized run on stable"; \
+	  cargo run --release --no-default-features --manifest-path fuzz/Cargo.toml \
+	    --example smoke -- $(FUZZ_SECONDS); \
+	fi
+
+## bench-redact: criterion benchmark of Redactor::redact per typical event (benches/redaction.rs),
+## then a summary (µs/event, MB/s, events/s); results in benches/RESULTS.md
+bench-redact:
+	cargo bench --bench redaction
+	@$(PYTHON) benches/summary.py
+
+## sysdeps: Debian packages the end-to-end tests drive. One line per package,
+## `$(call need,COMMAND,PACKAGE)`: installs PACKAGE unless COMMAND is already on PATH.
+need = command -v $(1) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); }
+sysdeps:
+	@$(call need,skopeo,skopeo)
+	@$(call need,docker-registry,docker-registry)
+	@$(call need,clickhouse-server,clickhouse-server)
+	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install --quiet oha --version $(OHA_VERSION)  # load generator of tests/e2e/test_bench_quick.py
+
+## oci: Istio-compatible Wasm OCI image ("compat" variant: one tar+gzip layer holding plugin.wasm)
+## of the release module, as an OCI image layout in target/oci/meshaudit, reproducibly; prints the
+## manifest digest, which is what WasmPlugin.spec.sha256 takes
+OCI_TAG ?= $(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
+OCI_DIR := target/oci/meshaudit
+oci: wasm
+	$(PYTHON) tests/oci/build_image.py --wasm $(WASM) --out $(OCI_DIR) --tag $(OCI_TAG)
+	@echo "push: skopeo copy --preserve-digests oci:$(OCI_DIR):$(OCI_TAG) docker://REGISTRY/REPOSITORY/meshaudit:$(OCI_TAG)"
+
+## bench: side-by-side throughput benchmark in real Envoy (benches/harness/README.md): no audit
+## logging, Envoy's file and OpenTelemetry access logs, meshaudit (default, heavy, diagnostics),
+## plaintext and mTLS; proxy pinned to core 0, load/upstream/collector on core 1; ~14 min on 2
+## cores. Results: benches/results/latest.{json,md,svg} and dated copies.
+## BENCH_QUICK=1: one short round (~2 min) into target/bench-quick/. BENCH_ARGS: more flags
+## (e.g. --arms plain,meshaudit_default --rounds 5). BENCH_NICE=-10: priority on a busy machine.
+OHA_VERSION := 1.16.0
+bench: wasm venv bench-tools
+	$(VPY) benches/harness/bench.py $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+
+## bench-tools: the benchmark's load generator (oha, crates.io; a one-time build of a few
+## minutes) and its probe filter (benches/harness/probe-filter)
+bench-tools:
+	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install oha --version $(OHA_VERSION)
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	CARGO_TARGET_DIR=target/bench-probe cargo build --quiet --release --target wasm32-wasip1 \
+	  --manifest-path benches/harness/probe-filter/Cargo.toml
 
 clean:
 	cargo clean

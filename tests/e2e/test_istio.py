@@ -1,0 +1,846 @@
+"""The Istio manifests in istio/, checked three ways.
+
+1. Schema: every document validates against the OpenAPI v3 schema of its CRD
+   (tests/fixtures/*-crd.yaml, copied from istio/api with their provenance), converted to JSON
+   Schema with Kubernetes' rules kept: a field the schema does not know fails (as with
+   `kubectl apply`'s strict field validation) unless `x-kubernetes-preserve-unknown-fields`
+   allows it; `nullable`, int-or-string, `format: int32`, list-map keys and the CEL rules
+   (`x-kubernetes-validations`) of these CRDs are enforced; an extension or CEL rule the
+   converter does not know is an error, never skipped. ServiceEntry and DestinationRule have no
+   CRD in fixtures: they are checked against a structural schema written here from the Istio
+   API reference (the fields these manifests use and their neighbours, with types and enums).
+   Broken manifests prove that the validator refuses what it should.
+
+2. Envoy: each WasmPlugin is rendered as istiod and the istio-agent render it (filter name
+   NAMESPACE.NAME, root_id = pluginName, vm_id empty, pluginConfig as a JSON string with every
+   number a double — both as golang/protobuf's jsonpb prints a double (`500`) and in the
+   stricter `500.0` form —, vmConfig.env as key_values / host_env_keys, ISTIO_META_* stripped
+   by the agent), delivered over ECDS into an Istio-sidecar-shaped Envoy (envoy/sidecar.yaml or
+   envoy/tcp.yaml, collector cluster named `outbound|4318||otel-collector...`), and real
+   traffic reaches the real Rotel collector; the hash key comes only from Envoy's process
+   environment (`valueFrom: HOST`).
+
+3. Change: a pluginConfig edit arrives as a new ECDS version, as it does in a mesh. A valid
+   edit applies; an invalid one is rejected by Envoy, the last good configuration keeps
+   serving and auditing, and Envoy's log names the field at fault; a new sidecar whose first
+   configuration is invalid answers every request with 500 itself (nothing reaches the
+   application unaudited) until a valid one arrives.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jsonschema
+import pytest
+import yaml
+
+import harness
+
+FIXTURES = harness.REPO / "tests" / "fixtures"
+ISTIO = harness.REPO / "istio"
+HTTP_FILE = ISTIO / "wasmplugin-http.yaml"
+NETWORK_FILE = ISTIO / "wasmplugin-network.yaml"
+TE_FILE = ISTIO / "trafficextension.yaml"
+EXPECTED_FILES = {
+    "wasmplugin-http.yaml",
+    "wasmplugin-network.yaml",
+    "trafficextension.yaml",
+    "collector-serviceentry.yaml",
+    "collector-destinationrule.yaml",
+}
+WEB_SPIFFE = "spiffe://cluster.local/ns/frontend/sa/web"
+HMAC_TOKEN = re.compile(r"hmac:[0-9a-f]{32}")
+
+
+# =============================================================================================
+# 1. Schema validation
+# =============================================================================================
+
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+# What the API server adds around a CRD's schema. Only the metadata fields these manifests use
+# are allowed: stricter than Kubernetes (which knows more ObjectMeta fields), never looser.
+OBJECT_META = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": DNS1123_SUBDOMAIN},
+        "namespace": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": DNS1123_LABEL},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+
+def _url_scheme_ok(value: str, schemes: tuple[str, ...]) -> bool:
+    """CEL `isURL(self) ? url(self).getScheme() in S : isURL("http://"+self) && ...`.
+
+    isURL follows Go's url.ParseRequestURI: an absolute URL (`scheme:...`) or an absolute path.
+    Without a scheme the CRD retries with `http://` in front, so a bare `registry/repo:tag`
+    passes (Istio reads it as oci://)."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", value)
+    if m:
+        return m.group(1).lower() in schemes
+    if value.startswith("/"):
+        return "" in schemes
+    return bool(value) and " " not in value and "http" in schemes
+
+
+# Every CEL rule in the CRDs under tests/fixtures, as a Python predicate on `self`. The text is
+# matched exactly (whitespace collapsed): a CRD update with a new rule fails the conversion until
+# the rule is added here.
+CEL_RULES: dict[str, Callable[[Any], bool]] = {
+    '!self.contains("*")': lambda s: "*" not in s,
+    'self.all(key, !key.contains("*"))': lambda s: all("*" not in k for k in s),
+    "self.all(key, key.size() != 0)": lambda s: all(len(k) != 0 for k in s),
+    "self.size() == 0": lambda s: len(s) == 0,
+    'isURL(self) ? (url(self).getScheme() in ["", "http", "https", "oci", "file"]) : (isURL("http://" + self) && '
+    'url("http://" + self).getScheme() in ["", "http", "https", "oci", "file"])':
+        lambda s: _url_scheme_ok(s, ("", "http", "https", "oci", "file")),
+    'isURL(self) ? (url(self).getScheme() in ["", "http", "https", "file", "oci"]) : (isURL("http://" + self) && '
+    'url("http://" + self).getScheme() in ["", "http", "https", "file", "oci"])':
+        lambda s: _url_scheme_ok(s, ("", "http", "https", "file", "oci")),
+    '(has(self.valueFrom) ? self.valueFrom : "") != "HOST" || !has(self.value)':
+        lambda s: s.get("valueFrom", "") != "HOST" or "value" not in s,
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRef) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
+        lambda s: sum(k in s for k in ("selector", "targetRef", "targetRefs")) <= 1,
+    "(has(self.selector) ? 1 : 0) + (has(self.targetRefs) ? 1 : 0) <= 1":
+        lambda s: sum(k in s for k in ("selector", "targetRefs")) <= 1,
+    "has(self.wasm) != has(self.lua)": lambda s: ("wasm" in s) != ("lua" in s),
+}
+
+
+def _norm_rule(rule: str) -> str:
+    return " ".join(rule.split())
+
+
+CEL_RULES = {_norm_rule(k): v for k, v in CEL_RULES.items()}
+
+INT_FORMATS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+PLAIN_KEYWORDS = {
+    "required", "pattern", "minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems",
+    "minProperties", "maxProperties", "uniqueItems", "exclusiveMinimum", "exclusiveMaximum",
+}
+IGNORED_KEYWORDS = {"description", "title", "default", "example"}
+KNOWN_KEYWORDS = PLAIN_KEYWORDS | IGNORED_KEYWORDS | {
+    "type", "properties", "items", "enum", "additionalProperties", "oneOf", "anyOf", "allOf", "not",
+    "nullable", "format", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string",
+    "x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+}
+
+
+class SchemaConversionError(ValueError):
+    pass
+
+
+def openapi_to_jsonschema(node: dict, where: str = "$") -> dict:
+    """A CRD's structural OpenAPI v3 schema as JSON Schema (draft 2020-12) with Kubernetes'
+    semantics: objects refuse unknown fields unless `x-kubernetes-preserve-unknown-fields`;
+    `nullable` admits null; int-or-string; `format: int32/int64` bounds; CEL rules and list-map
+    keys through the custom keywords `x-k8s-cel` and `x-k8s-list-map-keys`."""
+    unknown = set(node) - KNOWN_KEYWORDS
+    if unknown:
+        raise SchemaConversionError(f"{where}: unsupported schema keywords {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    typ = node.get("type")
+    nullable = bool(node.get("nullable"))
+    if node.get("x-kubernetes-int-or-string"):
+        if typ is not None:
+            raise SchemaConversionError(f"{where}: int-or-string with a type")
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    elif typ is not None:
+        out["type"] = [typ, "null"] if nullable else typ
+    for key in PLAIN_KEYWORDS & set(node):
+        out[key] = node[key]
+    if "enum" in node:
+        out["enum"] = list(node["enum"]) + ([None] if nullable else [])
+    fmt = node.get("format")
+    if fmt is not None:
+        if fmt in INT_FORMATS:
+            lo, hi = INT_FORMATS[fmt]
+            out["minimum"] = max(out.get("minimum", lo), lo)
+            out["maximum"] = min(out.get("maximum", hi), hi)
+        elif fmt in ("date-time", "byte", "date"):
+            out["format"] = fmt
+        else:
+            raise SchemaConversionError(f"{where}: unsupported format {fmt!r}")
+    if "properties" in node:
+        out["properties"] = {k: openapi_to_jsonschema(v, f"{where}.{k}") for k, v in node["properties"].items()}
+    if "items" in node:
+        out["items"] = openapi_to_jsonschema(node["items"], f"{where}[]")
+    ap = node.get("additionalProperties")
+    if isinstance(ap, dict):
+        out["additionalProperties"] = openapi_to_jsonschema(ap, f"{where}.*")
+    elif isinstance(ap, bool):
+        out["additionalProperties"] = ap
+    for key in ("oneOf", "anyOf", "allOf"):
+        if key in node:
+            branches = [openapi_to_jsonschema(b, f"{where}/{key}") for b in node[key]]
+            if key == "anyOf" and "anyOf" in out:  # int-or-string already says it
+                continue
+            out[key] = branches
+    if "not" in node:
+        out["not"] = openapi_to_jsonschema(node["not"], f"{where}/not")
+    if typ == "object" and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    rules = node.get("x-kubernetes-validations")
+    if rules:
+        checked = []
+        for r in rules:
+            text = _norm_rule(r["rule"])
+            if text not in CEL_RULES:
+                raise SchemaConversionError(f"{where}: CEL rule not implemented here: {r['rule']!r}")
+            checked.append([text, r.get("message", text)])
+        out["x-k8s-cel"] = checked
+    list_type = node.get("x-kubernetes-list-type")
+    if list_type == "map":
+        keys = node.get("x-kubernetes-list-map-keys")
+        if not keys:
+            raise SchemaConversionError(f"{where}: list-type map without keys")
+        out["x-k8s-list-map-keys"] = list(keys)
+    elif list_type == "set":
+        out["uniqueItems"] = True
+    elif list_type not in (None, "atomic"):
+        raise SchemaConversionError(f"{where}: unsupported list type {list_type!r}")
+    return out
+
+
+def _cel(validator, rules, instance, schema) -> Iterator[jsonschema.ValidationError]:
+    for text, message in rules:
+        try:
+            ok = CEL_RULES[text](instance)
+        except (TypeError, AttributeError):
+            continue  # the type keyword reports the wrong type
+        if not ok:
+            yield jsonschema.ValidationError(f"{message} (rule: {text})")
+
+
+def _list_map(validator, keys, instance, schema) -> Iterator[jsonschema.ValidationError]:
+    if not isinstance(instance, list):
+        return
+    seen = set()
+    for item in instance:
+        if not isinstance(item, dict):
+            continue
+        key = tuple(json.dumps(item.get(k), sort_keys=True) for k in keys)
+        if key in seen:
+            yield jsonschema.ValidationError(f"duplicate entries in a list-map keyed by {keys}: {key}")
+        seen.add(key)
+
+
+K8sValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {"x-k8s-cel": _cel, "x-k8s-list-map-keys": _list_map}
+)
+
+
+def crd_schema(path: Path) -> tuple[set[str], str, dict]:
+    """(served apiVersions, kind, JSON Schema of the whole object) of a CRD file."""
+    crd = yaml.safe_load(path.read_text())
+    assert crd["kind"] == "CustomResourceDefinition", path
+    group = crd["spec"]["group"]
+    kind = crd["spec"]["names"]["kind"]
+    versions = [v for v in crd["spec"]["versions"] if v.get("served")]
+    assert len(versions) == 1, f"{path}: one served version expected, got {[v['name'] for v in versions]}"
+    body = openapi_to_jsonschema(versions[0]["schema"]["openAPIV3Schema"])
+    body.setdefault("properties", {})
+    body["properties"]["apiVersion"] = {"const": f"{group}/{versions[0]['name']}"}
+    body["properties"]["kind"] = {"const": kind}
+    body["properties"]["metadata"] = OBJECT_META
+    body["required"] = sorted(set(body.get("required", [])) | {"apiVersion", "kind", "metadata"})
+    body["additionalProperties"] = False
+    return {f"{group}/{versions[0]['name']}"}, kind, body
+
+
+# --- ServiceEntry / DestinationRule: no CRD in fixtures, a structural schema from the API docs ---
+
+def _obj(props: dict, required: tuple[str, ...] = ()) -> dict:
+    out = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+_STR = {"type": "string"}
+_STRS = {"type": "array", "items": _STR}
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+_LABELS = {"type": "object", "additionalProperties": _STR}
+_OPAQUE = {"type": "object"}  # settings these manifests do not use: checked as objects only
+
+CLIENT_TLS = _obj({
+    "mode": {"enum": ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]},
+    "clientCertificate": _STR, "privateKey": _STR, "caCertificates": _STR, "credentialName": _STR,
+    "subjectAltNames": _STRS, "sni": _STR, "insecureSkipVerify": {"type": "boolean"}, "caCrl": _STR,
+})
+_POLICY_COMMON = {
+    "loadBalancer": _OPAQUE, "connectionPool": _OPAQUE, "outlierDetection": _OPAQUE, "tls": CLIENT_TLS,
+}
+TRAFFIC_POLICY = _obj({
+    **_POLICY_COMMON,
+    "portLevelSettings": {"type": "array", "items": _obj({"port": _obj({"number": _PORT}), **_POLICY_COMMON})},
+    "tunnel": _OPAQUE, "proxyProtocol": _OPAQUE,
+})
+STRUCTURAL = {
+    "ServiceEntry": _obj({
+        "hosts": {"type": "array", "items": _STR, "minItems": 1},
+        "addresses": _STRS,
+        "ports": {"type": "array", "items": _obj({
+            "number": _PORT,
+            "protocol": {"enum": ["HTTP", "HTTPS", "GRPC", "HTTP2", "MONGO", "TCP", "TLS"]},
+            "name": {"type": "string", "minLength": 1},
+            "targetPort": _PORT,
+        }, ("number", "name")), "x-k8s-list-map-keys": ["number"]},
+        "location": {"enum": ["MESH_EXTERNAL", "MESH_INTERNAL"]},
+        "resolution": {"enum": ["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"]},
+        "endpoints": {"type": "array", "items": _obj({
+            "address": _STR, "ports": {"type": "object", "additionalProperties": _PORT}, "labels": _LABELS,
+            "network": _STR, "locality": _STR, "weight": {"type": "integer", "minimum": 0},
+            "serviceAccount": _STR,
+        })},
+        "workloadSelector": _obj({"labels": _LABELS}),
+        "exportTo": _STRS,
+        "subjectAltNames": _STRS,
+    }, ("hosts",)),
+    "DestinationRule": _obj({
+        "host": {"type": "string", "minLength": 1},
+        "trafficPolicy": TRAFFIC_POLICY,
+        "subsets": {"type": "array", "items": _obj({"name": _STR, "labels": _LABELS, "trafficPolicy": TRAFFIC_POLICY}, ("name",))},
+        "exportTo": _STRS,
+        "workloadSelector": _obj({"matchLabels": _LABELS}),
+    }, ("host",)),
+}
+
+
+def structural_schema(kind: str) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "apiVersion": {"enum": [f"networking.istio.io/{v}" for v in ("v1", "v1beta1", "v1alpha3")]},
+            "kind": {"const": kind},
+            "metadata": OBJECT_META,
+            "spec": STRUCTURAL[kind],
+        },
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+    }
+
+
+@pytest.fixture(scope="module")
+def schemas() -> dict[str, dict]:
+    out = {}
+    for crd in ("wasmplugin-crd.yaml", "trafficextension-crd.yaml"):
+        _, kind, body = crd_schema(FIXTURES / crd)
+        out[kind] = body
+    for kind in STRUCTURAL:
+        out[kind] = structural_schema(kind)
+    for body in out.values():
+        K8sValidator.check_schema(body)
+    return out
+
+
+def validation_errors(doc: Any, schemas: dict[str, dict]) -> list[str]:
+    if not isinstance(doc, dict):
+        return [f"not a mapping: {type(doc).__name__}"]
+    kind = doc.get("kind")
+    if kind not in schemas:
+        return [f"no schema for kind {kind!r}"]
+    v = K8sValidator(schemas[kind], format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in v.iter_errors(doc)]
+
+
+def all_documents() -> list[tuple[str, int, dict]]:
+    out = []
+    for path in sorted(ISTIO.glob("*.yaml")):
+        for i, doc in enumerate(harness.istio_manifests(path)):
+            out.append((path.name, i, doc))
+    return out
+
+
+def test_istio_dir_holds_the_expected_manifests():
+    assert {p.name for p in ISTIO.glob("*.yaml")} == EXPECTED_FILES
+
+
+def test_fixtures_keep_their_provenance():
+    for name in ("wasmplugin-crd.yaml", "trafficextension-crd.yaml"):
+        text = (FIXTURES / name).read_text()
+        assert re.match(r"# Source: github\.com/istio/api @ [0-9a-f]{40} ", text), name
+        assert "\n# File: kubernetes/customresourcedefinitions.gen.yaml" in text.split("apiVersion:")[0], name
+
+
+@pytest.mark.parametrize("fname,index,doc", all_documents(), ids=lambda v: v if isinstance(v, str) else None)
+def test_manifest_validates_against_its_schema(fname, index, doc, schemas):
+    errors = validation_errors(doc, schemas)
+    assert not errors, f"{fname} document {index} ({doc.get('kind')} {doc.get('metadata', {}).get('name')}):\n" + "\n".join(errors)
+
+
+def _set(path: str, value: Any) -> Callable[[dict], None]:
+    """A mutation setting a dotted path (list indexes as numbers)."""
+
+    def apply(doc: dict) -> None:
+        parts = path.split(".")
+        node: Any = doc
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return apply
+
+
+def _delete(path: str) -> Callable[[dict], None]:
+    def apply(doc: dict) -> None:
+        parts = path.split(".")
+        node: Any = doc
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        del node[parts[-1]]
+
+    return apply
+
+
+def _dup_env(doc: dict) -> None:
+    doc["spec"]["vmConfig"]["env"].append(dict(doc["spec"]["vmConfig"]["env"][0]))
+
+
+BROKEN = [
+    # (file, document index, mutation, text the error must contain)
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.priority", "high"), "spec/priority", id="wrong-type"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.pluginConfigg", {"a": 1}), "pluginConfigg", id="unknown-field"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.vmConfig.env.0.secretRef", "k"), "secretRef", id="unknown-nested-field"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.match.0.ports", [{"number": 8080, "protocol": "HTTP"}]), "protocol", id="unknown-field-in-list"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("metadata.nmae", "x"), "nmae", id="unknown-metadata-field"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.phase", "EARLY"), "spec/phase", id="bad-enum"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.sha256", "sha256:" + "0" * 64), "spec/sha256", id="bad-pattern"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.priority", 2**31), "spec/priority", id="int32-range"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.pluginName", "p" * 257), "spec/pluginName", id="max-length"),
+    pytest.param("wasmplugin-http.yaml", 0, _delete("spec.url"), "'url' is a required property", id="missing-required"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.url", "ftp://registry.example.com/m.wasm"), "url must have schema", id="cel-url-scheme"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.vmConfig.env.0.value", "inline-secret"), "value may only be set when valueFrom is INLINE", id="cel-host-env-with-value"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.targetRefs", [{"kind": "Service", "name": "payments-api"}]), "only one of targetRefs or selector", id="cel-selector-and-targetrefs"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("spec.selector.matchLabels.app", "payments-*"), "wildcard not allowed", id="cel-wildcard-label"),
+    pytest.param("wasmplugin-http.yaml", 0, _dup_env, "duplicate entries", id="list-map-duplicate-env"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("kind", "WasmPlugins"), "no schema for kind", id="unknown-kind"),
+    pytest.param("wasmplugin-http.yaml", 0, _set("apiVersion", "extensions.istio.io/v1"), "apiVersion", id="unserved-version"),
+    pytest.param("trafficextension.yaml", 0, _set("spec.lua", {"inlineCode": "function envoy_on_request(h) end"}), "exactly one of wasm or lua", id="te-wasm-and-lua"),
+    pytest.param("trafficextension.yaml", 0, _set("spec.wasm.type", "GRPC"), "spec/wasm/type", id="te-bad-enum"),
+    pytest.param("trafficextension.yaml", 0, _set("spec.wasm.pluginconfig", {}), "pluginconfig", id="te-unknown-field"),
+    pytest.param("trafficextension.yaml", 1, _set("spec.targetRef", {"kind": "Service", "name": "x"}), "targetRef", id="te-no-singular-targetref"),
+    pytest.param("collector-serviceentry.yaml", 0, _set("spec.ports.0.number", "4318"), "spec/ports/0/number", id="se-wrong-type"),
+    pytest.param("collector-serviceentry.yaml", 0, _delete("spec.hosts"), "'hosts' is a required property", id="se-missing-hosts"),
+    pytest.param("collector-serviceentry.yaml", 0, _set("spec.location", "OUTSIDE"), "spec/location", id="se-bad-enum"),
+    pytest.param("collector-serviceentry.yaml", 0, _set("spec.resolutions", "DNS"), "resolutions", id="se-unknown-field"),
+    pytest.param("collector-destinationrule.yaml", 0, _set("spec.trafficPolicy.portLevelSettings.0.tls.mode", "STRICT"), "tls/mode", id="dr-bad-tls-mode"),
+    pytest.param("collector-destinationrule.yaml", 0, _set("spec.trafficPolicy.portLevelSettings.0.tls.skipVerify", True), "skipVerify", id="dr-unknown-field"),
+]
+
+
+@pytest.mark.parametrize("fname,index,mutate,expected", BROKEN)
+def test_validator_refuses_broken_manifests(fname, index, mutate, expected, schemas):
+    doc = copy.deepcopy(harness.istio_manifests(ISTIO / fname)[index])
+    assert not validation_errors(doc, schemas), "the unbroken document must pass first"
+    mutate(doc)
+    errors = validation_errors(doc, schemas)
+    assert errors, f"the validator accepted a broken {fname}"
+    assert any(expected in e for e in errors), f"no error mentions {expected!r}: {errors}"
+
+
+ACCEPTED = [
+    pytest.param(_set("spec.pluginConfig", {"any": {"nested": [1, "two", {"three": None}]}, "x": True}), id="preserve-unknown-fields"),
+    pytest.param(_set("spec.priority", None), id="nullable"),
+    pytest.param(_set("status", {"observedGeneration": 3}), id="int-or-string-int"),
+    pytest.param(_set("status", {"observedGeneration": "3", "extra": {"kept": 1}}), id="int-or-string-string-and-preserved-status"),
+    pytest.param(_set("spec.url", "registry.example.com/platform/meshaudit:0.1.0"), id="url-without-scheme"),
+]
+
+
+@pytest.mark.parametrize("mutate", ACCEPTED)
+def test_validator_accepts_what_kubernetes_accepts(mutate, schemas):
+    doc = copy.deepcopy(harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"))
+    mutate(doc)
+    assert not validation_errors(doc, schemas)
+
+
+def test_int_or_string_refuses_other_types(schemas):
+    doc = copy.deepcopy(harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"))
+    doc["status"] = {"observedGeneration": ["3"]}
+    assert any("observedGeneration" in e for e in validation_errors(doc, schemas))
+
+
+def test_converter_refuses_what_it_does_not_implement():
+    with pytest.raises(SchemaConversionError, match="CEL rule not implemented"):
+        openapi_to_jsonschema({"type": "string", "x-kubernetes-validations": [{"rule": "self.startsWith('a')"}]})
+    with pytest.raises(SchemaConversionError, match="unsupported schema keywords"):
+        openapi_to_jsonschema({"type": "object", "x-kubernetes-embedded-resource": True})
+    with pytest.raises(SchemaConversionError, match="unsupported format"):
+        openapi_to_jsonschema({"type": "string", "format": "uuid"})
+
+
+# --- facts the manifests must keep ------------------------------------------------------------
+
+def test_hash_key_comes_from_the_sidecar_environment_only():
+    for path in (HTTP_FILE, TE_FILE):
+        for doc in harness.istio_manifests(path):
+            plugin = harness.istio_plugin(doc)
+            pc = plugin.wasm.get("pluginConfig", {})
+            env = (plugin.wasm.get("vmConfig") or {}).get("env") or []
+            if plugin.plugin_type == "HTTP":
+                key_env = pc["redaction"]["hash_key_env"]
+                assert any(r.get("action") == "hash" for r in pc["redaction"]["rules"]), "a hash rule is shown"
+                assert env == [{"name": key_env, "valueFrom": "HOST"}], env
+            text = json.dumps(pc)
+            assert not re.search(r"(?i)\"(hash_)?key\"\s*:", text), "a key inline in pluginConfig"
+
+
+def test_collector_cluster_is_written_istios_way():
+    for path in (HTTP_FILE, NETWORK_FILE, TE_FILE):
+        for doc in harness.istio_manifests(path):
+            c = harness.istio_plugin(doc).wasm["pluginConfig"]["collector"]
+            assert c["cluster"] == harness.ISTIO_COLLECTOR_CLUSTER
+            assert c["authority"] == "otel-collector.observability.svc.cluster.local"
+
+
+def test_trafficextension_renders_the_same_filters_as_the_wasmplugins():
+    """Apply either file: the Envoy filter a sidecar gets is the same."""
+    pairs = [
+        (harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"),
+         harness.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-http")),
+        (harness.istio_manifest(NETWORK_FILE, "WasmPlugin", "meshaudit-tcp"),
+         harness.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-tcp")),
+    ]
+    for wp, te in pairs:
+        a, b = harness.istio_plugin(wp), harness.istio_plugin(te)
+        assert harness.istiod_wasm_filter(a) == harness.istiod_wasm_filter(b)
+        assert (a.resource_name, b.resource_name) == (
+            f"payments.{wp['metadata']['name']}",
+            f"extensions.istio.io/trafficextension/payments.{te['metadata']['name']}",
+        )
+        for key in ("selector", "phase", "priority", "match"):
+            assert wp["spec"][key] == te["spec"][key], key
+
+
+# --- istiod's JSON -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,go,double", [
+    (500, "500", "500.0"),
+    (1048576, "1048576", "1048576.0"),
+    (0.5, "0.5", "0.5"),
+    (-3, "-3", "-3.0"),
+    (0, "0", "0.0"),
+    (1e21, "1e+21", "1e+21"),
+    (1.5e-7, "1.5e-7", "1.5e-07"),
+    (123456789012345678, "123456789012345680", "1.2345678901234568e+17"),
+])
+def test_struct_numbers_render_as_doubles(value, go, double):
+    """golang/protobuf's jsonpb writes a Struct number with Go's encoding/json float64 format
+    (so 500 stays `500`, a 19-digit id loses precision); `double` is the stricter `500.0`."""
+    assert harness.go_json_number(value, "go") == go
+    assert harness.go_json_number(value, "double") == double
+
+
+def test_struct_json_is_compact_sorted_and_html_safe():
+    got = harness.istio_struct_json({"b": [1, True, None], "a": {"y": "<x&y>", "x": 2.5}})
+    assert got == '{"a":{"x":2.5,"y":"\\u003cx\\u0026y\\u003e"},"b":[1,true,null]}'
+    assert json.loads(got) == {"a": {"x": 2.5, "y": "<x&y>"}, "b": [1, True, None]}
+
+
+# =============================================================================================
+# 2. The WasmPlugins in Envoy
+# =============================================================================================
+
+def hmac_token(key: str, value: str) -> str:
+    return "hmac:" + hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def test_rendered_http_filter_is_what_istiod_and_the_agent_send():
+    plugin = harness.istio_plugin(harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"), "4711")
+    sent = harness.istiod_wasm_filter(plugin, "double")
+    cfg = sent["config"]
+    assert sent["@type"] == harness.ISTIO_WASM_HTTP_TYPE
+    assert cfg["name"] == "payments.meshaudit-http" and cfg["root_id"] == "meshaudit"
+    assert "vm_id" not in cfg["vm_config"]
+    assert cfg["failure_policy"] == "FAIL_CLOSED"
+    assert cfg["vm_config"]["code"]["remote"]["http_uri"]["uri"] == plugin.wasm["url"]
+    assert cfg["vm_config"]["code"]["remote"]["sha256"] == plugin.wasm["sha256"]
+    assert cfg["vm_config"]["environment_variables"] == {
+        "key_values": {
+            "ISTIO_META_WASM_IMAGE_PULL_POLICY": "IfNotPresent",
+            "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": "4711",
+        },
+        "host_env_keys": ["MESHAUDIT_HASH_KEY"],
+    }
+    value = cfg["configuration"]["value"]
+    assert '"max_batch_events":500.0' in value and '"keep":4.0' in value, value
+    assert json.loads(value) == plugin.wasm["pluginConfig"]
+    # Without pluginName istiod leaves root_id empty (it does not fall back to the name).
+    unnamed = copy.deepcopy(plugin)
+    del unnamed.wasm["pluginName"]
+    assert "root_id" not in harness.istiod_wasm_filter(unnamed)["config"]
+    local = harness.istio_agent_rewrite(sent, harness.wasm_path())["config"]["vm_config"]
+    assert local["code"] == {"local": {"filename": str(harness.wasm_path().resolve())}}
+    assert local["environment_variables"] == {"host_env_keys": ["MESHAUDIT_HASH_KEY"]}
+
+
+def test_http_wasmplugin_audits_in_a_sidecar(wasm, pki, tmp_path, run_id):
+    """wasmplugin-http.yaml as a sidecar gets it: mTLS traffic, body capture, card, hash and
+    detector rules, the key from Envoy's environment only; events reach Rotel."""
+    key = secrets.token_hex(16)
+    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key}, numbers="double")
+    assert key not in json.dumps(sc.wasm_filter())
+    web = pki.clients["web"]
+    customer, card_id = f"cust_{run_id}", f"card_{run_id}"
+    bearer = f"tok-{secrets.token_hex(8)}"
+    merchant = "msk_live_" + secrets.token_hex(12)
+    email = f"kim.{run_id}@example.org"
+    body = {
+        "amount": 1250, "currency": "EUR",
+        "card": {"number": "4111 1111 1111 1111", "cvc": "737", "expiry": "12/29", "holder": f"Kim {run_id}"},
+        "billing": {"street": f"{run_id} Canary Wharf", "zip": "E14 5AB"},
+        "email": email, "note": f"merchant key {merchant}",
+    }
+    sc.start()
+    try:
+        resp = sc.request(
+            "/v1/payments", method="POST", body=json.dumps(body).encode(), tls=sc.tls(web),
+            headers={"content-type": "application/json", "x-customer-id": customer,
+                     "authorization": f"Bearer {bearer}", "idempotency-key": run_id},
+        )
+        assert resp.status == 200, resp
+        resp = sc.request(f"/v1/customers/{customer}/cards/{card_id}", tls=sc.tls(web))
+        assert resp.status == 200, resp
+
+        pay = sc.wait_records(lambda r: r.attr("url.path") == "/v1/payments", what="payment events")[0]
+        a = pay.attributes
+        assert pay.event_name == "meshaudit.http"
+        assert a["meshaudit.peer.spiffe_id"] == WEB_SPIFFE and a["meshaudit.tls.mtls"] is True
+        assert a["http.request.header.x-customer-id"] == [hmac_token(key, customer)], a
+        assert a["http.request.header.authorization"] == ["[REDACTED]"], a
+        assert a["http.request.header.idempotency-key"] == [run_id]
+        captured = json.loads(a["meshaudit.request.body"])
+        assert captured["card"] == {"number": "****1111"}, captured
+        assert captured["billing"] == {}, captured
+        assert captured["email"] == hmac_token(key, email), captured
+        assert captured["note"] == "merchant key [REDACTED]", captured
+        assert captured["amount"] == 1250 and captured["currency"] == "EUR"
+        fired = " ".join(a["meshaudit.redaction.rules"])
+        for rule in ("customer-id:1", "card-number:1", "card-secrets:2", "card-holder:3", "merchant-secret"):
+            assert rule in fired, (rule, fired)
+        assert pay.resource["k8s.namespace.name"] == "payments"
+
+        path = sc.wait_records(lambda r: r.attr("url.path", "").startswith("/v1/customers/"), what="card path")[0]
+        assert path.attr("url.path") == f"/v1/customers/{hmac_token(key, customer)}/cards/{hmac_token(key, card_id)}"
+
+        raw = sc.rotel.raw()
+        for secret in (customer, card_id, bearer, merchant, email, "4111 1111 1111 1111", "737", f"Kim {run_id}",
+                       f"{run_id} Canary Wharf", key):
+            assert secret not in raw, f"{secret!r} reached the collector"
+        assert key not in sc.config_path.read_text() and key not in sc.ecds_path.read_text()
+    finally:
+        sc.stop()
+
+
+@pytest.mark.parametrize("plugin_name", [True, False], ids=["pluginName", "no-pluginName"])
+def test_network_wasmplugin_audits_in_a_sidecar(plugin_name, wasm, pki, tmp_path):
+    """wasmplugin-network.yaml (type NETWORK, mode tcp) in front of a TCP service; also with
+    pluginName left out (an empty root_id works too)."""
+    doc = copy.deepcopy(harness.istio_manifest(NETWORK_FILE, "WasmPlugin", "meshaudit-tcp"))
+    if not plugin_name:
+        del doc["spec"]["pluginName"]
+    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, numbers="double")
+    sent = harness.istiod_wasm_filter(sc.plugin, "double")
+    assert sent["@type"] == harness.ISTIO_WASM_NETWORK_TYPE
+    assert sent["config"]["name"] == "payments.meshaudit-tcp"
+    assert sent["config"].get("root_id") == ("meshaudit" if plugin_name else None)
+    assert "environment_variables" not in sc.wasm_filter()["config"]["vm_config"]  # only ISTIO_META_* were there
+    web = pki.clients["web"]
+    sc.start()
+    try:
+        resp = sc.request("/ledger/entries?limit=5", tls=sc.tls(web))
+        assert resp.status == 200 and resp.body == b"upstream GET /ledger/entries?limit=5\n"
+        mine = lambda r: r.event_name == "meshaudit.tcp" and r.attr("meshaudit.peer.spiffe_id") == WEB_SPIFFE  # noqa: E731
+        close = sc.wait_records(lambda r: mine(r) and r.attr("meshaudit.tcp.phase") == "close", what="close event")[0]
+        cid = close.attr("meshaudit.connection.id")
+        assert close.attr("meshaudit.tcp.downstream.received_bytes") > 0
+        assert close.attr("meshaudit.tcp.upstream.received_bytes") == close.attr("meshaudit.tcp.downstream.sent_bytes") > 0
+        assert close.attr("meshaudit.envoy.upstream_cluster") == "inbound|5432||"
+        opened = sc.wait_records(
+            lambda r: r.attr("meshaudit.connection.id") == cid and r.attr("meshaudit.tcp.phase") == "open",
+            what="open event of the same connection",
+        )
+        assert len(opened) == 1
+        assert close.resource["service.name"] == "ledger-db"
+    finally:
+        sc.stop()
+
+
+# =============================================================================================
+# 3. Changing pluginConfig
+# =============================================================================================
+
+def _rule(pc: dict, name: str) -> dict:
+    return next(r for r in pc["redaction"]["rules"] if r["name"] == name)
+
+
+def _customer_header(sc: harness.IstioSidecar, customer: str, tls: bool, pki) -> list:
+    resp = sc.request(f"/v1/orders/{customer}", headers={"x-customer-id": customer},
+                      tls=sc.tls(pki.clients["web"]) if tls else None)
+    assert resp.status == 200, f"{resp.status} {resp.body!r}"
+    rec = sc.wait_records(lambda r: r.attr("url.path") == f"/v1/orders/{customer}", what=f"event of {customer}")[0]
+    return rec.attr("http.request.header.x-customer-id")
+
+
+def test_invalid_plugin_config_change_keeps_the_last_good_one(wasm, pki, tmp_path, run_id):
+    """Edits of pluginConfig reach a running sidecar as ECDS updates. A valid edit applies to
+    new requests; an invalid one is rejected by Envoy: the last good configuration stays in
+    force (traffic keeps flowing and being audited by it) and the log names the field."""
+    key = secrets.token_hex(16)
+    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    base = doc["spec"]["pluginConfig"]
+    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key}, numbers="go")
+    sc.start()
+    try:
+        st = sc.wait_ecds("update_success", 1)
+        assert _customer_header(sc, f"c1-{run_id}", True, pki) == [hmac_token(key, f"c1-{run_id}")]
+
+        # A valid edit: mask the customer id instead of hashing it.
+        tuned = copy.deepcopy(base)
+        _rule(tuned, "customer-id")["action"] = "mask"
+        sc.push(tuned)
+        st = sc.wait_ecds("update_success", 2)
+        good_version = st["version"]
+        assert _customer_header(sc, f"c2-{run_id}", True, pki) == ["[REDACTED]"]
+
+        # An invalid edit: a typo in a new rule.
+        broken = copy.deepcopy(tuned)
+        broken["redaction"]["rules"].append({"name": "iban", "jsn": ["$..iban"], "action": "partial"})
+        sc.push(broken)
+        st = sc.wait_ecds("update_rejected", 1)
+        assert st["update_success"] == 2 and st["version"] == good_version, st
+        log = sc.envoy.log_text()
+        lines = [l for l in log.splitlines() if "meshaudit: invalid configuration: " in l]
+        assert len(lines) == 1, log[-3000:]
+        assert re.search(r"meshaudit: invalid configuration: redaction\.rules\[\d+\][^:]*: .*jsn", lines[0]), lines[0]
+        assert f"Filesystem config update rejected: Unable to create Wasm plugin {sc.plugin.config_name}" in log
+
+        # The last good configuration (mask) is in force, on both filter chains.
+        for i in range(6):
+            c = f"c3-{i}-{run_id}"
+            assert _customer_header(sc, c, tls=bool(i % 2), pki=pki) == ["[REDACTED]"], c
+        assert sc.ecds_stats()["version"] == good_version
+
+        # The fix applies.
+        fixed = copy.deepcopy(tuned)
+        fixed["redaction"]["rules"].append({"name": "iban", "json": ["$..iban"], "action": "partial"})
+        _rule(fixed, "customer-id")["action"] = "hash"
+        sc.push(fixed)
+        st = sc.wait_ecds("update_success", 3)
+        assert st["version"] != good_version
+        assert _customer_header(sc, f"c4-{run_id}", True, pki) == [hmac_token(key, f"c4-{run_id}")]
+    finally:
+        sc.stop()
+
+
+def test_new_sidecar_with_invalid_plugin_config_fails_closed_until_fixed(wasm, pki, tmp_path, run_id):
+    """A sidecar whose first configuration of the filter is rejected has no last good one.
+    Envoy 1.40 then ends the listener's warming anyway (the ECDS init target is released by the
+    rejection) and answers every request with 500 itself: nothing reaches the application
+    unaudited, and the pod looks ready. A valid configuration, once pushed, takes over."""
+    key = secrets.token_hex(16)
+    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    broken = copy.deepcopy(doc["spec"]["pluginConfig"])
+    broken["max_batch_events"] = "lots"
+    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key})
+    sc.start(first_plugin_config=broken, wait_ready=False)
+    try:
+        harness.wait_for(lambda: harness.port_open(sc.admin_port), 30, 0.05, "envoy admin")
+        st = sc.wait_ecds("update_rejected", 1)
+        assert st.get("update_success", 0) == 0
+        harness.wait_for(lambda: harness.port_open(sc.listener_port), 30, 0.05, "listener open")
+        assert harness.http_get(sc.envoy.admin_url + "/ready") == (200, "LIVE\n")
+        assert re.search(r"meshaudit: invalid configuration: max_batch_events: ", sc.envoy.log_text())
+        for tls in (None, sc.tls(pki.clients["web"])):
+            resp = sc.request(f"/v1/orders/n0-{run_id}", tls=tls)
+            assert resp.status == 500, resp
+        assert sc.upstream.requests == [], "a request reached the application without the filter"
+
+        sc.push()  # the manifest's valid pluginConfig
+        sc.wait_ecds("update_success", 1)
+        assert _customer_header(sc, f"n1-{run_id}", True, pki) == [hmac_token(key, f"n1-{run_id}")]
+        assert not [r for r in sc.rotel.records() if r.attr("url.path") == f"/v1/orders/n0-{run_id}"]
+    finally:
+        sc.stop()
+
+
+# =============================================================================================
+# 4. The payments example
+# =============================================================================================
+
+def test_payments_example(wasm):
+    proc = subprocess.run(
+        [sys.executable, str(harness.REPO / "examples" / "payments" / "demo.py")],
+        capture_output=True, text=True, timeout=300,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "planted secrets found in what the collector received: none" in out, out
+    assert "card.number = ****4242" in out, out
+    assert re.search(r"x-customer-id = \['hmac:[0-9a-f]{32}'\]", out), out
+    assert re.search(r"fail-closed: POST /v1/payments -> 503 x-meshaudit: fail-closed after \d+ requests", out), out
+    assert "GET /v1/payments/pay_1 -> 200 while payments are refused" in out, out
+
+
+def test_payments_example_exits_non_zero_when_a_secret_leaks(wasm):
+    """The example's leak check is real: without the customer-id rule the raw id reaches the
+    collector, and the script says so and exits 1."""
+    proc = subprocess.run(
+        [sys.executable, str(harness.REPO / "examples" / "payments" / "demo.py"), "--drop-rule", "customer-id"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"planted secrets found in what the collector received: .*customer id", proc.stdout), proc.stdout
+
+
+def test_hash_key_missing_from_the_sidecar_environment_is_refused(wasm, pki, tmp_path):
+    """`valueFrom: HOST` is the key's only way in: a sidecar whose environment lacks it
+    refuses the configuration and the log says which variable is missing."""
+    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={})
+    assert "MESHAUDIT_HASH_KEY" not in os.environ, "the test process must not carry the key"
+    sc.start(wait_ready=False)
+    try:
+        harness.wait_for(lambda: harness.port_open(sc.admin_port), 30, 0.05, "envoy admin")
+        sc.wait_ecds("update_rejected", 1)
+        line = next(l for l in sc.envoy.log_text().splitlines() if "meshaudit: invalid configuration: " in l)
+        assert "MESHAUDIT_HASH_KEY" in line and "customer-id" in line, line
+    finally:
+        sc.stop()
+
+
+def test_trafficextension_audits_in_a_sidecar(wasm, pki, tmp_path, run_id):
+    """trafficextension.yaml's HTTP extension in Envoy: its ECDS resource carries the
+    TrafficExtension prefix; the filter inside is the WasmPlugin's."""
+    key = secrets.token_hex(16)
+    doc = harness.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-http")
+    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key})
+    assert sc.plugin.resource_name == "extensions.istio.io/trafficextension/payments.meshaudit-http"
+    sc.start()
+    try:
+        assert sc.wait_ecds("update_success", 1)["update_rejected"] == 0
+        assert _customer_header(sc, f"te-{run_id}", True, pki) == [hmac_token(key, f"te-{run_id}")]
+    finally:
+        sc.stop()
