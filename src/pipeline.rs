@@ -216,9 +216,21 @@ impl Pipeline {
         }
     }
 
-    /// The oldest batch not in flight: a waiting retry, else the oldest in the batcher.
+    /// The oldest batch not in flight, by sequence: a waiting retry or the batcher's oldest.
     fn evict_oldest(&mut self) -> Option<Batch> {
-        if let Some(w) = self.retrying.pop_front() {
+        let oldest_retry = self
+            .retrying
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.export.meta.first_seq)
+            .map(|(i, w)| (i, w.export.meta.first_seq));
+        let from_retries = match (oldest_retry, self.batcher.oldest_seq()) {
+            (Some((_, r)), Some(b)) => r < b,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if let (true, Some((i, _))) = (from_retries, oldest_retry) {
+            let w = self.retrying.remove(i)?;
             self.batcher
                 .release(w.export.meta.record_bytes, w.export.meta.events);
             let records = self.records_of(&w.export);

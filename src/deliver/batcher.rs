@@ -98,6 +98,14 @@ impl Batcher {
         self.buffered_bytes.saturating_add(len) <= self.max_buffer_bytes
     }
 
+    /// The first sequence number of the oldest waiting batch (sealed, else open).
+    pub fn oldest_seq(&self) -> Option<u64> {
+        match self.sealed.front() {
+            Some(b) => Some(b.first_seq),
+            None => (self.open.events > 0).then_some(self.open.first_seq),
+        }
+    }
+
     /// Takes the oldest batch that is waiting (sealed, else the open one) out of the buffer, to
     /// make room (`drop_oldest`). Its bytes are released.
     pub fn evict_oldest(&mut self) -> Option<Batch> {

@@ -32,8 +32,9 @@ pub struct Loss {
     pub reason: LossReason,
 }
 
-/// Losses not yet reported. Adjacent losses with the same reason merge, so a long outage is
-/// one entry; the ledger holds at most `MAX_ENTRIES` (older ones merge into the last).
+/// Losses not yet reported. A loss merges with an adjacent one of the same reason (so a run of
+/// losses, in whatever order they are recorded, is one entry); the ledger holds at most
+/// `MAX_ENTRIES` (beyond that, losses merge into the last entry: counts stay exact, ranges widen).
 #[derive(Debug, Default, Clone)]
 pub struct LossLedger {
     entries: Vec<Loss>,
@@ -41,36 +42,63 @@ pub struct LossLedger {
 
 const MAX_ENTRIES: usize = 64;
 
+/// Same reason, and the ranges overlap or meet.
+fn touches(a: &Loss, b: &Loss) -> bool {
+    a.reason == b.reason
+        && b.first_seq <= a.last_seq.saturating_add(1)
+        && b.last_seq.saturating_add(1) >= a.first_seq
+}
+
+fn absorb(into: &mut Loss, other: &Loss) {
+    into.first_seq = into.first_seq.min(other.first_seq);
+    into.last_seq = into.last_seq.max(other.last_seq);
+    into.events += other.events;
+}
+
 impl LossLedger {
     pub fn record(&mut self, first_seq: u64, last_seq: u64, events: u64, reason: LossReason) {
         if events == 0 {
             return;
         }
         let full = self.entries.len() >= MAX_ENTRIES;
-        if let Some(last) = self.entries.last_mut() {
-            let adjacent = first_seq <= last.last_seq.saturating_add(1)
-                && last_seq.saturating_add(1) >= last.first_seq;
-            if last.reason == reason && (adjacent || full) {
-                last.first_seq = last.first_seq.min(first_seq);
-                last.last_seq = last.last_seq.max(last_seq);
-                last.events += events;
-                return;
-            }
-        }
-        if full {
-            if let Some(last) = self.entries.last_mut() {
-                last.first_seq = last.first_seq.min(first_seq);
-                last.last_seq = last.last_seq.max(last_seq);
-                last.events += events;
-                return;
-            }
-        }
-        self.entries.push(Loss {
+        let new = Loss {
             first_seq,
             last_seq,
             events,
             reason,
-        });
+        };
+        // Merge with an adjacent loss of the same reason; when full, with the last one.
+        let at = self
+            .entries
+            .iter()
+            .position(|l| touches(l, &new))
+            .or(if full {
+                self.entries.len().checked_sub(1)
+            } else {
+                None
+            });
+        let Some(mut i) = at else {
+            self.entries.push(new);
+            return;
+        };
+        if let Some(l) = self.entries.get_mut(i) {
+            absorb(l, &new);
+        }
+        // The widened entry may now touch others: fold them in.
+        while let Some(j) = self
+            .entries
+            .iter()
+            .enumerate()
+            .position(|(j, l)| j != i && self.entries.get(i).is_some_and(|x| touches(l, x)))
+        {
+            let other = self.entries.remove(j);
+            if j < i {
+                i -= 1;
+            }
+            if let Some(l) = self.entries.get_mut(i) {
+                absorb(l, &other);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,6 +150,30 @@ mod tests {
             ]
         );
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn out_of_order_losses_merge() {
+        let mut l = LossLedger::default();
+        l.record(10, 14, 5, LossReason::BufferFull);
+        l.record(30, 34, 5, LossReason::BufferFull);
+        l.record(0, 4, 5, LossReason::BufferFull);
+        l.record(5, 9, 5, LossReason::BufferFull);
+        l.record(15, 29, 15, LossReason::BufferFull);
+        l.record(50, 54, 5, LossReason::CollectorRejected);
+        let buffer_full = Loss {
+            first_seq: 0,
+            last_seq: 34,
+            events: 35,
+            reason: LossReason::BufferFull,
+        };
+        let rejected = Loss {
+            first_seq: 50,
+            last_seq: 54,
+            events: 5,
+            reason: LossReason::CollectorRejected,
+        };
+        assert_eq!(l.take(), vec![buffer_full, rejected]);
     }
 
     #[test]
