@@ -31,8 +31,9 @@ use crate::config::{ConfigError, Redaction};
 use crate::event::{attr, AuditEvent, Value};
 use crate::route::RequestLine;
 
-/// Attributes that hold values Envoy or TLS derived, not text a client chose: never scanned.
-const NOT_SCANNED: &[&str] = &[
+/// Attribute key prefixes whose values Envoy or TLS derived, not text a client chose: never
+/// scanned by detectors.
+pub const NOT_SCANNED: &[&str] = &[
     "log.record.uid",
     "meshaudit.stream.id",
     "meshaudit.peer.",
