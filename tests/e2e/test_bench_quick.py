@@ -1,0 +1,104 @@
+"""The side-by-side benchmark harness (`make bench`, benches/harness/) in its quick mode.
+
+Runs every arm for a few seconds in real Envoy (no logging, file and OpenTelemetry access logs,
+meshaudit default/heavy/diagnostic, the Wasm probes, plaintext and mTLS) and checks that the
+harness works: its JSON, Markdown and SVG outputs exist and are well-formed, and every arm served
+requests. It asserts nothing about speed: quick figures on a shared machine mean little.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import harness
+
+BENCH = harness.REPO / "benches" / "harness" / "bench.py"
+sys.path.insert(0, str(BENCH.parent))
+
+import arms as bench_arms  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, wasm) -> Path:
+    out = tmp_path_factory.mktemp("bench-out")
+    work = tmp_path_factory.mktemp("bench-work")
+    cmd = [str(harness.venv_python()), str(BENCH), "--quick", "--no-install", "--out", str(out), "--workdir", str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=harness.REPO,
+                          env={**os.environ, "MESHAUDIT_WASM": str(wasm)})
+    if proc.returncode != 0:
+        pytest.fail(
+            f"bench.py --quick exited {proc.returncode}\n--- stderr ---\n{proc.stderr[-6000:]}\n"
+            f"--- stdout ---\n{proc.stdout[-2000:]}",
+            pytrace=False,
+        )
+    return out
+
+
+def test_outputs_exist_with_dated_copies(quick_run):
+    for suffix in ("json", "md", "svg"):
+        latest = quick_run / f"latest.{suffix}"
+        assert latest.is_file() and latest.stat().st_size > 0, latest
+        dated = list(quick_run.glob(f"bench-*.{suffix}"))
+        assert len(dated) == 1, dated
+        assert dated[0].read_bytes() == latest.read_bytes()
+
+
+def test_json_is_complete_and_every_arm_served_requests(quick_run):
+    result = json.loads((quick_run / "latest.json").read_text())
+    assert result["meta"]["mode"] == "quick"
+    assert set(result["arms"]) == {a.name for a in bench_arms.ARMS}
+    for name, arm in result["arms"].items():
+        med, final = arm["median"], arm["final"]
+        assert len(arm["rounds"]) == 1, name
+        assert med["saturated_ok"] > 0, f"{name}: no successful response in the saturated run"
+        assert med["fixed_ok"] > 0, f"{name}: no successful response in the fixed-rate run"
+        assert med["rps"] > 0 and med["cpu_us_per_req"] > 0, name
+        for key in ("p50_ms", "p99_ms", "p999_ms"):
+            assert med[key] is not None and med[key] > 0, (name, key)
+        assert med["p50_ms"] <= med["p99_ms"] <= med["p999_ms"], name
+        assert final["responses"] > 0 and final["rss_end_kib"] > 0, name
+        assert med["non_2xx"] == 0 and med["errors"] == 0, (name, arm["rounds"][0]["saturated"])
+        if arm["baseline"] != name:
+            assert arm["vs_baseline"]["rps"] is not None, name
+        if arm["kind"] in ("meshaudit", "otel", "file"):
+            assert isinstance(final["collector_received"], int), name
+        if arm["kind"] == "meshaudit":
+            assert final["events_captured"] > 0, name
+            assert med["dispatches_per_req"] is not None, name
+    assert result["rates"] and all(v > 0 for v in result["rates"].values())
+    targets = {(t["target"].split(" ")[0], t["arm"]) for t in result["targets"]}
+    assert ("throughput", "meshaudit_default") in targets and ("throughput", "meshaudit_default_mtls") in targets
+    prof = result["hostcall_profile"]
+    assert prof and prof["requests"] > 0 and prof["ns_per_call"]
+    assert result["rss_scaling"]["rss_kib"]["plain"]
+
+
+def test_markdown_has_a_row_per_arm_and_the_targets(quick_run):
+    md = (quick_run / "latest.md").read_text()
+    assert md.startswith("# meshaudit side-by-side benchmark (quick run")
+    header = next(line for line in md.splitlines() if line.startswith("| arm | req/s"))
+    columns = header.count("|") - 1
+    for a in bench_arms.ARMS:
+        rows = [line for line in md.splitlines() if f"(`{a.name}`)" in line]
+        assert len(rows) == 1, a.name
+        assert rows[0].count("|") - 1 == columns, rows[0]
+    assert "## Targets" in md and "## Where the time goes" in md
+
+
+def test_svg_is_well_formed_with_a_bar_per_compared_arm(quick_run):
+    root = ET.fromstring((quick_run / "latest.svg").read_text())
+    assert root.tag.endswith("svg")
+    ns = "{http://www.w3.org/2000/svg}"
+    texts = [t.text or "" for t in root.iter(f"{ns}text")]
+    compared = [a for a in bench_arms.ARMS if a.baseline != a.name]
+    for a in compared:
+        assert a.label in texts, a.label
+    bars = [r for r in root.iter(f"{ns}rect") if r.get("fill") in ("#2b6cb0", "#dd6b20") and r.get("height") == "16"]
+    assert len(bars) == 2 * len(compared)
