@@ -182,7 +182,7 @@ class Arm:
     plugin_config: dict | None = None  # meshaudit: None = sidecar.yaml's own configuration
     baseline: str = "plain"  # the no-logging arm its ratios are taken against
     diagnostic: bool = False
-    probe_mode: str | None = None  # probe: "noop" or "hostcalls"
+    probe_mode: str | None = None  # probe: "noop", "hostcalls" or "cel"
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -205,8 +205,10 @@ ARMS: list[Arm] = [
         diagnostic=True,
     ),
     Arm("wasm_noop", "Wasm probe: empty filter (diagnostic)", "probe", probe_mode="noop", diagnostic=True),
-    Arm("wasm_hostcalls", "Wasm probe: meshaudit's host calls only (diagnostic)", "probe", probe_mode="hostcalls",
-        diagnostic=True),
+    Arm("wasm_hostcalls", "Wasm probe: 16 attributes one by one + 2 header maps (diagnostic)", "probe",
+        probe_mode="hostcalls", diagnostic=True),
+    Arm("wasm_cel", "Wasm probe: the same attributes as one CEL list + 2 header maps (diagnostic)", "probe",
+        probe_mode="cel", diagnostic=True),
     Arm("plain_post", "no audit logging, POST 4 KB JSON", "plain", post=True, baseline="plain_post"),
     Arm(
         "meshaudit_heavy",

@@ -207,8 +207,12 @@ def breakdown(result: dict) -> list[str]:
         ]
         for k, v in sorted(calls.items(), key=lambda kv: -kv[1]):
             lines.append(f"| `{k}` | {v:.0f} |")
-        lines += ["", f"Sum over one request's calls: {sum(calls.values()) / 1000:.1f} µs "
-                  "(`request.protocol` is read twice per request: once to pick the context type).", ""]
+        one_by_one = sum(v for k, v in calls.items() if k not in ("cel_list", "request_headers", "response_headers"))
+        maps = calls.get("request_headers", 0) + calls.get("response_headers", 0)
+        lines += ["", f"The attributes read one by one: {one_by_one / 1000:.1f} µs per request "
+                  "(`request.protocol` twice: once to pick the context type; what meshaudit does); "
+                  "as one CEL list (`cel_list`, tried, see `wasm_cel`): "
+                  f"{calls.get('cel_list', 0) / 1000:.1f} µs; the two header maps: {maps / 1000:.1f} µs.", ""]
     return lines
 
 

@@ -4,10 +4,12 @@
 //! - `noop`: does nothing (what running any Wasm HTTP filter costs);
 //! - `hostcalls`: makes, per request, the host calls meshaudit makes when it builds an event
 //!   (the same attributes and both header maps, read in `on_log` and thrown away);
+//! - `cel`: reads the same attributes the way meshaudit does, as one CEL list evaluated with
+//!   Envoy's `expr_evaluate` (compiled once with `expr_create`), plus both header maps;
 //! - `profile`: times each of those host calls (`REPEAT` times per request, with the host's
 //!   clock) and every `REPORT_EVERY` requests logs one line at warning level:
 //!   `meshaudit-probe-profile requests=N clock_ns=C request.protocol=NS ...` (mean ns per call,
-//!   the clock's own cost already subtracted).
+//!   the clock's own cost already subtracted), including `cel_list`, one evaluation of the list.
 //!
 //! Comparing Envoy with no filter, with this probe, and with meshaudit splits meshaudit's cost per
 //! request into: running a Wasm HTTP filter, the host calls, and meshaudit's own work.
@@ -54,7 +56,46 @@ const REPORT_EVERY: u64 = 1000;
 enum Mode {
     Noop,
     HostCalls,
+    Cel,
     Profile,
+}
+
+/// The CEL list of PROPERTIES, each guarded so that an absent one does not fail the whole list.
+fn cel_expression() -> String {
+    let items: Vec<String> = PROPERTIES
+        .iter()
+        .skip(1) // request.protocol twice in PROPERTIES: the context-type probe is separate
+        .map(|p| {
+            let name = p.join(".");
+            format!("has({name}) ? {name} : false")
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+thread_local! {
+    static CEL_TOKEN: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+fn cel_eval() -> usize {
+    CEL_TOKEN.with(|t| {
+        let t = t.borrow();
+        let Some(token) = t.as_ref() else { return 0 };
+        hostcalls::call_foreign_function("expr_evaluate", Some(token))
+            .ok()
+            .flatten()
+            .map_or(0, |v| v.len())
+    })
+}
+
+fn read_maps() -> usize {
+    let mut bytes = 0;
+    for (map, _) in MAPS {
+        if let Ok(pairs) = hostcalls::get_map_bytes(map) {
+            bytes += pairs.len();
+        }
+    }
+    bytes
 }
 
 struct Totals {
@@ -68,7 +109,7 @@ thread_local! {
     static TOTALS: RefCell<Totals> = RefCell::new(Totals {
         requests: 0,
         clock_ns: 0,
-        ns: vec![0; PROPERTIES.len() + MAPS.len()],
+        ns: vec![0; PROPERTIES.len() + MAPS.len() + 1],
     });
 }
 
@@ -89,9 +130,21 @@ impl RootContext for Root {
             Mode::Profile
         } else if has(b"hostcalls") {
             Mode::HostCalls
+        } else if has(b"cel") {
+            Mode::Cel
         } else {
             Mode::Noop
         };
+        if matches!(self.mode, Mode::Cel | Mode::Profile) {
+            let token = hostcalls::call_foreign_function("expr_create", Some(cel_expression().as_bytes()))
+                .ok()
+                .flatten();
+            if token.is_none() {
+                let _ = hostcalls::log(LogLevel::Error, "meshaudit-probe: expr_create failed");
+                return false;
+            }
+            CEL_TOKEN.with(|t| *t.borrow_mut() = token);
+        }
         true
     }
 
@@ -125,16 +178,11 @@ fn read_all() -> usize {
             bytes += v.len();
         }
     }
-    for (map, _) in MAPS {
-        if let Ok(pairs) = hostcalls::get_map_bytes(map) {
-            bytes += pairs.len();
-        }
-    }
-    bytes
+    bytes + read_maps()
 }
 
 fn profile() {
-    let mut sample = vec![0u64; PROPERTIES.len() + MAPS.len()];
+    let mut sample = vec![0u64; PROPERTIES.len() + MAPS.len() + 1];
     let c0 = now_ns();
     let c1 = now_ns();
     let clock = c1.saturating_sub(c0);
@@ -152,6 +200,11 @@ fn profile() {
         }
         sample[PROPERTIES.len() + j] = now_ns().saturating_sub(t0).saturating_sub(clock);
     }
+    let t0 = now_ns();
+    for _ in 0..REPEAT {
+        std::hint::black_box(cel_eval());
+    }
+    sample[PROPERTIES.len() + MAPS.len()] = now_ns().saturating_sub(t0).saturating_sub(clock);
     TOTALS.with(|t| {
         let mut t = t.borrow_mut();
         t.requests += 1;
@@ -180,6 +233,10 @@ fn profile() {
                     t.ns[PROPERTIES.len() + j] as f64 / calls
                 ));
             }
+            line.push_str(&format!(
+                " cel_list={:.0}",
+                t.ns[PROPERTIES.len() + MAPS.len()] as f64 / calls
+            ));
             let _ = hostcalls::log(LogLevel::Warn, &line);
         }
     });
@@ -191,6 +248,9 @@ impl HttpContext for Probe {
             Mode::Noop => {}
             Mode::HostCalls => {
                 std::hint::black_box(read_all());
+            }
+            Mode::Cel => {
+                std::hint::black_box(cel_eval() + read_maps());
             }
             Mode::Profile => profile(),
         }
