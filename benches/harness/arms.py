@@ -137,6 +137,11 @@ MINIMAL_PLUGIN_CONFIG: dict[str, Any] = {
 }
 
 
+# Diagnostic: the default configuration with redaction switched off (no default rule, every
+# detector off), to measure what redaction costs side by side with `meshaudit_default`.
+NO_REDACTION_PLUGIN_CONFIG: dict[str, Any] = {"redaction": MINIMAL_PLUGIN_CONFIG["redaction"]}
+
+
 def heavy_body(size: int = BODY_BYTES) -> bytes:
     """A JSON payment request of exactly `size` bytes (padded in `items[].description`), with
     fields the rules and detectors act on."""
@@ -202,6 +207,13 @@ ARMS: list[Arm] = [
         "meshaudit, no redaction, no headers (diagnostic)",
         "meshaudit",
         plugin_config=MINIMAL_PLUGIN_CONFIG,
+        diagnostic=True,
+    ),
+    Arm(
+        "meshaudit_noredact",
+        "meshaudit, default config with redaction off (diagnostic)",
+        "meshaudit",
+        plugin_config=NO_REDACTION_PLUGIN_CONFIG,
         diagnostic=True,
     ),
     Arm("wasm_noop", "Wasm probe: empty filter (diagnostic)", "probe", probe_mode="noop", diagnostic=True),

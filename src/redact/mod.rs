@@ -52,6 +52,23 @@ pub const NOT_SCANNED: &[&str] = &[
     "network.",
 ];
 
+/// Whether detectors scan the value of attribute `key`: no prefix of [`NOT_SCANNED`] matches.
+/// Only the prefixes sharing the key's first byte are compared (most keys share none).
+pub fn is_scanned(key: &str) -> bool {
+    let Some(first) = key.as_bytes().first() else {
+        return true;
+    };
+    !NOT_SCANNED
+        .iter()
+        .any(|p| p.as_bytes().first() == Some(first) && key.starts_with(p))
+}
+
+/// Whether `text` may hide something behind percent-escapes (or `+` for spaces in forms).
+fn maybe_encoded(text: &str, form_encoded: bool) -> bool {
+    text.bytes()
+        .any(|b| b == b'%' || (form_encoded && b == b'+'))
+}
+
 /// Which detector found something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -86,6 +103,13 @@ pub struct Redactor {
     json_paths: Vec<JsonPath>,
     json_owner: Vec<usize>,
     any_scoped: bool,
+    /// The active rules' indexes of the event being redacted (kept to reuse its allocation).
+    active: Vec<usize>,
+    /// Whether any rule names query parameters, cookies or form fields: lists are only parsed
+    /// when some rule could act on them.
+    any_query: bool,
+    any_cookie: bool,
+    any_form: bool,
     findings: Vec<Finding>,
     hits: Vec<Hit>,
 }
@@ -103,11 +127,18 @@ impl Redactor {
             }
         }
         let any_scoped = c.rules.iter().any(|r| !r.route.is_everything());
+        let any_query = c.rules.iter().any(|r| !r.query.is_empty());
+        let any_cookie = c.rules.iter().any(|r| !r.cookies.is_empty());
+        let any_form = c.rules.iter().any(|r| !r.form.is_empty());
         Ok(Redactor {
+            active: Vec::with_capacity(c.rules.len()),
             c,
             json_paths,
             json_owner,
             any_scoped,
+            any_query,
+            any_cookie,
+            any_form,
             findings: Vec::new(),
             hits: Vec::new(),
         })
@@ -115,7 +146,8 @@ impl Redactor {
 
     /// Redacts one event in place.
     pub fn redact(&mut self, e: &mut AuditEvent) {
-        let active = self.active_rules(e);
+        let mut active = std::mem::take(&mut self.active);
+        self.active_rules(e, &mut active);
         let mut fired = Fired::default();
         let mut i = 0;
         while let Some(a) = e.attributes.get_mut(i) {
@@ -126,9 +158,11 @@ impl Redactor {
             {
                 self.header(name, &mut a.value, &active, &mut fired)
             } else if key == attr::URL_QUERY {
-                self.with_str(&mut a.value, |s, this| {
-                    this.list(s, ListKind::Query, &active, |r| &r.query, &mut fired)
-                });
+                if self.any_query {
+                    self.with_str(&mut a.value, |s, this| {
+                        this.list(s, ListKind::Query, &active, |r| &r.query, &mut fired)
+                    });
+                }
                 true
             } else if key == attr::URL_PATH {
                 self.with_str(&mut a.value, |s, this| this.path(s, &active, &mut fired));
@@ -161,7 +195,7 @@ impl Redactor {
                         && e.get_str(attr::RESPONSE_BODY_TYPE) == Some("form"))
             });
             if let Some(a) = e.attributes.get_mut(i) {
-                if !NOT_SCANNED.iter().any(|p| a.key.starts_with(p)) {
+                if is_scanned(&a.key) {
                     self.with_str(&mut a.value, |s, this| {
                         this.scan_text(s, form_encoded, &mut fired)
                     });
@@ -177,21 +211,25 @@ impl Redactor {
                 .collect();
             e.set(attr::REDACTION_RULES, Value::StrList(list));
         }
+        self.active = active;
     }
 
-    /// Indexes of the rules that apply to this request.
-    fn active_rules(&self, e: &AuditEvent) -> Vec<usize> {
+    /// Fills `active` with the indexes of the rules that apply to this request.
+    fn active_rules(&self, e: &AuditEvent, active: &mut Vec<usize>) {
+        active.clear();
         if !self.any_scoped {
-            return (0..self.c.rules.len()).collect();
+            active.extend(0..self.c.rules.len());
+            return;
         }
         let line = RequestLine {
             method: e.get_str(attr::HTTP_METHOD).unwrap_or(""),
             host: e.get_str(attr::SERVER_ADDRESS).unwrap_or(""),
             path: e.get_str(attr::URL_PATH).unwrap_or(""),
         };
-        (0..self.c.rules.len())
-            .filter(|&i| self.c.rules.get(i).is_some_and(|r| r.route.matches(&line)))
-            .collect()
+        active.extend(
+            (0..self.c.rules.len())
+                .filter(|&i| self.c.rules.get(i).is_some_and(|r| r.route.matches(&line))),
+        );
     }
 
     fn first_rule<'r>(
@@ -227,20 +265,24 @@ impl Redactor {
     /// Returns false when the header is to be removed.
     fn header(&mut self, name: &str, v: &mut Value, active: &[usize], fired: &mut Fired) -> bool {
         if let Some(rule) = self.first_rule(active, |r| r.headers.iter().any(|h| h == name)) {
-            let (action, rule_name) = (rule.action, rule.name.clone());
-            let key = self.c.hash_key.clone();
             let Value::StrList(items) = v else {
                 return true;
             };
-            let mut kept = Vec::with_capacity(items.len());
-            for s in items.iter() {
-                fired.add(&rule_name);
-                if let Some(r) = action.apply(s, key.as_ref()) {
-                    kept.push(r);
+            let key = self.c.hash_key.as_ref();
+            items.retain_mut(|s| {
+                fired.add(&rule.name);
+                match rule.action.apply(s, key) {
+                    Some(r) => {
+                        *s = r;
+                        true
+                    }
+                    None => false,
                 }
-            }
-            *items = kept;
+            });
             return !items.is_empty();
+        }
+        if !self.any_cookie {
+            return true;
         }
         match name {
             "cookie" => self.with_str(v, |s, this| {
@@ -269,11 +311,10 @@ impl Redactor {
         fired: &mut Fired,
     ) -> Option<String> {
         rewrite(s, kind, |name, value| {
-            let lower = name.to_ascii_lowercase();
             let Some(rule) = self.first_rule(active, |r| {
-                names(r)
-                    .iter()
-                    .any(|n| *n == lower || (kind == ListKind::Cookie && n == ALL_COOKIES))
+                names(r).iter().any(|n| {
+                    n.eq_ignore_ascii_case(name) || (kind == ListKind::Cookie && n == ALL_COOKIES)
+                })
             }) else {
                 return Verdict::Keep;
             };
@@ -327,7 +368,7 @@ impl Redactor {
                 }
                 Some(out.text)
             }
-            "form" => self.list(body, ListKind::Query, active, |r| &r.form, fired),
+            "form" if self.any_form => self.list(body, ListKind::Query, active, |r| &r.form, fired),
             _ => None,
         }
     }
@@ -339,7 +380,7 @@ impl Redactor {
     /// elsewhere it stays, as it is part of base64 tokens.
     fn scan_text(&mut self, text: &str, form_encoded: bool, fired: &mut Fired) -> Option<String> {
         let mut result = self.scan_once(text, fired);
-        let encoded = |t: &str| t.contains('%') || (form_encoded && t.contains('+'));
+        let encoded = |t: &str| maybe_encoded(t, form_encoded);
         if !encoded(result.as_deref().unwrap_or(text)) {
             return result;
         }
@@ -427,6 +468,47 @@ mod tests {
     use crate::event::EventKind;
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn is_scanned_agrees_with_the_prefix_list() {
+        let keys = [
+            "",
+            "log.record.uid",
+            "log.other",
+            "meshaudit.peer.spiffe_id",
+            "meshaudit.request.body",
+            "meshaudit.request.body.type",
+            "meshaudit.redaction.rules",
+            "tls.protocol.version",
+            "client.address",
+            "network.protocol.name",
+            "url.query",
+            "http.request.header.cookie",
+            "user_agent.original",
+            "m",
+            "t",
+        ];
+        for k in keys {
+            let by_list = !NOT_SCANNED.iter().any(|p| k.starts_with(p));
+            assert_eq!(is_scanned(k), by_list, "{k}");
+        }
+    }
+
+    #[test]
+    fn lists_are_left_alone_when_no_rule_names_their_pairs() {
+        // With the defaults off only the credentials safety net is left: it names cookies
+        // (all of them), no query parameter and no form field.
+        let mut r = redactor(serde_json::json!({"defaults": false}));
+        assert!(!r.any_query && r.any_cookie && !r.any_form);
+        let mut e = AuditEvent::new(EventKind::Http);
+        e.set(attr::URL_QUERY, Value::Str("a=1&token=abc".into()));
+        r.redact(&mut e);
+        assert_eq!(e.get_str(attr::URL_QUERY), Some("a=1&token=abc"));
+        let mut r = redactor(serde_json::json!({}));
+        assert!(r.any_query && r.any_cookie);
+        r.redact(&mut e);
+        assert_ne!(e.get_str(attr::URL_QUERY), Some("a=1&token=abc"));
+    }
 
     fn redactor(config: serde_json::Value) -> Redactor {
         let r: Redaction = serde_json::from_value(config).unwrap();
