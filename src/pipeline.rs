@@ -69,6 +69,7 @@ pub struct Stats {
     pub events_dropped: u64,
     pub dropped_buffer_full: u64,
     pub dropped_rejected: u64,
+    pub dropped_drain: u64,
     /// Events the collector refused in an OTLP partial success (also in `events_dropped`).
     pub events_rejected: u64,
     pub gap_events: u64,
@@ -117,6 +118,8 @@ pub struct Pipeline {
     retrying: VecDeque<Waiting>,
     losses: LossLedger,
     fallback_lines: Vec<String>,
+    /// The last sequence number already written to the log fallback by a drain's copy.
+    copied_through: Option<u64>,
     stats: Stats,
     scratch: Vec<u8>,
     last_record_len: usize,
@@ -144,6 +147,7 @@ impl Pipeline {
             retrying: VecDeque::new(),
             losses: LossLedger::default(),
             fallback_lines: Vec::new(),
+            copied_through: None,
             stats: Stats::default(),
             scratch: Vec::with_capacity(4096),
             last_record_len: 1024,
@@ -281,6 +285,7 @@ impl Pipeline {
             LossReason::BufferFull => self.stats.dropped_buffer_full += u64::from(batch.events),
             LossReason::CollectorRejected => self.stats.dropped_rejected += u64::from(batch.events),
             LossReason::PartialSuccess => {}
+            LossReason::Drain => self.stats.dropped_drain += u64::from(batch.events),
         }
         self.losses.record(
             batch.first_seq,
@@ -317,6 +322,86 @@ impl Pipeline {
             attempt: 0,
         };
         Some(Export { body, meta })
+    }
+
+    /// The configuration is going and cannot send any more: everything still held (open,
+    /// sealed, waiting to retry, and in flight, whose answers will not be heard) goes to the log
+    /// fallback when it is on, else is counted as lost. Returns how many events that was.
+    /// In-flight batches may still have arrived: the log lines then duplicate them, each
+    /// identifiable by its `log.record.uid`.
+    pub fn abandon(&mut self) -> u64 {
+        let mut batches = Vec::new();
+        while let Some(batch) = self.evict_oldest() {
+            batches.push(batch);
+        }
+        let in_flight: Vec<Export> = self.in_flight.drain().map(|(_, e)| e).collect();
+        for export in in_flight {
+            self.batcher
+                .release(export.meta.record_bytes, export.meta.events);
+            batches.push(Batch {
+                records: self.records_of(&export),
+                events: export.meta.events,
+                first_seq: export.meta.first_seq,
+                last_seq: export.meta.last_seq,
+            });
+        }
+        batches.sort_by_key(|b| b.first_seq);
+        let mut events = 0;
+        for batch in &batches {
+            events += u64::from(batch.events);
+            let already_logged = self.copied_through.is_some_and(|seq| batch.last_seq <= seq);
+            if !already_logged {
+                self.lose_batch(batch, LossReason::Drain);
+            }
+        }
+        events
+    }
+
+    /// Writes everything held (open, sealed, waiting to retry, in flight) to the log fallback,
+    /// keeping it held and still to be sent: a copy for when the host may not let a drain finish.
+    /// Seals the open batch.
+    /// Returns how many lines that was (none when the log fallback is off).
+    pub fn copy_held_to_fallback(&mut self) -> u64 {
+        if self.fallback_codec.is_none() {
+            return 0;
+        }
+        // Sealed, so that events accepted later start a batch of their own.
+        self.batcher.flush_all();
+        let Some(json) = &self.fallback_codec else {
+            return 0;
+        };
+        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (first_seq, bytes) in self.batcher.held_records() {
+            records.push((first_seq, bytes.to_vec()));
+        }
+        for w in &self.retrying {
+            records.push((w.export.meta.first_seq, self.records_of(&w.export)));
+        }
+        for export in self.in_flight.values() {
+            records.push((export.meta.first_seq, self.records_of(export)));
+        }
+        records.sort_by_key(|(seq, _)| *seq);
+        self.copied_through = self.next_seq.checked_sub(1);
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for (_, batch) in &records {
+            match self.codec {
+                Codec::Json(_) => lines.extend(
+                    batch
+                        .split(|&b| b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .map(<[u8]>::to_vec),
+                ),
+                Codec::Otlp(_) => lines.extend(otlp::decode_records(batch).iter().map(|e| {
+                    let mut line = Vec::new();
+                    json.encode(e, &mut line);
+                    line
+                })),
+            }
+        }
+        for line in &lines {
+            self.push_fallback_line(line);
+        }
+        lines.len() as u64
     }
 
     /// Seals the open batch so the next [`Pipeline::next_export`] returns it at once, and
@@ -744,6 +829,79 @@ mod tests {
         assert!(kept.contains(&99), "the newest event is kept");
         assert!(!kept.contains(&0), "the oldest event was evicted");
         assert_eq!(kept.len() as u64 + s.events_dropped, 100);
+    }
+
+    /// Events held in every state a drain can leave them: in flight, waiting to retry, sealed
+    /// and open.
+    fn held_everywhere(fallback: Fallback) -> Pipeline {
+        let mut p = small_buffer(Overflow::DropNewest, fallback);
+        for i in 0..5 {
+            p.accept(http_event(&format!("/retrying/{i}")), 0);
+        }
+        drive(&mut p, 0, DOWN); // one batch waiting to retry
+        for i in 0..5 {
+            p.accept(http_event(&format!("/in-flight/{i}")), 0);
+        }
+        let flying = p.next_export(0).unwrap(); // sealed at 5 events: sent, no answer yet
+        p.dispatched(7, flying);
+        for i in 0..7 {
+            p.accept(http_event(&format!("/held/{i}")), 0); // one sealed batch, one open
+        }
+        assert_eq!(p.buffered().0, 17);
+        p.take_stats();
+        p
+    }
+
+    #[test]
+    fn abandon_writes_everything_held_to_the_log_fallback() {
+        let mut p = held_everywhere(Fallback::Log);
+        assert_eq!(p.abandon(), 17);
+        assert_eq!(p.buffered(), (0, 0));
+        assert_eq!(p.in_flight(), 0);
+        assert!(!p.has_pending());
+        let lines = p.take_fallback_lines();
+        let seqs: Vec<i64> = lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value =
+                    serde_json::from_str(l.strip_prefix(FALLBACK_PREFIX).unwrap()).unwrap();
+                v[attr::SEQUENCE].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..17).collect::<Vec<_>>(),
+            "each held event once, in order"
+        );
+        let s = p.take_stats();
+        assert_eq!((s.fallback_lines, s.events_dropped), (17, 0));
+    }
+
+    #[test]
+    fn a_drain_copy_is_not_logged_twice_when_the_drain_times_out() {
+        let mut p = held_everywhere(Fallback::Log);
+        assert_eq!(p.copy_held_to_fallback(), 17);
+        assert_eq!(
+            p.buffered().0,
+            17,
+            "the copy keeps them held, still to be sent"
+        );
+        assert_eq!(p.take_fallback_lines().len(), 17);
+        p.accept(http_event("/late"), 0); // a request that ends during the drain
+        assert_eq!(p.abandon(), 18);
+        let late = p.take_fallback_lines();
+        assert_eq!(late.len(), 1, "only what the copy did not hold: {late:?}");
+        assert!(late[0].contains("/late"));
+    }
+
+    #[test]
+    fn abandon_without_fallback_counts_the_loss() {
+        let mut p = held_everywhere(Fallback::None);
+        assert_eq!(p.abandon(), 17);
+        let s = p.take_stats();
+        assert_eq!((s.events_dropped, s.dropped_drain), (17, 17));
+        assert_eq!(p.unreported_losses(), 17);
+        assert!(p.take_fallback_lines().is_empty());
     }
 
     #[test]

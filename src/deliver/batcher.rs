@@ -117,6 +117,15 @@ impl Batcher {
         Some(batch)
     }
 
+    /// The encoded records of the sealed batches and the open one, with each batch's first
+    /// sequence number, oldest first.
+    pub fn held_records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.sealed
+            .iter()
+            .chain(std::iter::once(&self.open).filter(|b| b.events > 0))
+            .map(|b| (b.first_seq, b.records.as_slice()))
+    }
+
     /// Seals whatever is open so that it is sent at once (shutdown, drain).
     pub fn flush_all(&mut self) {
         self.seal();

@@ -10,6 +10,8 @@ pub enum LossReason {
     CollectorRejected,
     /// The collector accepted the batch but rejected some records (OTLP partial success).
     PartialSuccess,
+    /// The configuration went away (replaced, or Envoy stopping) before they could be sent.
+    Drain,
 }
 
 impl LossReason {
@@ -18,6 +20,7 @@ impl LossReason {
             LossReason::BufferFull => "buffer_full",
             LossReason::CollectorRejected => "collector_rejected",
             LossReason::PartialSuccess => "collector_partial_success",
+            LossReason::Drain => "drain",
         }
     }
 }

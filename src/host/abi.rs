@@ -24,6 +24,14 @@ extern "C" {
         return_buffer_size: *mut usize,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
 }
 
 const STATUS_OK: u32 = 0;
@@ -114,6 +122,29 @@ pub fn now_unix_nano() -> u64 {
         t
     } else {
         0
+    }
+}
+
+/// Calls one of the host's foreign functions; `None` on any error status. (The SDK's wrapper
+/// panics on statuses it does not expect.)
+pub fn foreign(name: &str, argument: &[u8]) -> Option<Vec<u8>> {
+    let mut data = std::ptr::null_mut();
+    let mut size = 0;
+    // SAFETY: as above.
+    let status = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            argument.as_ptr(),
+            argument.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    if status == STATUS_OK {
+        owned(data, size)
+    } else {
+        None
     }
 }
 

@@ -12,8 +12,9 @@ use super::abi::{self, BufferType, EnvoyHost, MapType};
 use super::root::Worker;
 use crate::capture::body::{BodyState, Side};
 use crate::capture::connection::{ConnectionFacts, SocketAddr};
-use crate::capture::decode;
+use crate::capture::{decode, Host};
 use crate::config::BodyCapture;
+use crate::event::AuditEvent;
 use crate::pipeline::fail_closed;
 use crate::route::RequestLine;
 
@@ -135,27 +136,10 @@ impl HttpContext for AuditHttp {
             return;
         };
         let Some(worker) = guard.as_mut() else { return };
-        let connection_id = abi::property(&["connection", "id"])
-            .and_then(|v| decode::int64(&v))
-            .and_then(|id| u64::try_from(id).ok());
-        let facts = worker
-            .connections
-            .get_or_read(connection_id, || ConnectionFacts::read(&EnvoyHost));
-        let request_raw = abi::header_map(MapType::Request);
-        let response_raw = if worker.wants_response_headers {
-            abi::header_map(MapType::Response)
-        } else {
-            Vec::new()
+        let mut event = match worker.attributes.read() {
+            Some(snapshot) => build_event(worker, &snapshot),
+            None => build_event(worker, &EnvoyHost),
         };
-        let request = decode::map(&request_raw);
-        let response = decode::map(&response_raw);
-        let mut event = worker.pipeline.capture().build(
-            &EnvoyHost,
-            &facts,
-            &request,
-            &response,
-            abi::now_unix_nano,
-        );
         if let Some(body) = self.request_body.take() {
             body.finish(Side::Request, &mut event);
         }
@@ -166,4 +150,26 @@ impl HttpContext for AuditHttp {
         worker.pipeline.accept(event, now_ms);
         worker.log_fallback();
     }
+}
+
+/// The request's event, from its header maps and the host's attributes.
+fn build_event(worker: &mut Worker, host: &impl Host) -> AuditEvent {
+    let connection_id = host
+        .int(&["connection", "id"])
+        .and_then(|id| u64::try_from(id).ok());
+    let facts = worker
+        .connections
+        .get_or_read(connection_id, || ConnectionFacts::read(host));
+    let request_raw = abi::header_map(MapType::Request);
+    let response_raw = if worker.wants_response_headers {
+        abi::header_map(MapType::Response)
+    } else {
+        Vec::new()
+    };
+    let request = decode::map(&request_raw);
+    let response = decode::map(&response_raw);
+    worker
+        .pipeline
+        .capture()
+        .build(host, &facts, &request, &response, abi::now_unix_nano)
 }

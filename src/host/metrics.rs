@@ -40,6 +40,9 @@ impl Metrics {
                 counter("meshaudit.events_dropped.collector_rejected"),
                 |s| s.dropped_rejected,
             ),
+            (counter("meshaudit.events_dropped.drain"), |s| {
+                s.dropped_drain
+            }),
             (counter("meshaudit.events_rejected"), |s| s.events_rejected),
             (counter("meshaudit.gap_events"), |s| s.gap_events),
             (counter("meshaudit.fallback_lines"), |s| s.fallback_lines),

@@ -4,6 +4,7 @@
 //! an HTTP context's pending calls die with it.
 
 mod abi;
+mod attributes;
 mod http;
 mod metrics;
 mod root;

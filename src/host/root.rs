@@ -13,6 +13,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::ContextType;
 
 use super::abi::{self, BufferType, EnvoyHost, MapType};
+use super::attributes::AttributeReader;
 use super::http::AuditHttp;
 use super::metrics::Metrics;
 use super::tcp::AuditTcp;
@@ -20,7 +21,7 @@ use crate::capture::body::BodyPolicy;
 use crate::capture::connection::ConnectionCache;
 use crate::capture::tcp::{Phase, TcpConnection};
 use crate::capture::{decode, node};
-use crate::config::{Config, Mode, Protocol};
+use crate::config::{Config, Fallback, Mode, Protocol};
 use crate::deliver::outcome::{classify, classify_grpc, Answer, Outcome};
 use crate::encode::otlp;
 use crate::pipeline::{self, Export, Pipeline};
@@ -36,6 +37,8 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// What a worker's HTTP contexts share with its root context.
 pub struct Worker {
     pub pipeline: Pipeline,
+    /// Reads each request's attributes in one host call where the host can.
+    pub attributes: AttributeReader,
     pub connections: ConnectionCache,
     pub wants_response_headers: bool,
     pub bodies: BodyPolicy,
@@ -191,6 +194,26 @@ impl AuditRoot {
         }
     }
 
+    /// What is still held cannot be sent: it goes to the log fallback (when on) or is counted
+    /// as lost, and the counters are published while the host still takes them.
+    fn abandon(&mut self, why: &str) {
+        let Ok(mut guard) = self.worker.try_borrow_mut() else {
+            return;
+        };
+        let Some(worker) = guard.as_mut() else { return };
+        let events = worker.pipeline.abandon();
+        if events > 0 {
+            let fate = if worker.pipeline.config().fallback == Fallback::Log {
+                "written to the log fallback"
+            } else {
+                "lost (counted in events_dropped.drain)"
+            };
+            warn!("meshaudit: {why}; {events} events still held are {fate}");
+        }
+        drop(guard);
+        self.publish();
+    }
+
     /// Ends the drain once nothing is left, or its time is up.
     fn maybe_finish_drain(&mut self, now_ms: u64) {
         let Some(deadline) = self.drain_deadline_ms else {
@@ -199,7 +222,7 @@ impl AuditRoot {
         let idle = self.idle();
         if idle || now_ms >= deadline {
             if !idle {
-                warn!("meshaudit: drain timed out; events still held are lost");
+                self.abandon("drain timed out");
             }
             if let Some(m) = &mut self.metrics {
                 m.withdraw();
@@ -253,6 +276,14 @@ impl Context for AuditRoot {
                 return true;
             };
             worker.pipeline.flush_all();
+            // Envoy stopping tears the VM down without waiting for the drain: with the log
+            // fallback on, what is held is also written to the log now (receivers deduplicate
+            // by log.record.uid should the drain also deliver it).
+            let copied = worker.pipeline.copy_held_to_fallback();
+            if copied > 0 {
+                warn!("meshaudit: draining; {copied} events still held are also written to the log fallback");
+            }
+            worker.log_fallback();
             u64::from(worker.pipeline.config().drain_timeout_ms)
         };
         self.drain_deadline_ms = Some(now.saturating_add(timeout));
@@ -367,6 +398,7 @@ impl RootContext for AuditRoot {
             config.format, config.protocol, config.collector.cluster
         );
         let worker = Worker {
+            attributes: AttributeReader::new(),
             wants_response_headers: !config.response_headers.is_empty(),
             pipeline: Pipeline::new(config, redactor, &resource, stream_id),
             connections: ConnectionCache::new(CONNECTION_CACHE),

@@ -574,3 +574,13 @@ def test_metrics_match_traffic(sidecar, run_id):
         message=lambda: f"upstream_rq_2xx of meshaudit_collector == batches_sent ({batches}): "
         f"{sidecar.envoy.all_stats('cluster.meshaudit_collector.upstream_rq')}",
     )
+
+
+def test_request_attributes_come_from_one_host_call(sidecar, run_id):
+    """Per-request attributes are read with one CEL evaluation (`capture::snapshot`), not one
+    host call each; the events above prove the values, this proves the path was taken."""
+    assert sidecar.request(f"/attributes/{run_id}").status == 200
+    sidecar.wait_settled()
+    log = sidecar.envoy.log_text()
+    assert "request attributes: one host call per request (CEL)" in log, log[-3000:]
+    assert "reading request attributes one by one" not in log, log[-3000:]

@@ -1,0 +1,167 @@
+//! Every per-request attribute in one host call.
+//!
+//! Reading an attribute costs a host call, and each value the host returns costs a second call
+//! back into the VM to allocate it: about a microsecond in Envoy's V8, paid for each of the ~15
+//! attributes an event needs. Envoy can instead evaluate a CEL expression (its `expr_create` /
+//! `expr_evaluate` foreign functions): [`expression`] is one CEL list of all of them, compiled
+//! once per worker, and evaluating it returns every value in one call (measured in `make bench`:
+//! the `wasm_cel` against the `wasm_hostcalls` arm).
+//!
+//! Absent attributes would fail the whole evaluation, so each element is guarded with `has()`
+//! and is `false` (one zero byte, a shape no integer or address takes) when absent. The list
+//! comes back in proxy-wasm's pairs encoding with each element as a key; [`Snapshot`] decodes it
+//! and answers the capture code's reads from it, passing any other path to the host.
+
+use super::{decode, Host};
+
+/// The attributes read for every HTTP request (`capture::http`), in list order.
+pub const PATHS: &[&[&str]] = &[
+    &["connection", "id"],
+    &["request", "time"],
+    &["request", "duration"],
+    &["request", "protocol"],
+    &["response", "code"],
+    &["response", "flags"],
+    &["response", "code_details"],
+    &["response", "grpc_status"],
+    &["request", "total_size"],
+    &["request", "size"],
+    &["response", "total_size"],
+    &["response", "size"],
+    &["upstream", "address"],
+    &["xds", "route_name"],
+    &["xds", "cluster_name"],
+    &["upstream", "tls_version"],
+];
+
+/// What an absent element evaluates to: CEL `false`, serialized as one zero byte.
+const ABSENT: &[u8] = &[0];
+
+/// The CEL list expression over [`PATHS`].
+pub fn expression() -> String {
+    let items: Vec<String> = PATHS
+        .iter()
+        .map(|p| {
+            let name = p.join(".");
+            format!("has({name}) ? {name} : false")
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The evaluated list, answering reads of [`PATHS`]; other paths go to `fallback`.
+pub struct Snapshot<'h, H: Host> {
+    /// Per entry of [`PATHS`]: the value's byte range in `bytes`, `None` when absent.
+    values: Vec<Option<(usize, usize)>>,
+    bytes: Vec<u8>,
+    fallback: &'h H,
+}
+
+impl<'h, H: Host> Snapshot<'h, H> {
+    /// Decodes `expr_evaluate`'s result. `None` when it is not a list of [`PATHS`]'s length
+    /// (the caller then reads attribute by attribute).
+    pub fn decode(bytes: Vec<u8>, fallback: &'h H) -> Option<Snapshot<'h, H>> {
+        let base = bytes.as_ptr() as usize;
+        let values: Vec<Option<(usize, usize)>> = decode::map(&bytes)
+            .into_iter()
+            .map(|(element, _)| {
+                let start = (element.as_ptr() as usize).saturating_sub(base);
+                (element != ABSENT).then_some((start, start + element.len()))
+            })
+            .collect();
+        if values.len() != PATHS.len() {
+            return None;
+        }
+        Some(Snapshot {
+            values,
+            bytes,
+            fallback,
+        })
+    }
+}
+
+impl<H: Host> Host for Snapshot<'_, H> {
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        match PATHS.iter().position(|p| *p == path) {
+            Some(i) => {
+                let (start, end) = (*self.values.get(i)?)?;
+                self.bytes.get(start..end).map(<[u8]>::to_vec)
+            }
+            None => self.fallback.property(path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::capture::fake::RecordedHost;
+
+    /// A list as Envoy serializes one: pairs with each element as the key, empty values.
+    fn list(elements: &[&[u8]]) -> Vec<u8> {
+        let mut out = (elements.len() as u32).to_le_bytes().to_vec();
+        for e in elements {
+            out.extend((e.len() as u32).to_le_bytes());
+            out.extend(0u32.to_le_bytes());
+        }
+        for e in elements {
+            out.extend_from_slice(e);
+            out.extend([0, 0]);
+        }
+        out
+    }
+
+    #[test]
+    fn expression_guards_every_path() {
+        let e = expression();
+        assert!(e.starts_with("[has(connection.id) ? connection.id : false, "));
+        assert_eq!(e.matches("has(").count(), PATHS.len());
+        assert!(e.ends_with("upstream.tls_version : false]"));
+    }
+
+    #[test]
+    fn answers_from_the_list_and_treats_false_as_absent() {
+        let mut elements: Vec<Vec<u8>> = vec![ABSENT.to_vec(); PATHS.len()];
+        elements[1] = 1_700_000_000_000_000_000i64.to_le_bytes().to_vec();
+        elements[3] = b"HTTP/1.1".to_vec();
+        elements[6] = Vec::new(); // present but empty
+        elements[12] = b"127.0.0.1:8080\0with nul".to_vec();
+        let refs: Vec<&[u8]> = elements.iter().map(Vec::as_slice).collect();
+        let fallback = RecordedHost::default().with("source.address", "10.0.0.1:5000");
+        let snap = Snapshot::decode(list(&refs), &fallback).unwrap();
+        assert_eq!(
+            snap.int(&["request", "time"]),
+            Some(1_700_000_000_000_000_000)
+        );
+        assert_eq!(
+            snap.property(&["request", "protocol"]).as_deref(),
+            Some(&b"HTTP/1.1"[..])
+        );
+        assert_eq!(
+            snap.property(&["response", "code_details"]),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            snap.property(&["upstream", "address"]).as_deref(),
+            Some(&b"127.0.0.1:8080\0with nul"[..])
+        );
+        assert_eq!(snap.property(&["response", "code"]), None);
+        assert_eq!(snap.property(&["upstream", "tls_version"]), None);
+        // Not in the list: asked of the host.
+        assert_eq!(
+            snap.property(&["source", "address"]).as_deref(),
+            Some(&b"10.0.0.1:5000"[..])
+        );
+    }
+
+    #[test]
+    fn a_list_of_another_length_or_garbage_is_refused() {
+        let fallback = RecordedHost::default();
+        assert!(Snapshot::decode(list(&[b"x"]), &fallback).is_none());
+        assert!(Snapshot::decode(Vec::new(), &fallback).is_none());
+        assert!(Snapshot::decode(vec![0xff; 7], &fallback).is_none());
+    }
+}
