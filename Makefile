@@ -85,7 +85,7 @@ fuzz:
 	fi
 
 ## bench-redact: criterion benchmark of Redactor::redact per typical event (benches/redaction.rs),
-## then a summary (µs/event, MB/s, events/s); results in benches/RESULTS.md
+## then a summary (µs/event, MB/s, events/s); the latest figures are in README, "Performance"
 bench-redact:
 	cargo bench --bench redaction
 	@$(PYTHON) benches/summary.py
