@@ -97,7 +97,7 @@ sysdeps:
 	@$(call need,skopeo,skopeo)
 	@$(call need,docker-registry,docker-registry)
 	@$(call need,clickhouse-server,clickhouse-server)
-	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install --quiet oha --version $(OHA_VERSION)  # load generator of tests/e2e/test_bench_quick.py
+	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install --locked --quiet oha --version $(OHA_VERSION)  # load generator of tests/e2e/test_bench_quick.py
 
 ## oci: Istio-compatible Wasm OCI image ("compat" variant: one tar+gzip layer holding plugin.wasm)
 ## of the release module, as an OCI image layout in target/oci/meshaudit, reproducibly; prints the
@@ -121,7 +121,7 @@ bench: wasm venv bench-tools
 ## bench-tools: the benchmark's load generator (oha, crates.io; a one-time build of a few
 ## minutes) and its probe filter (benches/harness/probe-filter)
 bench-tools:
-	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install oha --version $(OHA_VERSION)
+	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install --locked oha --version $(OHA_VERSION)
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	CARGO_TARGET_DIR=target/bench-probe cargo build --quiet --release --target wasm32-wasip1 \
 	  --manifest-path benches/harness/probe-filter/Cargo.toml
