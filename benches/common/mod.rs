@@ -14,6 +14,7 @@ use meshaudit::capture::http::HttpCapture;
 use meshaudit::capture::Host;
 use meshaudit::event::{AuditEvent, Value};
 use meshaudit::pipeline::{self, Loaded};
+use meshaudit::redact::detectors::Detector;
 
 /// A host whose attributes were recorded: `request.time` → bytes, as Envoy encodes them.
 #[derive(Default)]
@@ -187,20 +188,10 @@ pub fn config_json(case: Case) -> String {
             )
         }
         Case::Off => {
-            let off: Vec<String> = [
-                "card",
-                "jwt",
-                "bearer",
-                "basic",
-                "aws_key",
-                "private_key",
-                "email",
-                "ssn",
-                "iban",
-            ]
-            .iter()
-            .map(|d| format!(r#""{d}": false"#))
-            .collect();
+            let off: Vec<String> = Detector::ALL
+                .iter()
+                .map(|d| format!(r#""{}": false"#, d.name()))
+                .collect();
             format!(
                 r#", "redaction": {{"defaults": false, "detectors": {{{}}}}}"#,
                 off.join(", ")

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod http;
 pub mod identity;
 pub mod node;
+pub mod request_attributes;
 pub mod snapshot;
 pub mod tcp;
 pub mod trace_context;

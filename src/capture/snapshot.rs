@@ -12,42 +12,11 @@
 //! comes back in proxy-wasm's pairs encoding with each element as a key; [`Snapshot`] decodes it
 //! and answers the capture code's reads from it, passing any other path to the host.
 
+pub use super::request_attributes::{expression, PATHS};
 use super::{decode, Host};
-
-/// The attributes read for every HTTP request (`capture::http`), in list order.
-pub const PATHS: &[&[&str]] = &[
-    &["connection", "id"],
-    &["request", "time"],
-    &["request", "duration"],
-    &["request", "protocol"],
-    &["response", "code"],
-    &["response", "flags"],
-    &["response", "code_details"],
-    &["response", "grpc_status"],
-    &["request", "total_size"],
-    &["request", "size"],
-    &["response", "total_size"],
-    &["response", "size"],
-    &["upstream", "address"],
-    &["xds", "route_name"],
-    &["xds", "cluster_name"],
-    &["upstream", "tls_version"],
-];
 
 /// What an absent element evaluates to: CEL `false`, serialized as one zero byte.
 const ABSENT: &[u8] = &[0];
-
-/// The CEL list expression over [`PATHS`].
-pub fn expression() -> String {
-    let items: Vec<String> = PATHS
-        .iter()
-        .map(|p| {
-            let name = p.join(".");
-            format!("has({name}) ? {name} : false")
-        })
-        .collect();
-    format!("[{}]", items.join(", "))
-}
 
 /// The evaluated list, answering reads of [`PATHS`]; other paths go to `fallback`.
 pub struct Snapshot<'h, H: Host> {

@@ -940,16 +940,22 @@ def lds_envoy(workdir: Path, wasm: Path, app_port: int, collector_port: int, plu
     return envoy, publish
 
 
+def holding_lds_envoy(app, wasm, parts, tmp_path, rotel, name: str, events: int, drain_timeout_ms: int):
+    """An Envoy whose listener (and so plugin) configuration can be replaced, holding `events`
+    events: its flush interval is far longer than any test, so only a drain can send them."""
+    envoy, publish = lds_envoy(tmp_path, wasm, app.port, rotel.http_port,
+                               {**FAST, "flush_interval_ms": 600000, "drain_timeout_ms": drain_timeout_ms})
+    started(parts, envoy.start())
+    rids = [f"{name}-{i}" for i in range(events)]
+    for i, rid in enumerate(rids):
+        assert send(envoy, f"/{name}/{i}", rid).status == 200
+    wait_stats(envoy, lambda s: get(s, "buffered_events") == len(rids), what="the events held")
+    return envoy, publish, rids
+
+
 def test_replaced_configuration_drains_what_it_holds(app, wasm, parts, tmp_path, run_id):
     rotel = started(parts, RestartableRotel(tmp_path).start())
-    # A flush interval far longer than the test: only the drain can send these events.
-    envoy, publish = lds_envoy(tmp_path, wasm, app.port, rotel.http_port,
-                               {**FAST, "flush_interval_ms": 600000, "drain_timeout_ms": 5000})
-    started(parts, envoy.start())
-    rids = [f"{run_id}-drain-{i}" for i in range(5)]
-    for i, rid in enumerate(rids):
-        assert send(envoy, f"/drain/{i}", rid).status == 200
-    wait_stats(envoy, lambda s: get(s, "buffered_events") == len(rids), what="the events held")
+    envoy, publish, rids = holding_lds_envoy(app, wasm, parts, tmp_path, rotel, f"drain-{run_id}", 5, 5000)
     assert get(stats(envoy), "events_sent") == 0
     assert not http_events(rotel.records())
 
@@ -962,7 +968,7 @@ def test_replaced_configuration_drains_what_it_holds(app, wasm, parts, tmp_path,
                     what="the old configuration's events sent and its share of the gauge withdrawn")
     assert get(st, "events_dropped") == 0
     # The new configuration audits the next request.
-    assert send(envoy, "/drain/after", f"{run_id}-drain-after").status == 200
+    assert send(envoy, "/drain-after", f"{run_id}-drain-after").status == 200
     wait_stats(envoy, lambda s: get(s, "buffered_events") == 1, what="the new configuration holds the next event")
 
 
@@ -970,19 +976,28 @@ def test_replaced_configuration_whose_drain_times_out_counts_the_loss(app, wasm,
     """The collector is down for the whole drain: once drain_timeout_ms is up, what is held is
     counted as lost for that reason, not silently forgotten."""
     rotel = started(parts, RestartableRotel(tmp_path).start())
-    envoy, publish = lds_envoy(tmp_path, wasm, app.port, rotel.http_port,
-                               {**FAST, "flush_interval_ms": 600000, "drain_timeout_ms": 1000})
-    started(parts, envoy.start())
-    rids = [f"{run_id}-drain-lost-{i}" for i in range(4)]
-    for i, rid in enumerate(rids):
-        assert send(envoy, f"/drain-lost/{i}", rid).status == 200
-    wait_stats(envoy, lambda s: get(s, "buffered_events") == len(rids), what="the events held")
+    envoy, publish, rids = holding_lds_envoy(app, wasm, parts, tmp_path, rotel, f"drain-lost-{run_id}", 4, 1000)
     rotel.stop()
     publish({"request_headers": ["content-type", "user-agent"]})
     st = wait_stats(envoy, lambda s: get(s, "events_dropped.drain") == len(rids), timeout=20,
                     what="the held events counted as lost to the drain timeout")
     assert get(st, "events_dropped") == len(rids) and get(st, "buffered_events") == 0
     assert "events still held are lost (counted in events_dropped.drain)" in envoy.log_text()
+
+
+def stopped_while_holding(app, wasm, parts, tmp_path, rotel, name: str, **plugin_config):
+    """An Envoy that holds 3 events (flush interval far longer than the test), then SIGTERM."""
+    envoy = started(parts, edge_envoy(
+        tmp_path, wasm=wasm, app_port=app.port, collector_port=rotel.http_port,
+        plugin_config={**FAST, "flush_interval_ms": 600000, "drain_timeout_ms": 5000, **plugin_config},
+    ))
+    rids = [f"{name}-{i}" for i in range(3)]
+    for i, rid in enumerate(rids):
+        assert send(envoy, f"/{name}/{i}", rid).status == 200
+    wait_stats(envoy, lambda s: get(s, "buffered_events") == len(rids), what="the events held")
+    envoy.proc.send_signal(signal.SIGTERM)
+    assert envoy.proc.wait(timeout=20) == 0
+    return envoy, rids
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -992,16 +1007,7 @@ def test_replaced_configuration_whose_drain_times_out_counts_the_loss(app, wasm,
     "the next test."))
 def test_envoy_stop_drains_what_it_holds(app, wasm, parts, tmp_path, run_id):
     rotel = started(parts, RestartableRotel(tmp_path).start())
-    envoy = started(parts, edge_envoy(
-        tmp_path, wasm=wasm, app_port=app.port, collector_port=rotel.http_port,
-        plugin_config={**FAST, "flush_interval_ms": 600000, "drain_timeout_ms": 5000},
-    ))
-    rids = [f"{run_id}-stop-{i}" for i in range(3)]
-    for i, rid in enumerate(rids):
-        assert send(envoy, f"/stop/{i}", rid).status == 200
-    wait_stats(envoy, lambda s: get(s, "buffered_events") == len(rids), what="the events held")
-    envoy.proc.send_signal(signal.SIGTERM)
-    assert envoy.proc.wait(timeout=20) == 0
+    envoy, rids = stopped_while_holding(app, wasm, parts, tmp_path, rotel, f"stop-{run_id}")
     # A drain to a collector on this machine takes milliseconds; 3 s is plenty.
     wait_request_ids(rotel, rids, timeout=3)
 
@@ -1011,16 +1017,7 @@ def test_envoy_stop_writes_what_it_holds_to_the_log_fallback(app, wasm, parts, t
     `fallback: "log"`, what the worker still holds when its VM goes is written to Envoy's log,
     one fallback line per event, for the node's log agent to ship."""
     rotel = started(parts, RestartableRotel(tmp_path).start())
-    envoy = started(parts, edge_envoy(
-        tmp_path, wasm=wasm, app_port=app.port, collector_port=rotel.http_port,
-        plugin_config={**FAST, "flush_interval_ms": 600000, "drain_timeout_ms": 5000, "fallback": "log"},
-    ))
-    rids = [f"{run_id}-stop-log-{i}" for i in range(3)]
-    for i, rid in enumerate(rids):
-        assert send(envoy, f"/stop-log/{i}", rid).status == 200
-    wait_stats(envoy, lambda s: get(s, "buffered_events") == len(rids), what="the events held")
-    envoy.proc.send_signal(signal.SIGTERM)
-    assert envoy.proc.wait(timeout=20) == 0
+    envoy, rids = stopped_while_holding(app, wasm, parts, tmp_path, rotel, f"stop-log-{run_id}", fallback="log")
     log = envoy.log_path.read_text(errors="replace")
     logged = [json.loads(line.split(FALLBACK_PREFIX, 1)[1]) for line in log.splitlines() if FALLBACK_PREFIX in line]
     assert sorted(e["meshaudit.request.id"] for e in logged) == sorted(rids), log[-3000:]

@@ -25,26 +25,26 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Mode::Noop }) });
 }}
 
-/// The attributes meshaudit reads per request (src/capture/http.rs, src/host/): the context
-/// type check, the connection id, timing, protocol, response, sizes, upstream and route.
-const PROPERTIES: &[&[&str]] = &[
-    &["request", "protocol"],
-    &["connection", "id"],
-    &["request", "time"],
-    &["request", "duration"],
-    &["request", "protocol"],
-    &["response", "code"],
-    &["response", "flags"],
-    &["response", "code_details"],
-    &["request", "total_size"],
-    &["request", "size"],
-    &["response", "total_size"],
-    &["response", "size"],
-    &["upstream", "address"],
-    &["xds", "route_name"],
-    &["xds", "cluster_name"],
-    &["upstream", "tls_version"],
-];
+/// The attributes meshaudit reads per request, the same list as the filter's own.
+#[path = "../../../../src/capture/request_attributes.rs"]
+mod request_attributes;
+
+/// The context-type probe meshaudit makes as each context is created, then its per-request
+/// attributes (connection id, timing, protocol, response, sizes, upstream and route).
+const PROPERTIES: &[&[&str]] = &[&["request", "protocol"]];
+
+/// Every property read per request: the context-type probe, then meshaudit's list.
+fn properties() -> impl Iterator<Item = &'static [&'static str]> {
+    PROPERTIES
+        .iter()
+        .copied()
+        .chain(request_attributes::PATHS.iter().copied())
+}
+
+fn property_count() -> usize {
+    PROPERTIES.len() + request_attributes::PATHS.len()
+}
+
 const MAPS: [(MapType, &str); 2] = [
     (MapType::HttpRequestHeaders, "request_headers"),
     (MapType::HttpResponseHeaders, "response_headers"),
@@ -58,19 +58,6 @@ enum Mode {
     HostCalls,
     Cel,
     Profile,
-}
-
-/// The CEL list of PROPERTIES, each guarded so that an absent one does not fail the whole list.
-fn cel_expression() -> String {
-    let items: Vec<String> = PROPERTIES
-        .iter()
-        .skip(1) // request.protocol twice in PROPERTIES: the context-type probe is separate
-        .map(|p| {
-            let name = p.join(".");
-            format!("has({name}) ? {name} : false")
-        })
-        .collect();
-    format!("[{}]", items.join(", "))
 }
 
 thread_local! {
@@ -109,7 +96,7 @@ thread_local! {
     static TOTALS: RefCell<Totals> = RefCell::new(Totals {
         requests: 0,
         clock_ns: 0,
-        ns: vec![0; PROPERTIES.len() + MAPS.len() + 1],
+        ns: vec![0; property_count() + MAPS.len() + 1],
     });
 }
 
@@ -136,7 +123,7 @@ impl RootContext for Root {
             Mode::Noop
         };
         if matches!(self.mode, Mode::Cel | Mode::Profile) {
-            let token = hostcalls::call_foreign_function("expr_create", Some(cel_expression().as_bytes()))
+            let token = hostcalls::call_foreign_function("expr_create", Some(request_attributes::expression().as_bytes()))
                 .ok()
                 .flatten();
             if token.is_none() {
@@ -173,7 +160,7 @@ fn now_ns() -> u64 {
 
 fn read_all() -> usize {
     let mut bytes = 0usize;
-    for path in PROPERTIES {
+    for path in properties() {
         if let Ok(Some(v)) = hostcalls::get_property(path.to_vec()) {
             bytes += v.len();
         }
@@ -182,11 +169,11 @@ fn read_all() -> usize {
 }
 
 fn profile() {
-    let mut sample = vec![0u64; PROPERTIES.len() + MAPS.len() + 1];
+    let mut sample = vec![0u64; property_count() + MAPS.len() + 1];
     let c0 = now_ns();
     let c1 = now_ns();
     let clock = c1.saturating_sub(c0);
-    for (i, path) in PROPERTIES.iter().enumerate() {
+    for (i, path) in properties().enumerate() {
         let t0 = now_ns();
         for _ in 0..REPEAT {
             std::hint::black_box(hostcalls::get_property(path.to_vec()).ok());
@@ -198,13 +185,13 @@ fn profile() {
         for _ in 0..REPEAT {
             std::hint::black_box(hostcalls::get_map_bytes(*map).ok());
         }
-        sample[PROPERTIES.len() + j] = now_ns().saturating_sub(t0).saturating_sub(clock);
+        sample[property_count() + j] = now_ns().saturating_sub(t0).saturating_sub(clock);
     }
     let t0 = now_ns();
     for _ in 0..REPEAT {
         std::hint::black_box(cel_eval());
     }
-    sample[PROPERTIES.len() + MAPS.len()] = now_ns().saturating_sub(t0).saturating_sub(clock);
+    sample[property_count() + MAPS.len()] = now_ns().saturating_sub(t0).saturating_sub(clock);
     TOTALS.with(|t| {
         let mut t = t.borrow_mut();
         t.requests += 1;
@@ -219,7 +206,7 @@ fn profile() {
                 t.requests,
                 t.clock_ns as f64 / t.requests as f64
             );
-            for (i, path) in PROPERTIES.iter().enumerate() {
+            for (i, path) in properties().enumerate() {
                 line.push_str(&format!(
                     " {}={:.0}",
                     path.join("."),
@@ -230,12 +217,12 @@ fn profile() {
                 line.push_str(&format!(
                     " {}={:.0}",
                     name,
-                    t.ns[PROPERTIES.len() + j] as f64 / calls
+                    t.ns[property_count() + j] as f64 / calls
                 ));
             }
             line.push_str(&format!(
                 " cel_list={:.0}",
-                t.ns[PROPERTIES.len() + MAPS.len()] as f64 / calls
+                t.ns[property_count() + MAPS.len()] as f64 / calls
             ));
             let _ = hostcalls::log(LogLevel::Warn, &line);
         }
