@@ -235,17 +235,22 @@ impl Pipeline {
         };
         if let (true, Some((i, _))) = (from_retries, oldest_retry) {
             let w = self.retrying.remove(i)?;
-            self.batcher
-                .release(w.export.meta.record_bytes, w.export.meta.events);
-            let records = self.records_of(&w.export);
-            return Some(Batch {
-                records,
-                events: w.export.meta.events,
-                first_seq: w.export.meta.first_seq,
-                last_seq: w.export.meta.last_seq,
-            });
+            return Some(self.take_back(&w.export));
         }
         self.batcher.evict_oldest()
+    }
+
+    /// An export that will not be sent (again): its bytes leave the buffer and it becomes a
+    /// batch of encoded records again (for the log fallback or the loss ledger).
+    fn take_back(&mut self, export: &Export) -> Batch {
+        let meta = export.meta;
+        self.batcher.release(meta.record_bytes, meta.events);
+        Batch {
+            records: self.records_of(export),
+            events: meta.events,
+            first_seq: meta.first_seq,
+            last_seq: meta.last_seq,
+        }
     }
 
     /// The encoded records inside a framed export (for the log fallback of evicted batches).
@@ -256,25 +261,29 @@ impl Pipeline {
         }
     }
 
+    /// The log fallback's JSON lines for a batch's encoded records; `None` when it is off.
+    fn fallback_json_lines(&self, records: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let json = self.fallback_codec.as_ref()?;
+        Some(match self.codec {
+            Codec::Json(_) => records
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect(),
+            Codec::Otlp(_) => otlp::decode_records(records)
+                .iter()
+                .map(|e| {
+                    let mut line = Vec::new();
+                    json.encode(e, &mut line);
+                    line
+                })
+                .collect(),
+        })
+    }
+
     /// A whole batch is lost: to the log fallback, or counted and recorded.
     fn lose_batch(&mut self, batch: &Batch, reason: LossReason) {
-        if let Some(json) = &self.fallback_codec {
-            let lines: Vec<Vec<u8>> = match self.codec {
-                Codec::Json(_) => batch
-                    .records
-                    .split(|&b| b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect(),
-                Codec::Otlp(_) => otlp::decode_records(&batch.records)
-                    .iter()
-                    .map(|e| {
-                        let mut line = Vec::new();
-                        json.encode(e, &mut line);
-                        line
-                    })
-                    .collect(),
-            };
+        if let Some(lines) = self.fallback_json_lines(&batch.records) {
             for line in lines {
                 self.push_fallback_line(&line);
             }
@@ -336,14 +345,7 @@ impl Pipeline {
         }
         let in_flight: Vec<Export> = self.in_flight.drain().map(|(_, e)| e).collect();
         for export in in_flight {
-            self.batcher
-                .release(export.meta.record_bytes, export.meta.events);
-            batches.push(Batch {
-                records: self.records_of(&export),
-                events: export.meta.events,
-                first_seq: export.meta.first_seq,
-                last_seq: export.meta.last_seq,
-            });
+            batches.push(self.take_back(&export));
         }
         batches.sort_by_key(|b| b.first_seq);
         let mut events = 0;
@@ -367,37 +369,25 @@ impl Pipeline {
         }
         // Sealed, so that events accepted later start a batch of their own.
         self.batcher.flush_all();
-        let Some(json) = &self.fallback_codec else {
-            return 0;
-        };
-        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
-        for (first_seq, bytes) in self.batcher.held_records() {
-            records.push((first_seq, bytes.to_vec()));
+        let mut held: Vec<(u64, Vec<u8>)> = self
+            .batcher
+            .held_records()
+            .map(|(first_seq, records)| (first_seq, records.to_vec()))
+            .collect();
+        for export in self
+            .retrying
+            .iter()
+            .map(|w| &w.export)
+            .chain(self.in_flight.values())
+        {
+            held.push((export.meta.first_seq, self.records_of(export)));
         }
-        for w in &self.retrying {
-            records.push((w.export.meta.first_seq, self.records_of(&w.export)));
-        }
-        for export in self.in_flight.values() {
-            records.push((export.meta.first_seq, self.records_of(export)));
-        }
-        records.sort_by_key(|(seq, _)| *seq);
+        held.sort_by_key(|(seq, _)| *seq);
         self.copied_through = self.next_seq.checked_sub(1);
-        let mut lines: Vec<Vec<u8>> = Vec::new();
-        for (_, batch) in &records {
-            match self.codec {
-                Codec::Json(_) => lines.extend(
-                    batch
-                        .split(|&b| b == b'\n')
-                        .filter(|l| !l.is_empty())
-                        .map(<[u8]>::to_vec),
-                ),
-                Codec::Otlp(_) => lines.extend(otlp::decode_records(batch).iter().map(|e| {
-                    let mut line = Vec::new();
-                    json.encode(e, &mut line);
-                    line
-                })),
-            }
-        }
+        let lines: Vec<Vec<u8>> = held
+            .iter()
+            .flat_map(|(_, records)| self.fallback_json_lines(records).unwrap_or_default())
+            .collect();
         for line in &lines {
             self.push_fallback_line(line);
         }
@@ -471,14 +461,7 @@ impl Pipeline {
             }
             Outcome::Rejected { .. } => {
                 self.stats.batches_failed += 1;
-                self.batcher.release(meta.record_bytes, meta.events);
-                let records = self.records_of(&export);
-                let batch = Batch {
-                    records,
-                    events: meta.events,
-                    first_seq: meta.first_seq,
-                    last_seq: meta.last_seq,
-                };
+                let batch = self.take_back(&export);
                 self.lose_batch(&batch, LossReason::CollectorRejected);
             }
         }
