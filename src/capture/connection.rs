@@ -72,20 +72,8 @@ impl ConnectionFacts {
 
     /// Reads the connection's facts from the host.
     pub fn read(host: &impl Host) -> ConnectionFacts {
-        let mut a = Anomalies::default();
-        let client = host
-            .string(&["source", "address"], &mut a)
-            .map(|s| SocketAddr::parse(&s));
-        let local = host
-            .string(&["destination", "address"], &mut a)
-            .map(|s| SocketAddr::parse(&s));
-        let direction = host.int(&["xds", "listener_direction"]).map(direction_name);
-        let mut facts = ConnectionFacts {
-            client,
-            local,
-            direction,
-            ..Default::default()
-        };
+        let mut facts = ConnectionFacts::read_addresses(host);
+        let mut a = std::mem::take(&mut facts.anomalies);
         // Without a TLS version the connection is plaintext: skip every other TLS read.
         let Some(version) = host.string(&["connection", "tls_version"], &mut a) else {
             facts.anomalies = a;
