@@ -21,6 +21,8 @@ pub mod event;
 pub mod pipeline;
 pub mod redact;
 pub mod route;
+#[cfg(test)]
+mod test_rng;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;

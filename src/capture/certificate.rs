@@ -362,18 +362,7 @@ Q8gOSWo1QHECIQDiUbyF4HQ6KNGN3FEoisc7CRrgS5RjI8j35oLuhPnN0Q==
         tlv(SEQUENCE, &cert)
     }
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::test_rng::XorShift;
 
     #[test]
     fn url_encoded_pem_gives_every_uri_and_dns_san_in_order() {
@@ -510,7 +499,7 @@ Q8gOSWo1QHECIQDiUbyF4HQ6KNGN3FEoisc7CRrgS5RjI8j35oLuhPnN0Q==
 
     #[test]
     fn random_garbage_does_not_panic() {
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rng = XorShift::seeded();
         let der = der_of(TWO_URIS);
         const ALPHABET: &[u8] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \n";

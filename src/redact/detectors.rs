@@ -1236,20 +1236,11 @@ mod tests {
         );
     }
 
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use crate::test_rng::XorShift;
 
     #[test]
     fn no_panic_on_random_input() {
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rng = XorShift::seeded();
         let pieces = [
             "4111",
             "1111",
@@ -1284,13 +1275,13 @@ mod tests {
         ];
         let mut out = Vec::new();
         for round in 0..6000 {
-            let len = (rng.next() % 160) as usize;
+            let len = rng.below(160);
             let text = if round % 2 == 0 {
                 let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             } else {
                 (0..len / 4)
-                    .map(|_| pieces[(rng.next() % pieces.len() as u64) as usize])
+                    .map(|_| pieces[rng.below(pieces.len())])
                     .collect()
             };
             out.clear();
