@@ -68,12 +68,8 @@ def sidecar(tmp_path_factory, wasm, pki) -> harness.Stack:
         pki=pki,
         plugin_config_overrides=harness.TEST_PLUGIN_CONFIG,
     )
-    try:
-        stack.start()
-    except (harness.HarnessError, TimeoutError) as e:
-        _fail_setup(e)
-    yield stack
-    stack.stop()
+    with harness.running(stack):
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +83,8 @@ def sidecar_dead_upstream(tmp_path_factory, wasm, pki) -> harness.Stack:
         plugin_config_overrides=harness.TEST_PLUGIN_CONFIG,
         dead_upstream=True,
     )
-    try:
-        stack.start()
-    except (harness.HarnessError, TimeoutError) as e:
-        _fail_setup(e)
-    yield stack
-    stack.stop()
+    with harness.running(stack):
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +103,5 @@ def edge_json(tmp_path_factory, wasm) -> harness.Stack:
         },
         collector="json",
     )
-    try:
-        stack.start()
-    except (harness.HarnessError, TimeoutError) as e:
-        _fail_setup(e)
-    yield stack
-    stack.stop()
+    with harness.running(stack):
+        yield stack

@@ -9,6 +9,7 @@ condition against a deadline, never by sleeping for a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import hashlib
@@ -204,7 +205,6 @@ class Pki:
             cn=cn,
             uri_sans=list(uri_sans),
             dns_sans=list(dns_sans),
-            server=False,
         )
         self.clients[name] = cert
         return cert
@@ -229,13 +229,44 @@ def _write_key(path: Path, key) -> None:
     path.chmod(0o600)
 
 
-def _issue(directory: Path, name: str, ca_key, ca_cert, *, cn: str, uri_sans: list[str], dns_sans: list[str], server: bool) -> Cert:
+def _builder(subject, issuer, public_key, *, ca: bool):
+    """A certificate valid from 5 minutes ago for 2 days: a CA that signs certificates, or a
+    leaf for TLS servers and clients."""
+    from cryptography import x509
+
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + _dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=not ca,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+
+
+def _issue(directory: Path, name: str, ca_key, ca_cert, *, cn: str, uri_sans: list[str], dns_sans: list[str]) -> Cert:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = _new_key()
-    now = _dt.datetime.now(_dt.timezone.utc)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshaudit-e2e"),
@@ -245,28 +276,7 @@ def _issue(directory: Path, name: str, ca_key, ca_cert, *, cn: str, uri_sans: li
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uri_sans]
     sans += [x509.DNSName(d) for d in dns_sans]
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(minutes=5))
-        .not_valid_after(now + _dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _builder(subject, ca_cert.subject, key.public_key(), ca=False)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
@@ -302,7 +312,6 @@ def make_pki(directory: Path) -> Pki:
 
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _new_key()
-    now = _dt.datetime.now(_dt.timezone.utc)
     ca_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cluster.local"),
@@ -310,28 +319,7 @@ def make_pki(directory: Path) -> Pki:
         ]
     )
     ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _dt.timedelta(minutes=5))
-        .not_valid_after(now + _dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        _builder(ca_name, ca_name, ca_key.public_key(), ca=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -346,7 +334,6 @@ def make_pki(directory: Path) -> Pki:
         cn="checkout.payments",
         uri_sans=[SERVER_SPIFFE],
         dns_sans=[SERVER_DNS],
-        server=True,
     )
     return Pki(directory=directory, ca_path=ca_path, server=server, _ca_key=ca_key, _ca_cert=ca_cert)
 
@@ -690,6 +677,53 @@ def metric(stats: Mapping[str, int], suffix: str) -> int:
         shown = {k: v for k, v in stats.items() if not k.startswith("cluster.")}
         raise AssertionError(f"expected exactly one stat ending in {suffix!r}, found {names}; meshaudit stats: {shown}")
     return stats[names[0]]
+
+
+def stop_all(*parts) -> None:
+    """Stops each part that was started (None: never was), in order, whatever the others do."""
+    for part in parts:
+        if part is not None:
+            try:
+                part.stop()
+            except Exception:  # keep stopping the rest
+                pass
+
+
+@contextlib.contextmanager
+def running(stack):
+    """Starts `stack` (anything with `start()` and `stop()`) for a fixture, failing the test as
+    "e2e environment not usable" when it cannot start; stops it when the fixture ends."""
+    import pytest
+
+    try:
+        stack.start()
+    except (HarnessError, TimeoutError) as e:
+        pytest.fail(f"e2e environment not usable: {e}", pytrace=False)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def envoy_refusing(config: Path, listener_port: int, log_path: Path) -> tuple[int | None, str]:
+    """Starts Envoy with a configuration it must refuse: waits until it exits or opens
+    `listener_port`, asserts it never served there, and returns its exit code and its log."""
+    envoy = Envoy(config, free_port(), log_path)
+    envoy.spawn()
+    try:
+        wait_for(
+            lambda: envoy.proc.poll() is not None or port_open(listener_port),
+            30,
+            0.05,
+            "envoy to exit or open its listener",
+        )
+        serving = port_open(listener_port)
+        rc = None if serving else envoy.proc.wait(timeout=10)
+    finally:
+        envoy.stop()
+    log = envoy.log_text()
+    assert not serving, f"Envoy serves traffic with a configuration it must refuse:\n{log[-2000:]}"
+    return rc, log
 
 
 def run_envoy_validate(config: Path, log_path: Path, timeout: float = 60.0) -> subprocess.CompletedProcess:
@@ -1290,12 +1324,7 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for part in (self.envoy, self.rotel, self.sink, self.upstream):
-            if part is not None:
-                try:
-                    part.stop()
-                except Exception:  # keep stopping the rest
-                    pass
+        stop_all(self.envoy, self.rotel, self.sink, self.upstream)
 
     def __enter__(self) -> "Stack":
         return self.start()
@@ -2370,12 +2399,7 @@ class IstioSidecar:
         return self
 
     def stop(self) -> None:
-        for part in (self.envoy, self.rotel, self.upstream):
-            if part is not None:
-                try:
-                    part.stop()
-                except Exception:  # keep stopping the rest
-                    pass
+        stop_all(self.envoy, self.rotel, self.upstream)
 
     def __enter__(self) -> "IstioSidecar":
         return self.start()

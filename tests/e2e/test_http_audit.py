@@ -443,20 +443,7 @@ def test_bad_configuration_refuses_to_start(override, field, wasm, pki, tmp_path
     assert validate.returncode != 0, f"envoy --mode validate accepted {override}:\n{vlog[-2000:]}"
     assert field_line.search(vlog), f"validate log does not name {field!r}:\n{vlog[-3000:]}"
 
-    envoy = harness.Envoy(config, harness.free_port(), tmp_path / "envoy.log")
-    envoy.spawn()
-    try:
-        harness.wait_for(
-            lambda: envoy.proc.poll() is not None or harness.port_open(listener_port),
-            30,
-            0.05,
-            "envoy to exit or open its listener",
-        )
-        assert not harness.port_open(listener_port), "Envoy serves traffic with a bad meshaudit configuration"
-        rc = envoy.proc.wait(timeout=10)
-    finally:
-        envoy.stop()
-    log = envoy.log_text()
+    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with bad config:\n{log[-2000:]}"
     assert field_line.search(log), f"Envoy log does not name {field!r}:\n{log[-3000:]}"
     assert "Unable to create Wasm plugin meshaudit" in log

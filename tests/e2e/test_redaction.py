@@ -74,13 +74,6 @@ PLUGIN = {
 }
 
 
-def _start(stack: harness.Stack) -> harness.Stack:
-    try:
-        return stack.start()
-    except (harness.HarnessError, TimeoutError) as e:
-        pytest.fail(f"e2e environment not usable: {e}", pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def redacting(tmp_path_factory, wasm, pki):
     """sidecar.yaml + meshaudit with the full redaction configuration -> Rotel."""
@@ -92,9 +85,8 @@ def redacting(tmp_path_factory, wasm, pki):
         plugin_config_overrides=PLUGIN,
         vm_env={"MESHAUDIT_HASH_KEY": HASH_KEY},
     )
-    _start(stack)
-    yield stack
-    stack.stop()
+    with harness.running(stack):
+        yield stack
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +103,8 @@ def no_defaults(tmp_path_factory, wasm, pki):
             "redaction": {"defaults": False},
         },
     )
-    _start(stack)
-    yield stack
-    stack.stop()
+    with harness.running(stack):
+        yield stack
 
 
 # ---------------------------------------------------------------------------------------------
@@ -935,20 +926,7 @@ def test_bad_rules_refuse_to_start(redaction, names, reasons, wasm, pki, tmp_pat
         certs_dir=pki.directory,
         plugin_config_overrides={"redaction": redaction},
     )
-    envoy = harness.Envoy(config, harness.free_port(), tmp_path / "envoy.log")
-    envoy.spawn()
-    try:
-        harness.wait_for(
-            lambda: envoy.proc.poll() is not None or harness.port_open(listener_port),
-            30,
-            0.05,
-            "envoy to exit or open its listener",
-        )
-        assert not harness.port_open(listener_port), "Envoy serves traffic with a bad redaction rule"
-        rc = envoy.proc.wait(timeout=10)
-    finally:
-        envoy.stop()
-    log = envoy.log_text()
+    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with {redaction}:\n{log[-2000:]}"
     lines = [l for l in log.splitlines() if "meshaudit: invalid configuration: " in l]
     assert len(lines) == 1, f"expected one invalid-configuration line:\n{log[-3000:]}"

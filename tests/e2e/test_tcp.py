@@ -202,22 +202,14 @@ class TcpEnvoy:
         return self.envoy.log_text()
 
 
-def start_or_fail(stack: TcpEnvoy) -> TcpEnvoy:
-    try:
-        return stack.start()
-    except (harness.HarnessError, TimeoutError) as e:
-        pytest.fail(f"Envoy did not start: {e}", pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def tcp_stack(tmp_path_factory, wasm, tcp_pki, rotel, echo):
     """envoy/tcp.yaml as shipped (mode tcp, emit_on_open, interim every 60 s), flushing fast."""
     stack = TcpEnvoy(
         tmp_path_factory.mktemp("tcp"), rotel, wasm=wasm, pki=tcp_pki, upstream_port=echo.port, overrides=FAST
     )
-    start_or_fail(stack)
-    yield stack
-    stack.stop()
+    with harness.running(stack):
+        yield stack
 
 
 @dataclass
@@ -695,26 +687,11 @@ def test_tcp_mode_refuses_http_only_settings(tmp_path, wasm, tcp_pki, override, 
     assert harness.plugin_config_of(yaml.safe_load(config.read_text()))["mode"] == "tcp"
     field_line = re.compile(r"meshaudit: invalid configuration: " + re.escape(field) + r": \S")
 
-    envoy = harness.Envoy(config, harness.free_port(), tmp_path / "envoy.log")
-    envoy.spawn()
-    try:
-        # `--mode validate` runs meanwhile (its own base id): it must refuse the same way.
-        validate = harness.run_envoy_validate(config, tmp_path / "validate.log")
-        vlog = validate.stdout + validate.stderr
-        assert validate.returncode != 0, f"envoy --mode validate accepted HTTP-only {field!r} with mode tcp:\n{vlog[-2000:]}"
-        assert field_line.search(vlog), f"validate log does not name {field!r}:\n{vlog[-3000:]}"
-        harness.wait_for(
-            lambda: envoy.proc.poll() is not None or harness.port_open(listener_port),
-            30,
-            0.05,
-            "envoy to exit or open its listener",
-        )
-        serving = harness.port_open(listener_port)
-        rc = envoy.proc.wait(timeout=10) if not serving else None
-    finally:
-        envoy.stop()
-    log = envoy.log_text()
-    assert not serving, f"Envoy serves a network filter configured with HTTP-only {field!r}"
+    validate = harness.run_envoy_validate(config, tmp_path / "validate.log")
+    vlog = validate.stdout + validate.stderr
+    assert validate.returncode != 0, f"envoy --mode validate accepted HTTP-only {field!r} with mode tcp:\n{vlog[-2000:]}"
+    assert field_line.search(vlog), f"validate log does not name {field!r}:\n{vlog[-3000:]}"
+    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0:\n{log[-2000:]}"
     assert field_line.search(log), f"Envoy log does not name {field!r}:\n{log[-3000:]}"
 
