@@ -1,5 +1,7 @@
 //! Redaction actions: what happens to a value a rule or detector matched.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -39,32 +41,34 @@ impl Action {
         Action::new(spec.action, spec.keep)
     }
 
-    /// The replacement for `value`, or `None` when the value is to be removed.
-    pub fn apply(&self, value: &str, key: Option<&HashKey>) -> Option<String> {
+    /// The replacement for `value`, or `None` when the value is to be removed. The mask
+    /// marker is borrowed: masking allocates nothing.
+    pub fn apply(&self, value: &str, key: Option<&HashKey>) -> Option<Cow<'static, str>> {
+        let mask = Some(Cow::Borrowed(MASK));
         match self.kind {
             ActionKind::Remove => None,
-            ActionKind::Mask => Some(MASK.to_string()),
+            ActionKind::Mask => mask,
             ActionKind::Partial => {
                 let chars = value.chars().count();
                 // Short values are masked whole: keeping `keep` of them would reveal too much.
                 if chars <= self.keep.saturating_mul(2) {
-                    return Some(MASK.to_string());
+                    return mask;
                 }
                 let tail: String = value.chars().skip(chars - self.keep).collect();
-                Some(format!("****{tail}"))
+                Some(Cow::Owned(format!("****{tail}")))
             }
             ActionKind::Truncate => {
                 let head: String = value.chars().take(self.keep).collect();
                 if head.len() == value.len() {
-                    Some(head)
+                    Some(Cow::Owned(head))
                 } else {
-                    Some(format!("{head}…"))
+                    Some(Cow::Owned(format!("{head}…")))
                 }
             }
-            ActionKind::Hash => Some(match key {
-                Some(k) => k.token(value),
-                None => MASK.to_string(),
-            }),
+            ActionKind::Hash => match key {
+                Some(k) => Some(Cow::Owned(k.token(value))),
+                None => mask,
+            },
         }
     }
 }

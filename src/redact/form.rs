@@ -36,14 +36,21 @@ pub fn percent_decode(s: &str, plus_as_space: bool) -> Cow<'_, str> {
 /// Percent-encodes everything but unreserved characters (RFC 3986).
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    percent_encode_into(s, &mut out);
+    out
+}
+
+/// [`percent_encode`], appending to `out`.
+fn percent_encode_into(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let hex = |n: u8| char::from(HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0'));
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~*[]".contains(&b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.extend(['%', hex(b >> 4), hex(b)]);
         }
     }
-    out
 }
 
 /// How a list is written.
@@ -67,7 +74,7 @@ impl ListKind {
 /// What to do with one pair: keep it, replace its value, or drop it.
 pub enum Verdict {
     Keep,
-    Replace(String),
+    Replace(Cow<'static, str>),
     Drop,
 }
 
@@ -90,17 +97,9 @@ pub fn rewrite(
         let (raw_name, raw_value) = trimmed.split_once('=').unwrap_or((trimmed, ""));
         let name = percent_decode(raw_name, plus);
         let value = percent_decode(raw_value, plus);
-        let piece = match decide(&name, &value) {
-            Verdict::Keep => Cow::Borrowed(trimmed),
-            Verdict::Replace(v) => {
-                changed = true;
-                let v = if kind == ListKind::Query {
-                    percent_encode(&v)
-                } else {
-                    v
-                };
-                Cow::Owned(format!("{raw_name}={v}"))
-            }
+        let replacement = match decide(&name, &value) {
+            Verdict::Keep => None,
+            Verdict::Replace(v) => Some(v),
             Verdict::Drop => {
                 changed = true;
                 continue;
@@ -112,7 +111,18 @@ pub fn rewrite(
                 out.push(' ');
             }
         }
-        out.push_str(&piece);
+        match replacement {
+            None => out.push_str(trimmed),
+            Some(v) => {
+                changed = true;
+                out.push_str(raw_name);
+                out.push('=');
+                match kind {
+                    ListKind::Query => percent_encode_into(&v, &mut out),
+                    ListKind::Cookie => out.push_str(&v),
+                }
+            }
+        }
     }
     changed.then_some(out)
 }

@@ -83,17 +83,45 @@ struct Hit {
     source: Source,
 }
 
-/// Counts of fired rules, by name.
+/// What fired: a rule (by index), a detector, or the cut of malformed JSON. Named only when
+/// the event's list is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fire {
+    Rule(usize),
+    Detector(Source),
+    MalformedJson,
+}
+
+/// Counts of fired rules, in the order they first fired.
 #[derive(Default)]
-struct Fired(Vec<(String, u32)>);
+struct Fired(Vec<(Fire, u32)>);
 
 impl Fired {
-    fn add(&mut self, name: &str) {
-        match self.0.iter_mut().find(|(n, _)| n == name) {
+    fn add(&mut self, what: Fire) {
+        match self.0.iter_mut().find(|(f, _)| *f == what) {
             Some((_, c)) => *c += 1,
-            None => self.0.push((name.to_string(), 1)),
+            None => self.0.push((what, 1)),
         }
     }
+}
+
+/// `name:count`, the form of one entry of `meshaudit.redaction.rules`.
+fn name_count(name: &str, count: u32) -> String {
+    let mut digits = [0u8; 10];
+    let (mut n, mut from) = (count, digits.len());
+    while let Some(d) = from.checked_sub(1).and_then(|i| digits.get_mut(i)) {
+        *d = b'0' + (n % 10) as u8;
+        (n, from) = (n / 10, from - 1);
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = digits.get(from..).unwrap_or_default();
+    let mut s = String::with_capacity(name.len() + 1 + digits.len());
+    s.push_str(name);
+    s.push(':');
+    s.extend(digits.iter().map(|&d| char::from(d)));
+    s
 }
 
 /// The compiled redaction configuration.
@@ -206,8 +234,8 @@ impl Redactor {
         if !fired.0.is_empty() {
             let list = fired
                 .0
-                .into_iter()
-                .map(|(n, c)| format!("{n}:{c}"))
+                .iter()
+                .map(|&(f, c)| name_count(self.fire_name(f), c))
                 .collect();
             e.set(attr::REDACTION_RULES, Value::StrList(list));
         }
@@ -232,15 +260,16 @@ impl Redactor {
         );
     }
 
+    /// The first active rule `names` accepts, with its index.
     fn first_rule<'r>(
         &'r self,
         active: &[usize],
         mut names: impl FnMut(&'r CompiledRule) -> bool,
-    ) -> Option<&'r CompiledRule> {
+    ) -> Option<(usize, &'r CompiledRule)> {
         active
             .iter()
-            .filter_map(|&i| self.c.rules.get(i))
-            .find(|r| names(r))
+            .filter_map(|&i| Some((i, self.c.rules.get(i)?)))
+            .find(|(_, r)| names(r))
     }
 
     /// Applies `f` to each string of a string or string-list value; `f` returns the new text.
@@ -264,16 +293,18 @@ impl Redactor {
 
     /// Returns false when the header is to be removed.
     fn header(&mut self, name: &str, v: &mut Value, active: &[usize], fired: &mut Fired) -> bool {
-        if let Some(rule) = self.first_rule(active, |r| r.headers.iter().any(|h| h == name)) {
+        if let Some((index, rule)) =
+            self.first_rule(active, |r| r.headers.iter().any(|h| h == name))
+        {
             let Value::StrList(items) = v else {
                 return true;
             };
             let key = self.c.hash_key.as_ref();
             items.retain_mut(|s| {
-                fired.add(&rule.name);
+                fired.add(Fire::Rule(index));
                 match rule.action.apply(s, key) {
                     Some(r) => {
-                        *s = r;
+                        *s = r.into_owned();
                         true
                     }
                     None => false,
@@ -311,14 +342,14 @@ impl Redactor {
         fired: &mut Fired,
     ) -> Option<String> {
         rewrite(s, kind, |name, value| {
-            let Some(rule) = self.first_rule(active, |r| {
+            let Some((index, rule)) = self.first_rule(active, |r| {
                 names(r).iter().any(|n| {
                     n.eq_ignore_ascii_case(name) || (kind == ListKind::Cookie && n == ALL_COOKIES)
                 })
             }) else {
                 return Verdict::Keep;
             };
-            fired.add(&rule.name);
+            fired.add(Fire::Rule(index));
             match rule.action.apply(value, self.c.hash_key.as_ref()) {
                 Some(v) => Verdict::Replace(v),
                 None => Verdict::Drop,
@@ -327,16 +358,21 @@ impl Redactor {
     }
 
     fn path(&self, path: &str, active: &[usize], fired: &mut Fired) -> Option<String> {
-        for rule in active.iter().filter_map(|&i| self.c.rules.get(i)) {
+        for (index, rule) in active
+            .iter()
+            .filter_map(|&i| Some((i, self.c.rules.get(i)?)))
+        {
             for pattern in &rule.paths {
                 let mut count = 0;
                 let new = pattern.rewrite(path, |_, seg| {
                     count += 1;
-                    rule.action.apply(seg, self.c.hash_key.as_ref())
+                    rule.action
+                        .apply(seg, self.c.hash_key.as_ref())
+                        .map(Cow::into_owned)
                 });
                 if let Some(new) = new {
                     for _ in 0..count {
-                        fired.add(&rule.name);
+                        fired.add(Fire::Rule(index));
                     }
                     return Some(new);
                 }
@@ -358,13 +394,13 @@ impl Redactor {
                     else {
                         return Some(serde_json::to_string(m.text).unwrap_or_default());
                     };
-                    fired.add(&rule.name);
+                    fired.add(Fire::Rule(owner));
                     rule.action
                         .apply(m.text, self.c.hash_key.as_ref())
                         .map(|v| serde_json::to_string(&v).unwrap_or_default())
                 })?;
                 if out.malformed {
-                    fired.add("malformed_json_cut");
+                    fired.add(Fire::MalformedJson);
                 }
                 Some(out.text)
             }
@@ -430,8 +466,8 @@ impl Redactor {
             if h.start < at {
                 continue; // overlaps a hit already applied
             }
-            let (name, action) = self.describe(h.source);
-            fired.add(&name);
+            fired.add(Fire::Detector(h.source));
+            let action = self.action_of(h.source);
             out.push_str(text.get(at..h.start).unwrap_or(""));
             let found = text.get(h.start..h.end).unwrap_or("");
             if let Some(r) = action.apply(found, self.c.hash_key.as_ref()) {
@@ -443,21 +479,26 @@ impl Redactor {
         Some(out)
     }
 
-    fn describe(&self, s: Source) -> (String, Action) {
+    fn action_of(&self, s: Source) -> Action {
         match s {
-            Source::Builtin(d) => {
-                let action = self
-                    .c
-                    .detector_actions
-                    .iter()
-                    .find(|(x, _)| *x == d)
-                    .map_or(Action::MASK, |(_, a)| *a);
-                (format!("detector.{}", d.name()), action)
-            }
-            Source::Custom(i) => match self.c.custom.get(i) {
-                Some(c) => (c.name.clone(), c.action),
-                None => ("custom".into(), Action::MASK),
-            },
+            Source::Builtin(d) => self
+                .c
+                .detector_actions
+                .iter()
+                .find(|(x, _)| *x == d)
+                .map_or(Action::MASK, |(_, a)| *a),
+            Source::Custom(i) => self.c.custom.get(i).map_or(Action::MASK, |c| c.action),
+        }
+    }
+
+    /// The name a fired rule is listed under: the rule's name, `detector.<name>` for a
+    /// built-in detector, the custom detector's name, or `malformed_json_cut`.
+    fn fire_name(&self, f: Fire) -> &str {
+        match f {
+            Fire::Rule(i) => self.c.rules.get(i).map_or("rule", |r| &r.name),
+            Fire::Detector(Source::Builtin(d)) => d.rule_name(),
+            Fire::Detector(Source::Custom(i)) => self.c.custom.get(i).map_or("custom", |c| &c.name),
+            Fire::MalformedJson => "malformed_json_cut",
         }
     }
 }
@@ -492,6 +533,14 @@ mod tests {
             let by_list = !NOT_SCANNED.iter().any(|p| k.starts_with(p));
             assert_eq!(is_scanned(k), by_list, "{k}");
         }
+    }
+
+    #[test]
+    fn fired_counts_are_written_in_decimal() {
+        assert_eq!(name_count("default", 1), "default:1");
+        assert_eq!(name_count("detector.card", 0), "detector.card:0");
+        assert_eq!(name_count("x", 10), "x:10");
+        assert_eq!(name_count("", u32::MAX), ":4294967295");
     }
 
     #[test]
