@@ -8,6 +8,10 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 WASM := target/wasm32-wasip1/release/meshaudit.wasm
+# Wasm SIMD (V8, Envoy's and Istio's runtime, has it): the detectors' byte scan uses it
+# (src/redact/byte_classes.rs). The unit tests in Node run the same code path.
+export CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS := -C target-feature=+simd128
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS := -C target-feature=+simd128
 # wasm-bindgen-cli must match the wasm-bindgen crate exactly.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 

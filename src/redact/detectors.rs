@@ -41,6 +41,8 @@
 
 use std::cmp::Reverse;
 
+use super::byte_classes::{classify, padded_words, words};
+
 /// A built-in detector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Detector {
@@ -151,38 +153,35 @@ pub struct Finding {
 
 /// Appends every finding of the enabled detectors in `text` to `out`, sorted by start,
 /// non-overlapping (when two overlap keep the earlier-starting, then the longer one).
+///
+/// One pass over 32-byte blocks ([`classify`]) stops only at bytes that may anchor a match of
+/// an enabled detector: a digit after a digit (every card, SSN and IBAN has two in a row), an
+/// `A`, a `b`/`B`, and the needles' trigger bytes (`@`, the `J` of `eyJ`, a second `-`, a
+/// second `c` or `C`). Most blocks hold few, and cost a few vector operations.
 pub fn scan(text: &str, enabled: DetectorSet, out: &mut Vec<Finding>) {
-    let b = text.as_bytes();
-    let base = out.len();
-    let on = |d| enabled.contains(d);
-    let numbers = on(Detector::Card) || on(Detector::Ssn) || on(Detector::Iban);
-    let auth = on(Detector::Bearer) || on(Detector::Basic);
-    if numbers || auth || on(Detector::AwsKey) {
-        // One pass over 32-byte blocks, stopping only at bytes that may start a match.
-        let keep = |on: bool| if on { u64::MAX } else { 0 };
-        let masks = [keep(numbers), keep(on(Detector::AwsKey)), keep(auth)];
-        let mut s = Scanner {
-            b,
-            enabled,
-            masks,
-            resume: 0,
-            out,
-        };
-        let (mut blocks, mut carry) = (b.chunks_exact(32), 0);
-        for (k, block) in (&mut blocks).enumerate() {
-            carry = s.block(block.try_into().unwrap_or([0; 32]), k * 32, carry);
-        }
-        // The last few bytes, padded with zeros (which trigger nothing).
-        let mut last = [0u8; 32];
-        for (l, c) in last.iter_mut().zip(blocks.remainder()) {
-            *l = *c;
-        }
-        s.block(last, b.len() & !31, carry);
+    if enabled.is_empty() {
+        return;
     }
-    for needle in NEEDLES {
-        if on(needle.0) {
-            each(text, needle, out);
-        }
+    let base = out.len();
+    let b = text.as_bytes();
+    let mut s = Scanner::new(text, enabled, out);
+    let mut blocks = b.chunks_exact(32);
+    let mut offset = 0;
+    for block in &mut blocks {
+        s.block(words(block), offset, 0);
+        offset += 32;
+    }
+    let rest = blocks.remainder();
+    match b.len().checked_sub(32) {
+        _ if rest.is_empty() => {}
+        // The last 32 bytes, of which those already seen are skipped.
+        Some(last) => s.block(
+            words(b.get(last..).unwrap_or_default()),
+            last,
+            32 - rest.len(),
+        ),
+        // A short text, padded with zeros (which anchor nothing).
+        None => s.block(padded_words(rest), 0, 0),
     }
     normalize(out, base);
 }
@@ -190,33 +189,25 @@ pub fn scan(text: &str, enabled: DetectorSet, out: &mut Vec<Finding>) {
 /// A detector anchored at a needle: the range it finds around the needle at `p`.
 type Find = fn(&str, usize) -> Option<(usize, usize)>;
 
-/// The detectors anchored at a needle, with the index of a rare byte of the needle to look for.
+/// The detectors anchored at a needle, with the index in the needle of the byte the block pass
+/// stops at (for `-`, `c` and `C`, the second of a pair).
 const NEEDLES: [(Detector, &str, usize, Find); 5] = [
     (Detector::Email, "@", 0, email),
     (Detector::Jwt, "eyJ", 2, jwt),
-    (Detector::PrivateKey, "-----BEGIN ", 7, private_key),
-    (Detector::AwsKey, "ccess", 0, aws_secret),
-    (Detector::AwsKey, "CCESS", 0, aws_secret),
+    (Detector::PrivateKey, "-----BEGIN ", 1, private_key),
+    (Detector::AwsKey, "ccess", 1, aws_secret),
+    (Detector::AwsKey, "CCESS", 1, aws_secret),
 ];
 
-/// Runs `find` at every occurrence of the ASCII `needle`, resuming after what it finds.
-fn each(
-    text: &str,
-    (d, needle, rare, find): (Detector, &str, usize, Find),
-    out: &mut Vec<Finding>,
-) {
-    // `contains` is the fastest test on long texts, and most texts hold no needle at all; on
-    // short ones (under 16 bytes past the needle) it compares at every offset, slower than
-    // looking for the rare byte.
-    if needle.len() > 1 && text.len() >= 64 && !text.contains(needle) {
-        return;
-    }
-    let mut from = 0;
-    while let Some(p) = find_at(text, from, needle, rare) {
-        from = match find(text, p) {
-            Some((start, end)) => push(out, d, start, end).max(p + 1),
-            None => p + 1,
-        };
+/// The index in [`NEEDLES`] of the needle whose trigger byte is `c`.
+fn needle_of(c: u8) -> Option<usize> {
+    match c {
+        b'@' => Some(0),
+        b'J' => Some(1),
+        b'-' => Some(2),
+        b'c' => Some(3),
+        b'C' => Some(4),
+        _ => None,
     }
 }
 
@@ -265,69 +256,123 @@ fn normalize(out: &mut Vec<Finding>, base: usize) {
     out.truncate(kept);
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `x` that is `c`.
-fn bytes_eq(x: u64, c: u8) -> u64 {
-    let y = x ^ (LO * u64::from(c));
-    !(((y & !HI) + !HI) | y) & HI
+/// All ones when `on`, else nothing: keeps or drops a class of trigger bytes.
+fn keep(on: bool) -> u32 {
+    if on {
+        u32::MAX
+    } else {
+        0
+    }
 }
 
-/// The high bit of each byte of `x` that is an ASCII digit.
-fn digits_of(x: u64) -> u64 {
-    let y = x ^ (LO * 0x30);
-    !(((y & !HI) + LO * 0x76) | y) & HI
-}
-
-/// The word-at-a-time pass for the detectors anchored at digits, `A` and `b`/`B`.
+/// The block pass and the detectors it stops for.
 struct Scanner<'a> {
+    text: &'a str,
     b: &'a [u8],
     enabled: DetectorSet,
-    /// `u64::MAX` or 0, for digits, `A` and `b`/`B`.
-    masks: [u64; 3],
-    /// Where the next match may start: triggers before it are inside a match or a run.
+    /// Per class of trigger bytes, all ones when a detector anchored there is enabled: digit
+    /// pairs, `A`, `b`/`B`, then the needles in [`NEEDLES`] order.
+    on: [u32; 3 + NEEDLES.len()],
+    /// The last byte of the previous block (as bit 0), for the classes found in pairs: digit,
+    /// `-`, `c`, `C`.
+    carry: [u32; 4],
+    /// Where the next match may start for the detectors anchored at digits, `A` and `b`/`B`:
+    /// triggers before it are inside a match or a digit run.
     resume: usize,
+    /// The same per needle: each needle's detector finds its matches as if it ran alone (a JWT
+    /// sent as a bearer token is found by both `bearer` and `jwt`; `normalize` keeps one).
+    needle_resume: [usize; NEEDLES.len()],
     out: &'a mut Vec<Finding>,
 }
 
-impl Scanner<'_> {
-    /// Looks closer at the bytes of `block` (at `offset`) that may start a match, of the enabled
-    /// kinds: a digit after a digit (every card, SSN and IBAN has two in a row), an `A` or a
-    /// `b`/`B`. `carry` and the result are the digit bits of the 8 bytes before and of the last
-    /// 8. Most blocks hold none, and cost a few operations per 8 bytes.
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str, enabled: DetectorSet, out: &'a mut Vec<Finding>) -> Scanner<'a> {
+        let on = |d| enabled.contains(d);
+        let numbers = on(Detector::Card) || on(Detector::Ssn) || on(Detector::Iban);
+        let auth = on(Detector::Bearer) || on(Detector::Basic);
+        let mut masks = [0; 3 + NEEDLES.len()];
+        let classes = [numbers, on(Detector::AwsKey), auth]
+            .into_iter()
+            .chain(NEEDLES.iter().map(|n| on(n.0)));
+        for (m, class_on) in masks.iter_mut().zip(classes) {
+            *m = keep(class_on);
+        }
+        Scanner {
+            text,
+            b: text.as_bytes(),
+            enabled,
+            on: masks,
+            carry: [0; 4],
+            resume: 0,
+            needle_resume: [0; NEEDLES.len()],
+            out,
+        }
+    }
+
+    /// Classifies `block` (at `offset`) and runs the detectors at each byte that may anchor
+    /// one, past the first `skip` bytes (already seen; `skip` > 0 needs no carry).
     #[inline(always)]
-    fn block(&mut self, block: [u8; 32], offset: usize, mut carry: u64) -> u64 {
-        let [digits, a, b] = self.masks;
-        let mut found = [0u64; 4];
-        for (f, w) in found.iter_mut().zip(block.chunks_exact(8)) {
-            let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
-            let d = digits_of(x);
-            let pairs = d & ((d << 8) | (carry >> 56));
-            *f = (pairs & digits) | (bytes_eq(x, b'A') & a) | (bytes_eq(x | (LO * 0x20), b'b') & b);
-            carry = d;
+    fn block(&mut self, block: [u64; 4], offset: usize, skip: usize) {
+        let k = classify(block);
+        let [digit, a, b, at, j, dash, c, upper_c] = self.on;
+        let [carry_digit, carry_dash, carry_c, carry_upper_c] = self.carry;
+        // The second byte of each pair; the first may be the previous block's last.
+        let pairs = |m: u32, carry: u32| m & ((m << 1) | carry);
+        let mut found = (pairs(k.digit, carry_digit) & digit)
+            | (k.upper_a & a)
+            | (k.b & b)
+            | (k.at & at)
+            | (k.upper_j & j)
+            | (pairs(k.dash, carry_dash) & dash)
+            | (pairs(k.c, carry_c) & c)
+            | (pairs(k.upper_c, carry_upper_c) & upper_c);
+        found &= u32::try_from(skip).map_or(0, |n| u32::MAX.checked_shl(n).unwrap_or(0));
+        self.carry = [k.digit, k.dash, k.c, k.upper_c].map(|m| m >> 31);
+        while found != 0 {
+            let p = offset + found.trailing_zeros() as usize;
+            found &= found - 1;
+            self.trigger(p);
         }
-        if found.iter().any(|f| *f != 0) {
-            for (k, f) in found.into_iter().enumerate() {
-                self.look_closer(f, offset + 8 * k);
-            }
-        }
-        carry
     }
 
     #[inline(never)]
-    fn look_closer(&mut self, mut found: u64, offset: usize) {
-        while found != 0 {
-            let p = offset + (found.trailing_zeros() / 8) as usize;
-            found &= found - 1;
-            if p >= self.resume {
-                self.resume = self.trigger(p).max(p + 1);
-            }
+    fn trigger(&mut self, p: usize) {
+        match needle_of(at(self.b, p)) {
+            Some(k) => self.needle(k, p),
+            None if p >= self.resume => self.resume = self.near(p).max(p + 1),
+            None => {}
         }
     }
 
-    /// Runs the detectors that may match at trigger `p`; returns where to resume.
-    fn trigger(&mut self, p: usize) -> usize {
+    /// Runs needle `k`'s detector when its needle is at the trigger `p`.
+    fn needle(&mut self, k: usize, p: usize) {
+        let (Some(&(d, needle, trigger, find)), Some(&from)) =
+            (NEEDLES.get(k), self.needle_resume.get(k))
+        else {
+            return;
+        };
+        let Some(start) = p.checked_sub(trigger).filter(|s| *s >= from) else {
+            return;
+        };
+        if !self
+            .b
+            .get(start..)
+            .is_some_and(|t| t.starts_with(needle.as_bytes()))
+        {
+            return;
+        }
+        let next = match find(self.text, start) {
+            Some((s, e)) => push(self.out, d, s, e).max(start + 1),
+            None => start + 1,
+        };
+        if let Some(r) = self.needle_resume.get_mut(k) {
+            *r = next;
+        }
+    }
+
+    /// Runs the detectors anchored at a digit pair, an `A` or a `b`/`B` at `p`; returns where
+    /// to resume.
+    fn near(&mut self, p: usize) -> usize {
         let (b, c) = (self.b, at(self.b, p));
         let found = if c == b'A' {
             aws_key_id(b, p).map(|e| (Detector::AwsKey, p, e))
