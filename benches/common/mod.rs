@@ -271,10 +271,7 @@ pub fn text_bytes(e: &AuditEvent) -> u64 {
 pub fn scanned_texts(e: &AuditEvent) -> Vec<String> {
     let mut out = Vec::new();
     for a in &e.attributes {
-        if meshaudit::redact::NOT_SCANNED
-            .iter()
-            .any(|p| a.key.starts_with(p))
-        {
+        if !meshaudit::redact::is_scanned(&a.key) {
             continue;
         }
         match &a.value {

@@ -5,7 +5,8 @@ use std::borrow::Cow;
 /// Percent-decodes `s`; with `plus_as_space`, `+` is a space (query strings and forms).
 /// Malformed escapes are kept as they are; invalid UTF-8 is replaced.
 pub fn percent_decode(s: &str, plus_as_space: bool) -> Cow<'_, str> {
-    if !(s.contains('%') || (plus_as_space && s.contains('+'))) {
+    // One pass over the (usually short) text, no searcher set up.
+    if !s.bytes().any(|b| b == b'%' || (plus_as_space && b == b'+')) {
         return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();
@@ -63,12 +64,31 @@ pub enum ListKind {
 }
 
 impl ListKind {
-    fn separator(self) -> char {
+    fn separator(self) -> u8 {
         match self {
-            ListKind::Query => '&',
-            ListKind::Cookie => ';',
+            ListKind::Query => b'&',
+            ListKind::Cookie => b';',
         }
     }
+}
+
+/// The pieces of `s` between the ASCII byte `sep`, as `str::split` gives them, with a plain
+/// byte loop: lists and their pairs are short, a searcher costs more than it saves.
+fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == sep) {
+            Some(i) => {
+                rest = r.get(i + 1..);
+                r.get(..i)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// What to do with one pair: keep it, replace its value, or drop it.
@@ -88,13 +108,15 @@ pub fn rewrite(
     let plus = kind == ListKind::Query;
     let mut out = String::with_capacity(input.len());
     let mut changed = false;
-    for part in input.split(kind.separator()) {
+    for part in split_ascii(input, kind.separator()) {
         let trimmed = if kind == ListKind::Cookie {
             part.trim()
         } else {
             part
         };
-        let (raw_name, raw_value) = trimmed.split_once('=').unwrap_or((trimmed, ""));
+        let mut halves = split_ascii(trimmed, b'=');
+        let raw_name = halves.next().unwrap_or(trimmed);
+        let raw_value = trimmed.get(raw_name.len() + 1..).unwrap_or("");
         let name = percent_decode(raw_name, plus);
         let value = percent_decode(raw_value, plus);
         let replacement = match decide(&name, &value) {
@@ -106,7 +128,7 @@ pub fn rewrite(
             }
         };
         if !out.is_empty() {
-            out.push(kind.separator());
+            out.push(char::from(kind.separator()));
             if kind == ListKind::Cookie {
                 out.push(' ');
             }
@@ -132,6 +154,20 @@ mod tests {
     use super::*;
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn split_ascii_splits_like_str_split() {
+        for s in ["", "a", "a=1&b=2", "&&", "a&", "&a", "é=ü&ß", "x=1;y", "=="] {
+            for sep in [b'&', b';', b'='] {
+                let want: Vec<&str> = s.split(char::from(sep)).collect();
+                assert_eq!(
+                    split_ascii(s, sep).collect::<Vec<_>>(),
+                    want,
+                    "{s:?} by {sep}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn decoding() {

@@ -33,35 +33,38 @@ use crate::event::{attr, AuditEvent, Value};
 use crate::route::RequestLine;
 
 /// Attribute key prefixes whose values Envoy or TLS derived, not text a client chose: never
-/// scanned by detectors.
-pub const NOT_SCANNED: &[&str] = &[
-    "log.record.uid",
-    "meshaudit.stream.id",
-    "meshaudit.peer.",
-    "meshaudit.local.",
-    "meshaudit.upstream.",
-    "meshaudit.envoy.",
-    "meshaudit.tls.",
-    "meshaudit.capture.",
-    "meshaudit.redaction.",
-    "meshaudit.request.body.type",
-    "meshaudit.response.body.type",
-    "meshaudit.request.body.capture",
-    "meshaudit.response.body.capture",
+/// scanned by detectors. meshaudit's own, after `meshaudit.`:
+pub const NOT_SCANNED_OWN: &[&str] = &[
+    "stream.id",
+    "peer.",
+    "local.",
+    "upstream.",
+    "envoy.",
     "tls.",
-    "client.",
-    "network.",
+    "capture.",
+    "redaction.",
+    "request.body.type",
+    "response.body.type",
+    "request.body.capture",
+    "response.body.capture",
 ];
+/// The others.
+pub const NOT_SCANNED_OTHER: &[&str] = &["log.record.uid", "tls.", "client.", "network."];
 
-/// Whether detectors scan the value of attribute `key`: no prefix of [`NOT_SCANNED`] matches.
-/// Only the prefixes sharing the key's first byte are compared (most keys share none).
+/// Whether detectors scan the value of attribute `key`: no prefix of [`NOT_SCANNED_OWN`]
+/// (after `meshaudit.`) or [`NOT_SCANNED_OTHER`] matches. Only the prefixes sharing the first
+/// byte are compared: a key is compared with two at most, most with none.
 pub fn is_scanned(key: &str) -> bool {
-    let Some(first) = key.as_bytes().first() else {
+    let (prefixes, rest) = match key.strip_prefix("meshaudit.") {
+        Some(rest) => (NOT_SCANNED_OWN, rest),
+        None => (NOT_SCANNED_OTHER, key),
+    };
+    let Some(first) = rest.as_bytes().first() else {
         return true;
     };
-    !NOT_SCANNED
+    !prefixes
         .iter()
-        .any(|p| p.as_bytes().first() == Some(first) && key.starts_with(p))
+        .any(|p| p.as_bytes().first() == Some(first) && rest.starts_with(p))
 }
 
 /// Whether `text` may hide something behind percent-escapes (or `+` for spaces in forms).
@@ -181,6 +184,11 @@ impl Redactor {
         let mut fired = Fired::default();
         let mut i = 0;
         while let Some(a) = e.attributes.get_mut(i) {
+            // Numbers and flags hold no text: neither rules nor detectors apply.
+            if matches!(a.value, Value::Int(_) | Value::Bool(_)) {
+                i += 1;
+                continue;
+            }
             let key: &str = &a.key;
             let keep = if let Some(name) = key
                 .strip_prefix(attr::HTTP_REQUEST_HEADER)
@@ -513,27 +521,44 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
-    fn is_scanned_agrees_with_the_prefix_list() {
-        let keys = [
+    fn is_scanned_follows_the_prefix_lists() {
+        let scanned = [
             "",
-            "log.record.uid",
             "log.other",
-            "meshaudit.peer.spiffe_id",
+            "meshaudit.",
             "meshaudit.request.body",
-            "meshaudit.request.body.type",
-            "meshaudit.redaction.rules",
-            "tls.protocol.version",
-            "client.address",
-            "network.protocol.name",
+            "meshaudit.response.body",
+            "meshaudit.stream",
             "url.query",
             "http.request.header.cookie",
             "user_agent.original",
             "m",
             "t",
+            "peer.x",
         ];
-        for k in keys {
-            let by_list = !NOT_SCANNED.iter().any(|p| k.starts_with(p));
-            assert_eq!(is_scanned(k), by_list, "{k}");
+        let not_scanned = [
+            "log.record.uid",
+            "meshaudit.stream.id",
+            "meshaudit.peer.spiffe_id",
+            "meshaudit.request.body.type",
+            "meshaudit.response.body.capture",
+            "meshaudit.redaction.rules",
+            "meshaudit.tls.mtls",
+            "tls.protocol.version",
+            "client.address",
+            "network.protocol.name",
+        ];
+        for k in scanned {
+            assert!(is_scanned(k), "{k}");
+        }
+        for k in not_scanned {
+            assert!(!is_scanned(k), "{k}");
+        }
+        for p in NOT_SCANNED_OWN {
+            assert!(!is_scanned(&format!("meshaudit.{p}")), "{p}");
+        }
+        for p in NOT_SCANNED_OTHER {
+            assert!(!is_scanned(p), "{p}");
         }
     }
 
