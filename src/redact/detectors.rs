@@ -159,9 +159,18 @@ pub struct Finding {
 /// `A`, a `b`/`B`, and the needles' trigger bytes (`@`, the `J` of `eyJ`, a second `-`, a
 /// second `c` or `C`). Most blocks hold few, and cost a few vector operations.
 pub fn scan(text: &str, enabled: DetectorSet, out: &mut Vec<Finding>) {
-    if enabled.is_empty() {
+    // Method names, schemes, small numbers: too short to hold anything.
+    if text.len() < SHORTEST || enabled.is_empty() {
         return;
     }
+    scan_blocks(text, enabled, out);
+}
+
+/// The length of the shortest text any detector matches: an email, `a@b.cc`. Card numbers
+/// need 13 digits, SSNs 11 characters, `Basic` credentials 10, JWTs 14.
+const SHORTEST: usize = 6;
+
+fn scan_blocks(text: &str, enabled: DetectorSet, out: &mut Vec<Finding>) {
     let base = out.len();
     let b = text.as_bytes();
     let mut s = Scanner::new(text, enabled, out);
@@ -1208,6 +1217,24 @@ mod tests {
             let alone = found(&text, DetectorSet::none().with(d));
             assert!(alone.iter().all(|(x, _)| *x == d), "{d:?}: {alone:?}");
             assert!(alone.contains(&(d, want.iter().find(|(x, _)| *x == d).unwrap().1)));
+        }
+    }
+
+    #[test]
+    fn nothing_shorter_than_the_shortest_is_found() {
+        let mut out = Vec::new();
+        scan_blocks("a@b.cc", DetectorSet::all(), &mut out);
+        assert_eq!(out.len(), 1, "the bound is tight");
+        // Every string of up to SHORTEST - 1 bytes over the bytes detectors look for.
+        let alphabet = b"0123456789-@.aAbBcCeyJKIS:= ";
+        let mut rng = crate::test_rng::XorShift::seeded();
+        for _ in 0..20_000 {
+            let len = rng.below(SHORTEST);
+            let text: String = (0..len)
+                .map(|_| char::from(alphabet[rng.below(alphabet.len())]))
+                .collect();
+            scan_blocks(&text, DetectorSet::all(), &mut out);
+            assert_eq!(out.len(), 1, "{text:?}: {out:?}");
         }
     }
 

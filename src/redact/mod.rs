@@ -29,7 +29,7 @@ use json::JsonPath;
 use rules::{Compiled, CompiledRule, ALL_COOKIES};
 
 use crate::config::{ConfigError, Redaction};
-use crate::event::{attr, AuditEvent, Value};
+use crate::event::{attr, Attribute, AuditEvent, Value};
 use crate::route::RequestLine;
 
 /// Attribute key prefixes whose values Envoy or TLS derived, not text a client chose: never
@@ -72,6 +72,39 @@ fn maybe_encoded(text: &str, form_encoded: bool) -> bool {
     // `contains` on bytes is a word-at-a-time search; most texts hold neither.
     let b = text.as_bytes();
     b.contains(&b'%') || (form_encoded && b.contains(&b'+'))
+}
+
+/// What the rules do with an attribute, known from its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// A request or response header: the header name starts at this byte of the key.
+    Header(usize),
+    Query,
+    Path,
+    /// A body, with the key of its type.
+    Body(&'static str),
+    /// Anything else: only scanned (or not, see [`is_scanned`]).
+    Other,
+}
+
+impl Field {
+    /// The first byte tells most keys apart before any comparison.
+    fn of(key: &str) -> Field {
+        let header = |prefix: &str| {
+            key.starts_with(prefix)
+                .then_some(Field::Header(prefix.len()))
+        };
+        match key.as_bytes().first() {
+            Some(b'h') => header(attr::HTTP_REQUEST_HEADER)
+                .or_else(|| header(attr::HTTP_RESPONSE_HEADER))
+                .unwrap_or(Field::Other),
+            Some(b'u') if key == attr::URL_QUERY => Field::Query,
+            Some(b'u') if key == attr::URL_PATH => Field::Path,
+            Some(b'm') if key == attr::REQUEST_BODY => Field::Body(attr::REQUEST_BODY_TYPE),
+            Some(b'm') if key == attr::RESPONSE_BODY => Field::Body(attr::RESPONSE_BODY_TYPE),
+            _ => Field::Other,
+        }
+    }
 }
 
 /// Which detector found something.
@@ -183,61 +216,50 @@ impl Redactor {
         self.active_rules(e, &mut active);
         let mut fired = Fired::default();
         let mut i = 0;
-        while let Some(a) = e.attributes.get_mut(i) {
+        while let Some(a) = e.attributes.get(i) {
             // Numbers and flags hold no text: neither rules nor detectors apply.
             if matches!(a.value, Value::Int(_) | Value::Bool(_)) {
                 i += 1;
                 continue;
             }
-            let key: &str = &a.key;
-            let keep = if let Some(name) = key
-                .strip_prefix(attr::HTTP_REQUEST_HEADER)
-                .or_else(|| key.strip_prefix(attr::HTTP_RESPONSE_HEADER))
-            {
-                self.header(name, &mut a.value, &active, &mut fired)
-            } else if key == attr::URL_QUERY {
-                if self.any_query {
-                    self.with_str(&mut a.value, |s, this| {
+            let field = Field::of(&a.key);
+            let body_kind = match field {
+                Field::Body(type_key) => Some(e.get_str(type_key).unwrap_or("text").to_string()),
+                _ => None,
+            };
+            let form_encoded = field == Field::Query || body_kind.as_deref() == Some("form");
+            let Some(Attribute { key, value }) = e.attributes.get_mut(i) else {
+                break;
+            };
+            let keep = match field {
+                Field::Header(prefix) => {
+                    let name = key.get(prefix..).unwrap_or_default();
+                    self.header(name, value, &active, &mut fired)
+                }
+                Field::Query if self.any_query => {
+                    self.with_str(value, |s, this| {
                         this.list(s, ListKind::Query, &active, |r| &r.query, &mut fired)
                     });
+                    true
                 }
-                true
-            } else if key == attr::URL_PATH {
-                self.with_str(&mut a.value, |s, this| this.path(s, &active, &mut fired));
-                true
-            } else if key == attr::REQUEST_BODY || key == attr::RESPONSE_BODY {
-                let type_key = if key == attr::REQUEST_BODY {
-                    attr::REQUEST_BODY_TYPE
-                } else {
-                    attr::RESPONSE_BODY_TYPE
-                };
-                let kind = e.get_str(type_key).unwrap_or("text").to_string();
-                if let Some(a) = e.attributes.get_mut(i) {
-                    self.with_str(&mut a.value, |s, this| {
-                        this.body(s, &kind, &active, &mut fired)
-                    });
+                Field::Path => {
+                    self.with_str(value, |s, this| this.path(s, &active, &mut fired));
+                    true
                 }
-                true
-            } else {
-                true
+                Field::Body(_) => {
+                    let kind = body_kind.as_deref().unwrap_or("text");
+                    self.with_str(value, |s, this| this.body(s, kind, &active, &mut fired));
+                    true
+                }
+                Field::Query | Field::Other => true,
             };
             if !keep {
                 e.attributes.remove(i);
                 continue;
             }
-            let form_encoded = e.attributes.get(i).is_some_and(|a| {
-                a.key == attr::URL_QUERY
-                    || (a.key == attr::REQUEST_BODY
-                        && e.get_str(attr::REQUEST_BODY_TYPE) == Some("form"))
-                    || (a.key == attr::RESPONSE_BODY
-                        && e.get_str(attr::RESPONSE_BODY_TYPE) == Some("form"))
-            });
-            if let Some(a) = e.attributes.get_mut(i) {
-                if is_scanned(&a.key) {
-                    self.with_str(&mut a.value, |s, this| {
-                        this.scan_text(s, form_encoded, &mut fired)
-                    });
-                }
+            // Headers, the query, the path and bodies are text a client chose: always scanned.
+            if field != Field::Other || is_scanned(key) {
+                self.with_str(value, |s, this| this.scan_text(s, form_encoded, &mut fired));
             }
             i += 1;
         }
