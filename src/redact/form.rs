@@ -106,47 +106,62 @@ pub fn rewrite(
     mut decide: impl FnMut(&str, &str) -> Verdict,
 ) -> Option<String> {
     let plus = kind == ListKind::Query;
-    let mut out = String::with_capacity(input.len());
-    let mut changed = false;
-    for part in split_ascii(input, kind.separator()) {
-        let trimmed = if kind == ListKind::Cookie {
-            part.trim()
-        } else {
-            part
-        };
+    let trim = |part| trim_pair(kind, part);
+    // Written only from the first change on: most lists are kept as they are.
+    let mut out: Option<String> = None;
+    for (index, part) in split_ascii(input, kind.separator()).enumerate() {
+        let trimmed = trim(part);
         let mut halves = split_ascii(trimmed, b'=');
         let raw_name = halves.next().unwrap_or(trimmed);
         let raw_value = trimmed.get(raw_name.len() + 1..).unwrap_or("");
         let name = percent_decode(raw_name, plus);
         let value = percent_decode(raw_value, plus);
-        let replacement = match decide(&name, &value) {
-            Verdict::Keep => None,
-            Verdict::Replace(v) => Some(v),
-            Verdict::Drop => {
-                changed = true;
-                continue;
+        let verdict = decide(&name, &value);
+        let out = match (&mut out, &verdict) {
+            (Some(out), _) => out,
+            (None, Verdict::Keep) => continue,
+            (None, _) => {
+                // The pairs before this one were all kept.
+                let mut kept = String::with_capacity(input.len());
+                for before in split_ascii(input, kind.separator()).take(index) {
+                    push_pair(&mut kept, kind, trim(before));
+                }
+                out.insert(kept)
             }
         };
-        if !out.is_empty() {
-            out.push(char::from(kind.separator()));
-            if kind == ListKind::Cookie {
-                out.push(' ');
-            }
-        }
-        match replacement {
-            None => out.push_str(trimmed),
-            Some(v) => {
-                changed = true;
-                out.push_str(raw_name);
+        match verdict {
+            Verdict::Keep => push_pair(out, kind, trimmed),
+            Verdict::Replace(v) => {
+                push_pair(out, kind, raw_name);
                 out.push('=');
                 match kind {
-                    ListKind::Query => percent_encode_into(&v, &mut out),
+                    ListKind::Query => percent_encode_into(&v, out),
                     ListKind::Cookie => out.push_str(&v),
                 }
             }
+            Verdict::Drop => {}
         }
     }
-    changed.then_some(out)
+    out
+}
+
+/// A pair as written back: cookies lose the spaces around them.
+fn trim_pair(kind: ListKind, part: &str) -> &str {
+    match kind {
+        ListKind::Cookie => part.trim(),
+        ListKind::Query => part,
+    }
+}
+
+/// Appends `piece` to the list being written, after a separator unless it is the first.
+fn push_pair(out: &mut String, kind: ListKind, piece: &str) {
+    if !out.is_empty() {
+        out.push(char::from(kind.separator()));
+        if kind == ListKind::Cookie {
+            out.push(' ');
+        }
+    }
+    out.push_str(piece);
 }
 
 #[cfg(test)]
@@ -154,6 +169,33 @@ mod tests {
     use super::*;
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn rewrite_keeps_the_pairs_before_the_first_change() {
+        let mask_b = |n: &str, _: &str| match n {
+            "b" => Verdict::Replace("x y".into()),
+            "d" => Verdict::Drop,
+            _ => Verdict::Keep,
+        };
+        assert_eq!(rewrite("a=1&c=3", ListKind::Query, mask_b), None);
+        assert_eq!(
+            rewrite("a=1&&b=2&c=3", ListKind::Query, mask_b).as_deref(),
+            Some("a=1&&b=x%20y&c=3")
+        );
+        assert_eq!(
+            rewrite("d=4&a=1", ListKind::Query, mask_b).as_deref(),
+            Some("a=1")
+        );
+        assert_eq!(
+            rewrite("a=1&d=4", ListKind::Query, mask_b).as_deref(),
+            Some("a=1")
+        );
+        assert_eq!(
+            rewrite("a=1;c=3 ;b=2", ListKind::Cookie, mask_b).as_deref(),
+            Some("a=1; c=3; b=x y")
+        );
+        assert_eq!(rewrite(" a=1;  c=3", ListKind::Cookie, mask_b), None);
+    }
 
     #[test]
     fn split_ascii_splits_like_str_split() {
