@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -428,6 +429,50 @@ def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, rate: float, proxy_cpu:
     }
 
 
+def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: int) -> dict:
+    """Both arms saturated at the same time, both proxies on the proxy core, `windows` times.
+
+    Run one after the other, two arms see different machines: this one's speed drifts by up to
+    ±30% between adjacent 20-second windows, more than a few percent of difference between two
+    arms. Sharing one core over the same seconds, both see the same machine; the scheduler gives
+    each an even share, so the ratio of their throughputs is the inverse ratio of their cost per
+    request. Per window: each arm's responses per second, CPU µs per response and cores used."""
+
+    def both(duration: float) -> None:
+        with ThreadPoolExecutor(2) as ex:
+            runs = [ex.submit(gen.run, r.arm, r.port, duration, plan.connections) for r in (a, b)]
+            for f in runs:
+                f.result()
+
+    both(plan.warmup_s)
+    a.settle(5.0)
+    b.settle(5.0)
+    out = []
+    for _ in range(windows):
+        st0, cpu0 = [r.stats() for r in (a, b)], [T.proc_cpu_seconds(r.envoy.pid) for r in (a, b)]
+        t0 = time.monotonic()
+        both(plan.saturated_s)
+        wall = time.monotonic() - t0
+        st1, cpu1 = [r.stats() for r in (a, b)], [T.proc_cpu_seconds(r.envoy.pid) for r in (a, b)]
+        served = [s1.get(RQ_COMPLETED, 0) - s0.get(RQ_COMPLETED, 0) for s0, s1 in zip(st0, st1)]
+        cpu = [c1 - c0 for c0, c1 in zip(cpu0, cpu1)]
+        out.append({
+            "rps": [n / wall for n in served],
+            "cpu_us_per_req": [c / n * 1e6 if n else None for c, n in zip(cpu, served)],
+            "proxy_cores": [c / wall for c in cpu],
+            "throughput_ratio": served[0] / served[1] if served[1] else None,
+        })
+        a.settle(10.0)
+        b.settle(10.0)
+    cost = [w["cpu_us_per_req"] for w in out]
+    return {
+        "arms": [a.arm.name, b.arm.name],
+        "windows": out,
+        "throughput_ratio": median([w["throughput_ratio"] for w in out]),
+        "cpu_ratio": median([c[0] / c[1] if c[0] and c[1] else None for c in cost]),
+    }
+
+
 PROFILE_LINE = re.compile(r"meshaudit-probe-profile (requests=\d+ .*)$", re.M)
 
 
@@ -598,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"envoy {meta['envoy']}, {meta['load_generator']}, wasm {meta['wasm']['bytes']} bytes; workdir {workdir}")
 
     runs: dict[str, ArmRun] = {}
+    together: dict | None = None
     hostcall_profile: dict | None = None
     rss_scaling: dict | None = None
     try:
@@ -672,6 +718,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"softirq {r['softirq_on_proxy_core'] or 0:.2f}, other processes {r['other_load_on_proxy_core'] or 0:.2f}"
                 )
 
+        # redaction's cost: default and redaction off on one core at the same time
+        if "meshaudit_default" in runs and "meshaudit_noredact" in runs:
+            together = measure_together(runs["meshaudit_default"], runs["meshaudit_noredact"], gen, plan,
+                                        windows=plan.rounds)
+            log("together: meshaudit_default / meshaudit_noredact throughput "
+                + ", ".join(f"{w['throughput_ratio'] or 0:.3f}" for w in together["windows"])
+                + f" (median {together['throughput_ratio'] or 0:.3f})")
+
         # final figures: settle, collector counts, RSS
         for run in runs.values():
             st = run.settle(30.0)
@@ -710,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "meta": meta,
         "rates": rates,
+        "together": together,
         "hostcall_profile": hostcall_profile,
         "rss_scaling": rss_scaling,
         "arms": {

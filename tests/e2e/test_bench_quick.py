@@ -78,6 +78,12 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     prof = result["hostcall_profile"]
     assert prof and prof["requests"] > 0 and prof["ns_per_call"]
     assert result["rss_scaling"]["rss_kib"]["plain"]
+    together = result["together"]
+    assert together["arms"] == ["meshaudit_default", "meshaudit_noredact"]
+    assert len(together["windows"]) == 1
+    for w in together["windows"]:
+        assert all(r > 0 for r in w["rps"]) and all(c and c > 0 for c in w["cpu_us_per_req"]), w
+        assert w["throughput_ratio"] and w["throughput_ratio"] > 0, w
 
 
 def test_markdown_has_a_row_per_arm_and_the_targets(quick_run):
@@ -90,6 +96,7 @@ def test_markdown_has_a_row_per_arm_and_the_targets(quick_run):
         assert len(rows) == 1, a.name
         assert rows[0].count("|") - 1 == columns, rows[0]
     assert "## Targets" in md and "## Where the time goes" in md
+    assert "side by side, at the same time" in md
 
 
 def test_svg_is_well_formed_with_a_bar_per_compared_arm(quick_run):
