@@ -62,6 +62,28 @@ pub fn padded_words(b: &[u8]) -> [u64; 4] {
     })
 }
 
+/// The classes of a block from those of its two 16-byte halves.
+#[cfg_attr(
+    not(any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )),
+    allow(dead_code)
+)]
+fn join(lo: Classes, hi: Classes) -> Classes {
+    let join = |l: u32, h: u32| l | (h << 16);
+    Classes {
+        digit: join(lo.digit, hi.digit),
+        upper_a: join(lo.upper_a, hi.upper_a),
+        b: join(lo.b, hi.b),
+        at: join(lo.at, hi.at),
+        upper_j: join(lo.upper_j, hi.upper_j),
+        dash: join(lo.dash, hi.dash),
+        c: join(lo.c, hi.c),
+        upper_c: join(lo.upper_c, hi.upper_c),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use core::arch::x86_64::{
@@ -69,23 +91,11 @@ mod sse2 {
         _mm_set_epi64x, _mm_sub_epi8,
     };
 
-    use super::Classes;
+    use super::{join, Classes};
 
     #[target_feature(enable = "sse2")]
     pub fn classify(block: [u64; 4]) -> Classes {
-        let lo = half(vector(block, 0));
-        let hi = half(vector(block, 1));
-        let join = |l: u32, h: u32| l | (h << 16);
-        Classes {
-            digit: join(lo.digit, hi.digit),
-            upper_a: join(lo.upper_a, hi.upper_a),
-            b: join(lo.b, hi.b),
-            at: join(lo.at, hi.at),
-            upper_j: join(lo.upper_j, hi.upper_j),
-            dash: join(lo.dash, hi.dash),
-            c: join(lo.c, hi.c),
-            upper_c: join(lo.upper_c, hi.upper_c),
-        }
+        join(half(vector(block, 0)), half(vector(block, 1)))
     }
 
     /// Bytes `16 * h` to `16 * h + 16` of `block`.
@@ -120,22 +130,10 @@ mod simd128 {
         i64x2, u8x16_bitmask, u8x16_eq, u8x16_min, u8x16_splat, u8x16_sub, v128, v128_or,
     };
 
-    use super::Classes;
+    use super::{join, Classes};
 
     pub fn classify(block: [u64; 4]) -> Classes {
-        let lo = half(vector(block, 0));
-        let hi = half(vector(block, 1));
-        let join = |l: u32, h: u32| l | (h << 16);
-        Classes {
-            digit: join(lo.digit, hi.digit),
-            upper_a: join(lo.upper_a, hi.upper_a),
-            b: join(lo.b, hi.b),
-            at: join(lo.at, hi.at),
-            upper_j: join(lo.upper_j, hi.upper_j),
-            dash: join(lo.dash, hi.dash),
-            c: join(lo.c, hi.c),
-            upper_c: join(lo.upper_c, hi.upper_c),
-        }
+        join(half(vector(block, 0)), half(vector(block, 1)))
     }
 
     fn vector([w0, w1, w2, w3]: [u64; 4], h: usize) -> v128 {
