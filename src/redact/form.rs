@@ -5,8 +5,7 @@ use std::borrow::Cow;
 /// Percent-decodes `s`; with `plus_as_space`, `+` is a space (query strings and forms).
 /// Malformed escapes are kept as they are; invalid UTF-8 is replaced.
 pub fn percent_decode(s: &str, plus_as_space: bool) -> Cow<'_, str> {
-    // One pass over the (usually short) text, no searcher set up.
-    if !s.bytes().any(|b| b == b'%' || (plus_as_space && b == b'+')) {
+    if !maybe_encoded(s, plus_as_space) {
         return Cow::Borrowed(s);
     }
     let bytes = s.as_bytes();
@@ -32,6 +31,14 @@ pub fn percent_decode(s: &str, plus_as_space: bool) -> Cow<'_, str> {
         i += 1;
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Whether `s` holds a percent-escape, or with `plus_as_space` a `+` (a space in query strings
+/// and forms): whether decoding may change it. Byte searches, no searcher set up: most texts
+/// hold neither.
+pub fn maybe_encoded(s: &str, plus_as_space: bool) -> bool {
+    let b = s.as_bytes();
+    b.contains(&b'%') || (plus_as_space && b.contains(&b'+'))
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 
 use actions::Action;
 use detectors::{Detector, Finding};
-use form::{percent_decode, rewrite, ListKind, Verdict};
+use form::{maybe_encoded, percent_decode, rewrite, ListKind, Verdict};
 use json::JsonPath;
 use rules::{Compiled, CompiledRule, ALL_COOKIES};
 
@@ -65,13 +65,6 @@ pub fn is_scanned(key: &str) -> bool {
     !prefixes
         .iter()
         .any(|p| p.as_bytes().first() == Some(first) && rest.starts_with(p))
-}
-
-/// Whether `text` may hide something behind percent-escapes (or `+` for spaces in forms).
-fn maybe_encoded(text: &str, form_encoded: bool) -> bool {
-    // `contains` on bytes is a word-at-a-time search; most texts hold neither.
-    let b = text.as_bytes();
-    b.contains(&b'%') || (form_encoded && b.contains(&b'+'))
 }
 
 /// What the rules do with an attribute, known from its key.
