@@ -138,20 +138,11 @@ impl Fired {
 
 /// `name:count`, the form of one entry of `meshaudit.redaction.rules`.
 fn name_count(name: &str, count: u32) -> String {
-    let mut digits = [0u8; 10];
-    let (mut n, mut from) = (count, digits.len());
-    while let Some(d) = from.checked_sub(1).and_then(|i| digits.get_mut(i)) {
-        *d = b'0' + (n % 10) as u8;
-        (n, from) = (n / 10, from - 1);
-        if n == 0 {
-            break;
-        }
-    }
-    let digits = digits.get(from..).unwrap_or_default();
-    let mut s = String::with_capacity(name.len() + 1 + digits.len());
+    use std::fmt::Write;
+    let mut s = String::with_capacity(name.len() + 11);
     s.push_str(name);
-    s.push(':');
-    s.extend(digits.iter().map(|&d| char::from(d)));
+    // Writing into a String cannot fail.
+    let _ = write!(s, ":{count}");
     s
 }
 
