@@ -276,16 +276,23 @@ impl Redactor {
         );
     }
 
-    /// The first active rule `names` accepts, with its index.
-    fn first_rule<'r>(
+    /// The active rules, in order, with their indexes.
+    fn rules_in<'r>(
         &'r self,
-        active: &[usize],
-        mut names: impl FnMut(&'r CompiledRule) -> bool,
-    ) -> Option<(usize, &'r CompiledRule)> {
+        active: &'r [usize],
+    ) -> impl Iterator<Item = (usize, &'r CompiledRule)> + 'r {
         active
             .iter()
             .filter_map(|&i| Some((i, self.c.rules.get(i)?)))
-            .find(|(_, r)| names(r))
+    }
+
+    /// The first active rule `names` accepts, with its index.
+    fn first_rule<'r>(
+        &'r self,
+        active: &'r [usize],
+        mut names: impl FnMut(&'r CompiledRule) -> bool,
+    ) -> Option<(usize, &'r CompiledRule)> {
+        self.rules_in(active).find(|(_, r)| names(r))
     }
 
     /// Applies `f` to each string of a string or string-list value; `f` returns the new text.
@@ -374,10 +381,7 @@ impl Redactor {
     }
 
     fn path(&self, path: &str, active: &[usize], fired: &mut Fired) -> Option<String> {
-        for (index, rule) in active
-            .iter()
-            .filter_map(|&i| Some((i, self.c.rules.get(i)?)))
-        {
+        for (index, rule) in self.rules_in(active) {
             for pattern in &rule.paths {
                 let mut count = 0;
                 let new = pattern.rewrite(path, |_, seg| {
