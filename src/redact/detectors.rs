@@ -210,14 +210,9 @@ const NEEDLES: [(Detector, &str, usize, Find); 5] = [
 
 /// The index in [`NEEDLES`] of the needle whose trigger byte is `c`.
 fn needle_of(c: u8) -> Option<usize> {
-    match c {
-        b'@' => Some(0),
-        b'J' => Some(1),
-        b'-' => Some(2),
-        b'c' => Some(3),
-        b'C' => Some(4),
-        _ => None,
-    }
+    NEEDLES
+        .iter()
+        .position(|(_, needle, trigger, _)| needle.as_bytes().get(*trigger) == Some(&c))
 }
 
 /// The first ASCII `needle` at or after `from` (a char boundary), found by its byte at `rare`
