@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE))
 
 import harness as h  # noqa: E402  (tests/e2e/harness.py: render_envoy, Envoy, make_pki, ...)
 import arms as A  # noqa: E402
+import code_profile as CP  # noqa: E402
 import report  # noqa: E402
 import tools as T  # noqa: E402
 
@@ -429,48 +430,86 @@ def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, rate: float, proxy_cpu:
     }
 
 
-def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: int) -> dict:
-    """Both arms saturated at the same time, both proxies on the proxy core, `windows` times.
+def saturate_all(group: list[ArmRun], gen: LoadGen, plan: Plan, duration: float) -> None:
+    """Every arm of `group` under saturating load over the same seconds."""
+    with ThreadPoolExecutor(len(group)) as ex:
+        runs = [ex.submit(gen.run, r.arm, r.port, duration, plan.connections) for r in group]
+        for f in runs:
+            f.result()
+
+
+def measure_together(group: list[ArmRun], gen: LoadGen, plan: Plan, windows: int,
+                     perf: Path | None = None, workdir: Path | None = None) -> dict:
+    """The arms of `group` saturated at the same time, all proxies on the proxy core, `windows`
+    times; with `perf`, each proxy's CPU is also split by the code it ran (code_profile).
 
     Run one after the other, two arms see different machines: this one's speed drifts by up to
     ±30% between adjacent 20-second windows, more than a few percent of difference between two
-    arms. Sharing one core over the same seconds, both see the same machine; the scheduler gives
-    each an even share, so the ratio of their throughputs is the inverse ratio of their cost per
-    request. Per window: each arm's responses per second, CPU µs per response and cores used."""
-
-    def both(duration: float) -> None:
-        with ThreadPoolExecutor(2) as ex:
-            runs = [ex.submit(gen.run, r.arm, r.port, duration, plan.connections) for r in (a, b)]
-            for f in runs:
-                f.result()
-
-    both(plan.warmup_s)
-    a.settle(5.0)
-    b.settle(5.0)
+    arms. Sharing one core over the same seconds, all see the same machine; the scheduler gives
+    each an even share, so the ratio of two arms' throughputs is the inverse ratio of their cost
+    per request. Per window and arm: responses per second, CPU µs per response, cores used, and
+    with `perf` the µs per response of each class of code."""
+    saturate_all(group, gen, plan, plan.warmup_s)
+    for r in group:
+        r.settle(5.0)
     out = []
     for _ in range(windows):
-        st0, cpu0 = [r.stats() for r in (a, b)], [T.proc_cpu_seconds(r.envoy.pid) for r in (a, b)]
+        recs = [CP.Recording(perf, r.envoy.pid, (workdir or Path(".")) / f"perf-{r.arm.name}.data")
+                for r in group] if perf else []
+        for rec in recs:
+            rec.start()
+        st0, cpu0 = [r.stats() for r in group], [T.proc_cpu_seconds(r.envoy.pid) for r in group]
         t0 = time.monotonic()
-        both(plan.saturated_s)
+        saturate_all(group, gen, plan, plan.saturated_s)
         wall = time.monotonic() - t0
-        st1, cpu1 = [r.stats() for r in (a, b)], [T.proc_cpu_seconds(r.envoy.pid) for r in (a, b)]
+        st1, cpu1 = [r.stats() for r in group], [T.proc_cpu_seconds(r.envoy.pid) for r in group]
+        samples = [rec.stop() for rec in recs]
         served = [s1.get(RQ_COMPLETED, 0) - s0.get(RQ_COMPLETED, 0) for s0, s1 in zip(st0, st1)]
         cpu = [c1 - c0 for c0, c1 in zip(cpu0, cpu1)]
-        out.append({
+        cost = [c / n * 1e6 if n else None for c, n in zip(cpu, served)]
+        w = {
             "rps": [n / wall for n in served],
-            "cpu_us_per_req": [c / n * 1e6 if n else None for c, n in zip(cpu, served)],
+            "cpu_us_per_req": cost,
             "proxy_cores": [c / wall for c in cpu],
-            "throughput_ratio": served[0] / served[1] if served[1] else None,
-        })
-        a.settle(10.0)
-        b.settle(10.0)
-    cost = [w["cpu_us_per_req"] for w in out]
-    return {
-        "arms": [a.arm.name, b.arm.name],
+            "throughput_ratio": served[0] / served[1] if len(group) == 2 and served[1] else None,
+        }
+        if perf:
+            w["samples"] = samples
+            w["us_per_req_by_code"] = [CP.split(s, c) for s, c in zip(samples, cost)]
+        out.append(w)
+        for r in group:
+            r.settle(10.0)
+    names = [r.arm.name for r in group]
+    result = {
+        "arms": names,
         "windows": out,
-        "throughput_ratio": median([w["throughput_ratio"] for w in out]),
-        "cpu_ratio": median([c[0] / c[1] if c[0] and c[1] else None for c in cost]),
+        "median_cpu_us_per_req": {n: median([w["cpu_us_per_req"][i] for w in out]) for i, n in enumerate(names)},
     }
+    if len(group) == 2:
+        c = [w["cpu_us_per_req"] for w in out]
+        result["throughput_ratio"] = median([w["throughput_ratio"] for w in out])
+        result["cpu_ratio"] = median([x[0] / x[1] if x[0] and x[1] else None for x in c])
+        result["median_added_us_per_req"] = median([x[0] - x[1] if x[0] and x[1] else None for x in c])
+        if perf:
+            def added(w: dict, k: str) -> float | None:
+                a, b = w["us_per_req_by_code"]
+                return a[k] - b[k] if a and b else None
+
+            result["median_added_by_code"] = {k: median([added(w, k) for w in out]) for k in CP.CLASSES}
+    return result
+
+
+# Pairs measured side by side at the same time (first / second): redaction's cost, and meshaudit
+# against no logging (the same comparison as the interleaved rounds, free of the machine's drift).
+TOGETHER = [
+    ("meshaudit_default", "meshaudit_noredact"),
+    ("meshaudit_default", "plain"),
+    ("meshaudit_default_mtls", "plain_mtls"),
+]
+
+# The steps from no logging to meshaudit, each adding one thing (report.BREAKDOWN): each is
+# measured side by side with the step before it, its CPU split by code where perf can sample.
+BREAKDOWN_ARMS = ("plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshaudit_noredact", "meshaudit_default")
 
 
 PROFILE_LINE = re.compile(r"meshaudit-probe-profile (requests=\d+ .*)$", re.M)
@@ -643,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"envoy {meta['envoy']}, {meta['load_generator']}, wasm {meta['wasm']['bytes']} bytes; workdir {workdir}")
 
     runs: dict[str, ArmRun] = {}
-    together: dict | None = None
+    together: list[dict] = []
+    breakdown: dict | None = None
     hostcall_profile: dict | None = None
     rss_scaling: dict | None = None
     try:
@@ -718,13 +758,28 @@ def main(argv: list[str] | None = None) -> int:
                     f"softirq {r['softirq_on_proxy_core'] or 0:.2f}, other processes {r['other_load_on_proxy_core'] or 0:.2f}"
                 )
 
-        # redaction's cost: default and redaction off on one core at the same time
-        if "meshaudit_default" in runs and "meshaudit_noredact" in runs:
-            together = measure_together(runs["meshaudit_default"], runs["meshaudit_noredact"], gen, plan,
-                                        windows=plan.rounds)
-            log("together: meshaudit_default / meshaudit_noredact throughput "
-                + ", ".join(f"{w['throughput_ratio'] or 0:.3f}" for w in together["windows"])
-                + f" (median {together['throughput_ratio'] or 0:.3f})")
+        # pairs on one core at the same time: redaction's cost, meshaudit against no logging
+        for first, second in TOGETHER:
+            if first in runs and second in runs:
+                pair = measure_together([runs[first], runs[second]], gen, plan, windows=plan.rounds)
+                together.append(pair)
+                log(f"together: {first} / {second} throughput "
+                    + ", ".join(f"{w['throughput_ratio'] or 0:.3f}" for w in pair["windows"])
+                    + f" (median {pair['throughput_ratio'] or 0:.3f})")
+        # the breakdown: each step side by side with the step before, its CPU split by code
+        if all(n in runs for n in BREAKDOWN_ARMS):
+            perf, why = CP.perf_bin()
+            if perf is None:
+                log(f"CPU by code not measured: {why}")
+            steps = []
+            for prev, cur in zip(BREAKDOWN_ARMS, BREAKDOWN_ARMS[1:]):
+                pair = measure_together([runs[cur], runs[prev]], gen, plan, windows=plan.rounds,
+                                        perf=perf, workdir=workdir)
+                steps.append(pair)
+                log(f"step {cur} over {prev}: CPU ×{pair['cpu_ratio'] or 0:.3f}, "
+                    f"{pair['median_added_us_per_req'] or 0:+.1f} µs/req"
+                    + "".join(f", {k} {v or 0:+.1f}" for k, v in (pair.get("median_added_by_code") or {}).items()))
+            breakdown = {"steps": steps, "perf_skipped": why, "sample_hz": CP.SAMPLE_HZ}
 
         # final figures: settle, collector counts, RSS
         for run in runs.values():
@@ -765,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": meta,
         "rates": rates,
         "together": together,
+        "breakdown": breakdown,
         "hostcall_profile": hostcall_profile,
         "rss_scaling": rss_scaling,
         "arms": {

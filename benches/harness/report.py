@@ -64,12 +64,20 @@ def add_derived(result: dict) -> dict:
         if arm in arms:
             r = arms[arm]["vs_baseline"]["rps"]
             add(f"throughput ≥ {need:.2f}× no logging", arm, r, need, None if r is None else r >= need, "×")
-    together = result.get("together")
-    if together:
-        need = TARGETS["redaction_throughput_min"]
-        r = together["throughput_ratio"]
-        add(f"throughput ≥ {need:.2f}× of `meshaudit_noredact` (redaction off), both on the proxy core "
-            "at the same time", "meshaudit_default", r, need, None if r is None else r >= need, "×")
+    for pair in together_pairs(result):
+        first, second = pair["arms"]
+        r = pair["throughput_ratio"]
+        if second == "meshaudit_noredact":
+            need = TARGETS["redaction_throughput_min"]
+            add(f"throughput ≥ {need:.2f}× of `meshaudit_noredact` (redaction off), both on the proxy core "
+                "at the same time", first, r, need, None if r is None else r >= need, "×")
+        elif first in TARGETS["throughput"]:
+            need = TARGETS["throughput"][first]
+            add(f"throughput ≥ {need:.2f}× no logging, both on the proxy core at the same time",
+                first, r, need, None if r is None else r >= need, "×")
+            c = pair["cpu_ratio"]
+            add(f"CPU per request ≤ {TARGETS['cpu_ratio_max']:.2f}× no logging, at the same time",
+                first, c, TARGETS["cpu_ratio_max"], None if c is None else c <= TARGETS["cpu_ratio_max"], "×")
     for arm in DEFAULT_ARMS:
         if arm not in arms:
             continue
@@ -184,15 +192,33 @@ BREAKDOWN = [
 ]
 
 
+CODE_LABELS = {
+    "wasm": "Wasm code",
+    "envoy": "Envoy binary",
+    "kernel": "kernel",
+    "libraries": "libc etc.",
+}
+
+
 def breakdown(result: dict) -> list[str]:
     arms = result["arms"]
     if not all(name in arms for name, _, _ in BREAKDOWN):
         return []
+    steps = (result.get("breakdown") or {}).get("steps")
+    lines = steps_table(result) if steps else rounds_breakdown(result)
+    if not lines:
+        return []
+    return lines + hostcall_lines(result)
+
+
+def rounds_breakdown(result: dict) -> list[str]:
+    """The steps from each arm's rounds (results without the side-by-side steps)."""
+    arms = result["arms"]
     cpu = {n: arms[n]["median"]["cpu_us_per_req"] for n, _, _ in BREAKDOWN}
     if any(v is None for v in cpu.values()):
         return []
     lines = [
-        "## Where the time goes (proxy CPU µs per request, GET, medians)",
+        "## Where the time goes (proxy CPU µs per request, GET, medians of the rounds)",
         "",
         "| step | arm | µs/req | added by this step | share of meshaudit's cost |",
         "|---|---|---:|---:|---:|",
@@ -203,6 +229,60 @@ def breakdown(result: dict) -> list[str]:
         share = "" if added is None or total <= 0 else f"{added / total:.0%}"
         lines.append(f"| {what} | `{name}` | {cpu[name]:.1f} | {_f(added, '{:+.1f}', '')} | {share} |")
     lines += ["", f"meshaudit (default) adds {total:+.1f} µs per request over no logging.", ""]
+    return lines
+
+
+def steps_table(result: dict) -> list[str]:
+    """Each step measured side by side with the step before it (same core, same seconds)."""
+    bd = result["breakdown"]
+    by_pair = {tuple(p["arms"]): p for p in bd["steps"]}
+    classes = list(CODE_LABELS) if not bd.get("perf_skipped") else []
+    first = bd["steps"][0]
+    plain_us = first["median_cpu_us_per_req"].get(first["arms"][1])
+    lines = [
+        "## Where the time goes (proxy CPU per request, GET): each step beside the step before",
+        "",
+        "Each step is measured side by side with the one before it: both proxies on the proxy core over "
+        f"the same seconds ({len(first['windows'])} window(s), medians), so the machine's drift cancels "
+        "out of each step's ratio and difference."
+        + (f" The last columns split what a step adds by the code that ran it: perf samples ({bd['sample_hz']} Hz) "
+           "of both proxies, classed by mapping, times each proxy's CPU per request. Wasm code is what V8 "
+           "compiled the module to; the Envoy binary holds Envoy, V8's runtime and the proxy-wasm host "
+           "(host calls, header maps, CEL)." if classes else ""),
+        "",
+        "| step | arm | CPU × the step before | µs/req added | " + "".join(f"{CODE_LABELS[c]} | " for c in classes),
+        "|---|---|---:|---:|" + "---:|" * len(classes),
+        f"| {BREAKDOWN[0][2]} | `{BREAKDOWN[0][0]}` | {_f(plain_us, '{:.1f} µs/req')} | | " + "| " * len(classes),
+    ]
+    chained, total = 1.0, 0.0
+    sums = dict.fromkeys(classes, 0.0)
+    for name, prev, what in BREAKDOWN[1:]:
+        p = by_pair.get((name, prev))
+        if p is None or p["cpu_ratio"] is None:
+            return []
+        chained *= p["cpu_ratio"]
+        total += p["median_added_us_per_req"] or 0.0
+        code = p.get("median_added_by_code") or {}
+        for c in classes:
+            sums[c] += code.get(c) or 0.0
+        lines.append(f"| {what} | `{name}` | {_x(p['cpu_ratio'])} | {_f(p['median_added_us_per_req'], '{:+.1f}')} | "
+                     + "".join(f"{_f(code.get(c), '{:+.1f}')} | " for c in classes))
+    lines += ["", f"Chained, the steps make meshaudit (default) {chained:.2f}× the CPU of no logging "
+              f"({total:+.1f} µs per request)"]
+    direct = next((p for p in together_pairs(result) if p["arms"] == ["meshaudit_default", "plain"]), None)
+    lines[-1] += (f"; measured directly side by side, {_x(direct['cpu_ratio'])}." if direct else ".")
+    if classes:
+        lines.append("Of what meshaudit adds: " + ", ".join(f"{CODE_LABELS[c]} {sums[c]:+.1f} µs" for c in classes)
+                     + ". Were meshaudit's own code free, the rest would still make it "
+                     f"{(plain_us + total - sums['wasm']) / plain_us:.2f}× no logging." if plain_us else "")
+    elif bd.get("perf_skipped"):
+        lines.append(f"CPU by code not measured: {bd['perf_skipped']}.")
+    lines.append("")
+    return lines
+
+
+def hostcall_lines(result: dict) -> list[str]:
+    lines: list[str] = []
     prof = result.get("hostcall_profile")
     if prof:
         calls = prof["ns_per_call"]
@@ -246,17 +326,35 @@ def rss_section(result: dict) -> list[str]:
     return lines
 
 
-def together_section(result: dict) -> list[str]:
+def together_pairs(result: dict) -> list[dict]:
+    """The pairs measured at the same time (older results hold one pair, not a list)."""
     t = result.get("together")
     if not t:
         return []
+    return [t] if isinstance(t, dict) else t
+
+
+def together_section(result: dict) -> list[str]:
+    pairs = together_pairs(result)
+    if not pairs:
+        return []
+    lines = [
+        "## Pairs side by side, at the same time",
+        "",
+        "Both proxies of a pair pinned to the proxy core and saturated over the same seconds: the "
+        "scheduler shares the core evenly, so the throughput ratio is the inverse ratio of the cost per "
+        "request, and the machine's drift between windows hits both alike.",
+        "",
+    ]
+    for t in pairs:
+        lines += pair_table(t)
+    return lines
+
+
+def pair_table(t: dict) -> list[str]:
     a, b = t["arms"]
     lines = [
-        f"## `{a}` and `{b}` side by side, at the same time",
-        "",
-        "Both proxies pinned to the proxy core and saturated over the same seconds: the scheduler "
-        "shares the core evenly, so the throughput ratio is the inverse ratio of the cost per request, "
-        "and the machine's drift between windows hits both alike.",
+        f"### `{a}` and `{b}`",
         "",
         f"| window | `{a}` req/s | `{b}` req/s | throughput ratio | `{a}` CPU µs/req | `{b}` CPU µs/req "
         "| cores used |",

@@ -79,11 +79,38 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     assert prof and prof["requests"] > 0 and prof["ns_per_call"]
     assert result["rss_scaling"]["rss_kib"]["plain"]
     together = result["together"]
-    assert together["arms"] == ["meshaudit_default", "meshaudit_noredact"]
-    assert len(together["windows"]) == 1
-    for w in together["windows"]:
-        assert all(r > 0 for r in w["rps"]) and all(c and c > 0 for c in w["cpu_us_per_req"]), w
-        assert w["throughput_ratio"] and w["throughput_ratio"] > 0, w
+    assert [t["arms"] for t in together] == [
+        ["meshaudit_default", "meshaudit_noredact"], ["meshaudit_default", "plain"],
+        ["meshaudit_default_mtls", "plain_mtls"],
+    ]
+    for pair in together:
+        assert len(pair["windows"]) == 1
+        for w in pair["windows"]:
+            assert all(r > 0 for r in w["rps"]) and all(c and c > 0 for c in w["cpu_us_per_req"]), w
+            assert w["throughput_ratio"] and w["throughput_ratio"] > 0, w
+    same_time = {t["arm"] for t in result["targets"] if "at the same time" in t["target"]}
+    assert same_time == {"meshaudit_default", "meshaudit_default_mtls"}, same_time
+    bd = result["breakdown"]
+    steps = ["plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshaudit_noredact", "meshaudit_default"]
+    assert [p["arms"] for p in bd["steps"]] == [[cur, prev] for prev, cur in zip(steps, steps[1:])]
+    for pair in bd["steps"]:
+        (w,) = pair["windows"]
+        assert all(c and c > 0 for c in w["cpu_us_per_req"]), pair["arms"]
+        assert pair["cpu_ratio"] > 0 and pair["median_added_us_per_req"] is not None, pair["arms"]
+        if bd["perf_skipped"]:  # perf is optional: missing or not allowed here
+            assert "samples" not in w and "median_added_by_code" not in pair
+            continue
+        for i, name in enumerate(pair["arms"]):
+            assert sum(w["samples"][i].values()) > 0, name
+            us = w["us_per_req_by_code"][i]
+            assert abs(sum(us.values()) - w["cpu_us_per_req"][i]) < 1e-6 * w["cpu_us_per_req"][i], name
+            if name == "plain":
+                assert w["samples"][i]["envoy"] > 0 and w["samples"][i]["wasm"] == 0, "no Wasm code without Wasm"
+            if name == "meshaudit_default":
+                assert w["samples"][i]["wasm"] > 0, "the module's compiled code was sampled"
+        assert set(pair["median_added_by_code"]) == {"wasm", "envoy", "kernel", "libraries"}
+    if bd["perf_skipped"]:
+        assert "perf" in bd["perf_skipped"], bd["perf_skipped"]
 
 
 def test_markdown_has_a_row_per_arm_and_the_targets(quick_run):
@@ -97,6 +124,7 @@ def test_markdown_has_a_row_per_arm_and_the_targets(quick_run):
         assert rows[0].count("|") - 1 == columns, rows[0]
     assert "## Targets" in md and "## Where the time goes" in md
     assert "side by side, at the same time" in md
+    assert "each step beside the step before" in md
 
 
 def test_svg_is_well_formed_with_a_bar_per_compared_arm(quick_run):
