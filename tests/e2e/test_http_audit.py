@@ -97,6 +97,7 @@ def test_sidecar_yaml_shape():
     assert {c["name"] for c in cfg["static_resources"]["clusters"]} == {"inbound|8080||", "meshaudit_collector"}
     plugin = harness.plugin_config_of(cfg)
     assert plugin["collector"]["cluster"] == "meshaudit_collector"
+    assert plugin["mode"] == "http", "an HTTP filter says so: no host call per request to tell"
     for tc in harness.meshaudit_filters(cfg):
         vm = tc["config"]["vm_config"]
         assert vm["runtime"] == "envoy.wasm.runtime.v8" and vm["vm_id"] == ""
@@ -561,6 +562,26 @@ def test_metrics_match_traffic(sidecar, run_id):
         message=lambda: f"upstream_rq_2xx of meshaudit_collector == batches_sent ({batches}): "
         f"{sidecar.envoy.all_stats('cluster.meshaudit_collector.upstream_rq')}",
     )
+
+
+def test_auto_mode_audits_http_requests(wasm, pki, tmp_path, run_id):
+    """sidecar.yaml with "mode" removed: the module tells by itself, per new context, that it
+    runs as an HTTP filter (the shipped configurations say `"mode": "http"`)."""
+    import yaml
+
+    stack = harness.Stack(tmp_path, kind=harness.SIDECAR, wasm=wasm, pki=pki,
+                          plugin_config_overrides={**harness.TEST_PLUGIN_CONFIG, "mode": harness.DELETE})
+    with harness.running(stack):
+        assert "mode" not in harness.plugin_config_of(yaml.safe_load(stack.envoy.config.read_text()))
+        path = f"/auto/{run_id}"
+        assert stack.request(path, method="PUT", body=b"x").status == 200
+        (rec,) = stack.records_for_path(path)
+        stack.wait_settled()
+        log = stack.envoy.log_text()
+    assert rec.event_name == "meshaudit.http", rec.event_name
+    assert (rec.attr("http.request.method"), rec.attr("http.response.status_code")) == ("PUT", 200)
+    assert not [r for r in stack.records() if r.event_name != "meshaudit.http"], "no connection events"
+    assert "invalid configuration" not in log
 
 
 def test_request_attributes_come_from_one_host_call(sidecar, run_id):
