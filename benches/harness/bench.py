@@ -500,11 +500,14 @@ def measure_together(group: list[ArmRun], gen: LoadGen, plan: Plan, windows: int
 
 
 # Pairs measured side by side at the same time (first / second): redaction's cost, and meshaudit
-# against no logging (the same comparison as the interleaved rounds, free of the machine's drift).
+# and Envoy's own loggers against no logging (the comparisons of the interleaved rounds, free of
+# the machine's drift).
 TOGETHER = [
     ("meshaudit_default", "meshaudit_noredact"),
     ("meshaudit_default", "plain"),
     ("meshaudit_default_mtls", "plain_mtls"),
+    ("file_json", "plain"),
+    ("otel_grpc", "plain"),
 ]
 
 # The steps from no logging to meshaudit, each adding one thing (report.BREAKDOWN): each is

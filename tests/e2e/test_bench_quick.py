@@ -81,7 +81,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     together = result["together"]
     assert [t["arms"] for t in together] == [
         ["meshaudit_default", "meshaudit_noredact"], ["meshaudit_default", "plain"],
-        ["meshaudit_default_mtls", "plain_mtls"],
+        ["meshaudit_default_mtls", "plain_mtls"], ["file_json", "plain"], ["otel_grpc", "plain"],
     ]
     for pair in together:
         assert len(pair["windows"]) == 1
