@@ -20,6 +20,8 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -28,16 +30,24 @@ SAMPLE_HZ = 999
 
 
 def perf_bin() -> tuple[Path | None, str]:
-    """`perf`, if it can sample a process here; else None and why not."""
+    """`perf`, if it can sample a process here (tried on a short busy child); else None and why
+    not."""
     p = shutil.which("perf")
     if not p:
         return None, "perf not found (Debian: linux-perf)"
-    try:
-        out = subprocess.run([p, "stat", "-e", "cpu-clock", "true"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        return None, f"perf does not run: {e}"
-    if out.returncode != 0:
-        return None, f"perf cannot count here: {(out.stderr.strip().splitlines() or ['?'])[-1]}"
+    with tempfile.TemporaryDirectory(prefix="meshaudit-perf-") as tmp:
+        data = Path(tmp) / "check.data"
+        busy = [sys.executable, "-c", "import time\nt = time.monotonic()\nwhile time.monotonic() - t < 0.2: pass"]
+        try:
+            rec = subprocess.run([p, "record", "-q", "-e", "cpu-clock", "-F", str(SAMPLE_HZ), "-o", str(data), "--", *busy],
+                                 capture_output=True, text=True, timeout=60)
+            if rec.returncode != 0:
+                return None, f"perf cannot sample here: {(rec.stderr.strip().splitlines() or ['?'])[-1]}"
+            out = subprocess.run([p, "script", "-i", str(data), "-F", "ip"], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, f"perf does not run: {e}"
+        if not out.stdout.strip():
+            return None, "perf recorded no samples of a busy process"
     return Path(p), ""
 
 
