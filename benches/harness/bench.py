@@ -438,24 +438,23 @@ def saturate_all(group: list[ArmRun], gen: LoadGen, plan: Plan, duration: float)
             f.result()
 
 
-def measure_together(group: list[ArmRun], gen: LoadGen, plan: Plan, windows: int,
-                     perf: Path | None = None, workdir: Path | None = None) -> dict:
-    """The arms of `group` saturated at the same time, all proxies on the proxy core, `windows`
+def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: int, perf: Path | None = None) -> dict:
+    """Arms `a` and `b` saturated at the same time, both proxies on the proxy core, `windows`
     times; with `perf`, each proxy's CPU is also split by the code it ran (code_profile).
 
     Run one after the other, two arms see different machines: this one's speed drifts by up to
     ±30% between adjacent 20-second windows, more than a few percent of difference between two
-    arms. Sharing one core over the same seconds, all see the same machine; the scheduler gives
-    each an even share, so the ratio of two arms' throughputs is the inverse ratio of their cost
-    per request. Per window and arm: responses per second, CPU µs per response, cores used, and
-    with `perf` the µs per response of each class of code."""
+    arms. Sharing one core over the same seconds, both see the same machine; the scheduler gives
+    each an even share, so the ratio of their throughputs is the inverse ratio of their cost per
+    request. Per window and arm: responses per second, CPU µs per response, cores used, and with
+    `perf` the µs per response of each class of code."""
+    group = [a, b]
     saturate_all(group, gen, plan, plan.warmup_s)
     for r in group:
         r.settle(5.0)
     out = []
     for _ in range(windows):
-        recs = [CP.Recording(perf, r.envoy.pid, (workdir or Path(".")) / f"perf-{r.arm.name}.data")
-                for r in group] if perf else []
+        recs = [CP.Recording(perf, r.envoy.pid) for r in group] if perf else []
         for rec in recs:
             rec.start()
         st0, cpu0 = [r.stats() for r in group], [T.proc_cpu_seconds(r.envoy.pid) for r in group]
@@ -471,7 +470,7 @@ def measure_together(group: list[ArmRun], gen: LoadGen, plan: Plan, windows: int
             "rps": [n / wall for n in served],
             "cpu_us_per_req": cost,
             "proxy_cores": [c / wall for c in cpu],
-            "throughput_ratio": served[0] / served[1] if len(group) == 2 and served[1] else None,
+            "throughput_ratio": served[0] / served[1] if served[1] else None,
         }
         if perf:
             w["samples"] = samples
@@ -479,23 +478,21 @@ def measure_together(group: list[ArmRun], gen: LoadGen, plan: Plan, windows: int
         out.append(w)
         for r in group:
             r.settle(10.0)
-    names = [r.arm.name for r in group]
+    costs = [w["cpu_us_per_req"] for w in out]
     result = {
-        "arms": names,
+        "arms": [a.arm.name, b.arm.name],
         "windows": out,
-        "median_cpu_us_per_req": {n: median([w["cpu_us_per_req"][i] for w in out]) for i, n in enumerate(names)},
+        "median_cpu_us_per_req": {r.arm.name: median([c[i] for c in costs]) for i, r in enumerate(group)},
+        "throughput_ratio": median([w["throughput_ratio"] for w in out]),
+        "cpu_ratio": median([ca / cb if ca and cb else None for ca, cb in costs]),
+        "median_added_us_per_req": median([ca - cb if ca and cb else None for ca, cb in costs]),
     }
-    if len(group) == 2:
-        c = [w["cpu_us_per_req"] for w in out]
-        result["throughput_ratio"] = median([w["throughput_ratio"] for w in out])
-        result["cpu_ratio"] = median([x[0] / x[1] if x[0] and x[1] else None for x in c])
-        result["median_added_us_per_req"] = median([x[0] - x[1] if x[0] and x[1] else None for x in c])
-        if perf:
-            def added(w: dict, k: str) -> float | None:
-                a, b = w["us_per_req_by_code"]
-                return a[k] - b[k] if a and b else None
+    if perf:
+        def added(w: dict, k: str) -> float | None:
+            ua, ub = w["us_per_req_by_code"]
+            return ua[k] - ub[k] if ua and ub else None
 
-            result["median_added_by_code"] = {k: median([added(w, k) for w in out]) for k in CP.CLASSES}
+        result["median_added_by_code"] = {k: median([added(w, k) for w in out]) for k in CP.CLASSES}
     return result
 
 
@@ -764,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         # pairs on one core at the same time: redaction's cost, meshaudit against no logging
         for first, second in TOGETHER:
             if first in runs and second in runs:
-                pair = measure_together([runs[first], runs[second]], gen, plan, windows=plan.rounds)
+                pair = measure_together(runs[first], runs[second], gen, plan, windows=plan.rounds)
                 together.append(pair)
                 log(f"together: {first} / {second} throughput "
                     + ", ".join(f"{w['throughput_ratio'] or 0:.3f}" for w in pair["windows"])
@@ -776,8 +773,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"CPU by code not measured: {why}")
             steps = []
             for prev, cur in zip(BREAKDOWN_ARMS, BREAKDOWN_ARMS[1:]):
-                pair = measure_together([runs[cur], runs[prev]], gen, plan, windows=plan.rounds,
-                                        perf=perf, workdir=workdir)
+                pair = measure_together(runs[cur], runs[prev], gen, plan, windows=plan.rounds, perf=perf)
                 steps.append(pair)
                 log(f"step {cur} over {prev}: CPU ×{pair['cpu_ratio'] or 0:.3f}, "
                     f"{pair['median_added_us_per_req'] or 0:+.1f} µs/req"

@@ -17,6 +17,7 @@ skipped with the reason, and the rest of the benchmark stands.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -64,22 +65,26 @@ def classify(dso: str) -> str:
 
 
 class Recording:
-    """`perf record` of one process, from `start()` to `stop()`."""
+    """`perf record` of one process, from `start()` to `stop()`, into a temporary file."""
 
-    def __init__(self, perf: Path, pid: int, out: Path) -> None:
-        self.perf, self.pid, self.out = perf, pid, out
+    def __init__(self, perf: Path, pid: int) -> None:
+        self.perf, self.pid = perf, pid
+        fd, name = tempfile.mkstemp(prefix="meshaudit-perf-", suffix=".data")
+        os.close(fd)
+        self.out = Path(name)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [str(self.perf), "record", "-q", "-e", "cpu-clock", "-F", str(SAMPLE_HZ), "-p", str(self.pid),
              "-o", str(self.out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 
     def stop(self) -> dict[str, int]:
         """Ends the recording; samples per class."""
         if self.proc is None:
+            self.out.unlink(missing_ok=True)
             return {}
         self.proc.send_signal(signal.SIGINT)
         try:
