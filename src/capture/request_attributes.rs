@@ -1,6 +1,12 @@
-//! The attributes meshaudit reads for every HTTP request, and the CEL list that reads them in
+//! The attributes meshaudit reads for every HTTP request, and the CEL lists that read them in
 //! one host call (see `snapshot`). Dependency-free, so that the benchmark's probe filter
 //! (benches/harness/probe-filter) reads exactly the same list.
+//!
+//! An absent attribute fails a whole CEL evaluation, so the list can guard each element with
+//! `has()`; but guards cost: in Envoy 1.40 the fully guarded list takes ~9 µs per evaluation,
+//! the list guarding only what ordinary requests lack ~5.5 µs. meshaudit evaluates the
+//! [`Guards::OftenAbsent`] list and, for requests where it fails (local replies without an
+//! upstream, resets before a response), the [`Guards::All`] one.
 
 /// The attributes read for every HTTP request (`capture::http`), in list order.
 pub const PATHS: &[&[&str]] = &[
@@ -22,13 +28,30 @@ pub const PATHS: &[&[&str]] = &[
     &["upstream", "tls_version"],
 ];
 
+/// Attributes an ordinary proxied request lacks: the upstream's TLS version on a plaintext
+/// upstream connection.
+const OFTEN_ABSENT: &[&[&str]] = &[&["upstream", "tls_version"]];
+
+/// Which elements of the list are guarded with `has()` (absent ones evaluate to `false`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guards {
+    /// Only what ordinary requests lack: cheaper, but fails where anything else is absent.
+    OftenAbsent,
+    /// Every element: never fails for an absent attribute.
+    All,
+}
+
 /// The CEL list expression over [`PATHS`].
-pub fn expression() -> String {
+pub fn expression(guards: Guards) -> String {
     let items: Vec<String> = PATHS
         .iter()
         .map(|p| {
             let name = p.join(".");
-            format!("has({name}) ? {name} : false")
+            if guards == Guards::All || OFTEN_ABSENT.contains(p) {
+                format!("has({name}) ? {name} : false")
+            } else {
+                name
+            }
         })
         .collect();
     format!("[{}]", items.join(", "))

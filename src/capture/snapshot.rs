@@ -7,12 +7,13 @@
 //! once per worker, and evaluating it returns every value in one call (measured in `make bench`:
 //! the `wasm_cel` against the `wasm_hostcalls` arm).
 //!
-//! Absent attributes would fail the whole evaluation, so each element is guarded with `has()`
-//! and is `false` (one zero byte, a shape no integer or address takes) when absent. The list
+//! An absent attribute fails the whole evaluation unless its element is guarded with `has()`;
+//! a guarded element is `false` (one zero byte, a shape no integer or address takes) when
+//! absent (see `request_attributes` for which list guards what). The list
 //! comes back in proxy-wasm's pairs encoding with each element as a key; [`Snapshot`] decodes it
 //! and answers the capture code's reads from it, passing any other path to the host.
 
-pub use super::request_attributes::{expression, PATHS};
+pub use super::request_attributes::{expression, Guards, PATHS};
 use super::{decode, Host};
 
 /// What an absent element evaluates to: CEL `false`, serialized as one zero byte.
@@ -84,11 +85,15 @@ mod tests {
     }
 
     #[test]
-    fn expression_guards_every_path() {
-        let e = expression();
-        assert!(e.starts_with("[has(connection.id) ? connection.id : false, "));
-        assert_eq!(e.matches("has(").count(), PATHS.len());
-        assert!(e.ends_with("upstream.tls_version : false]"));
+    fn expression_guards_every_path_or_only_the_often_absent_ones() {
+        let all = expression(Guards::All);
+        assert!(all.starts_with("[has(connection.id) ? connection.id : false, "));
+        assert_eq!(all.matches("has(").count(), PATHS.len());
+        assert!(all.ends_with("upstream.tls_version : false]"));
+        let few = expression(Guards::OftenAbsent);
+        assert!(few.starts_with("[connection.id, request.time, "));
+        assert_eq!(few.matches("has(").count(), 1);
+        assert!(few.ends_with(", has(upstream.tls_version) ? upstream.tls_version : false]"));
     }
 
     #[test]

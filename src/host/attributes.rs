@@ -1,36 +1,66 @@
-//! Per-request attributes in one host call: the CEL list of `capture::snapshot`, compiled once
+//! Per-request attributes in one host call: the CEL lists of `capture::snapshot`, compiled once
 //! per worker with Envoy's `expr_create` and evaluated per request with `expr_evaluate`. Where
 //! the host has no CEL (or evaluation keeps failing), attributes are read one by one.
 
 use log::{info, warn};
 
 use super::abi::{self, EnvoyHost};
-use crate::capture::snapshot::{self, Snapshot};
+use crate::capture::snapshot::{self, Guards, Snapshot};
 
-/// Consecutive failed evaluations after which the worker reads attributes one by one.
+/// Consecutive failed evaluations of the guarded list after which the worker reads attributes
+/// one by one.
 const GIVE_UP_AFTER: u32 = 8;
+/// Requests that go straight to the guarded list after the cheaper one failed: where local
+/// replies come in a run (a flood of 404s, an outage), the cheaper list is not tried (and
+/// failed) for each of them.
+const STAY_GUARDED_FOR: u32 = 64;
 
 pub struct AttributeReader {
-    /// The compiled expression's token, while it is usable.
-    token: Option<Vec<u8>>,
+    /// The compiled lists' tokens, while usable: the list guarding only what ordinary requests
+    /// lack, and the fully guarded one.
+    cheap: Option<Vec<u8>>,
+    guarded: Option<Vec<u8>>,
+    /// Requests left that skip the cheap list.
+    stay_guarded: u32,
     failures: u32,
+}
+
+fn compile(guards: Guards) -> Option<Vec<u8>> {
+    abi::foreign("expr_create", snapshot::expression(guards).as_bytes())
+}
+
+fn evaluate(token: &[u8]) -> Option<Snapshot<'static, EnvoyHost>> {
+    abi::foreign("expr_evaluate", token).and_then(|bytes| Snapshot::decode(bytes, &EnvoyHost))
 }
 
 impl AttributeReader {
     pub fn new() -> AttributeReader {
-        let token = abi::foreign("expr_create", snapshot::expression().as_bytes());
-        match token {
+        let guarded = compile(Guards::All);
+        let cheap = guarded.as_ref().and_then(|_| compile(Guards::OftenAbsent));
+        match guarded {
             Some(_) => info!("meshaudit: request attributes: one host call per request (CEL)"),
             None => warn!("meshaudit: the host cannot evaluate CEL (expr_create); reading request attributes one by one"),
         }
-        AttributeReader { token, failures: 0 }
+        AttributeReader {
+            cheap,
+            guarded,
+            stay_guarded: 0,
+            failures: 0,
+        }
     }
 
-    /// This request's attributes from one evaluation; `None`: read them from the host one by one.
+    /// This request's attributes from one evaluation (two where the cheap list fails); `None`:
+    /// read them from the host one by one.
     pub fn read(&mut self) -> Option<Snapshot<'static, EnvoyHost>> {
-        let token = self.token.as_ref()?;
-        let snap = abi::foreign("expr_evaluate", token)
-            .and_then(|bytes| Snapshot::decode(bytes, &EnvoyHost));
+        if self.stay_guarded > 0 {
+            self.stay_guarded -= 1;
+        } else if let Some(token) = &self.cheap {
+            if let Some(snap) = evaluate(token) {
+                return Some(snap);
+            }
+            self.stay_guarded = STAY_GUARDED_FOR;
+        }
+        let snap = evaluate(self.guarded.as_ref()?);
         if snap.is_some() {
             self.failures = 0;
         } else {
@@ -44,7 +74,10 @@ impl AttributeReader {
     }
 
     fn release(&mut self) {
-        if let Some(token) = self.token.take() {
+        for token in [self.cheap.take(), self.guarded.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = abi::foreign("expr_delete", &token);
         }
     }
