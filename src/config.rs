@@ -80,6 +80,23 @@ pub enum Mode {
     Http,
     /// A network filter (`envoy.filters.network.wasm`, Istio `type: NETWORK`).
     Tcp,
+    /// An access logger (`envoy.access_loggers.wasm` under an HTTP connection manager): one
+    /// event per finished request without a context per request, the cheapest way to audit
+    /// HTTP. It sees a request only once it is over: no bodies, nothing to refuse.
+    #[serde(rename = "access_log")]
+    AccessLog,
+}
+
+impl Mode {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+            Mode::AccessLog => "access_log",
+        }
+    }
 }
 
 /// Export protocol.
@@ -457,13 +474,29 @@ impl Config {
                 });
             }
         }
-        if self.mode == Mode::Http && (self.interim_interval_ms > 0 || self.emit_on_open) {
+        if self.mode == Mode::AccessLog {
+            if let Some(field) = self.filter_only_field() {
+                return Err(ConfigError {
+                    field: field.into(),
+                    reason: "needs the HTTP filter, and mode is \"access_log\" (an access logger sees a request only once it is over: no body, nothing to refuse)".into(),
+                });
+            }
+        }
+        if matches!(self.mode, Mode::Http | Mode::AccessLog)
+            && (self.interim_interval_ms > 0 || self.emit_on_open)
+        {
             let field = if self.emit_on_open {
                 "emit_on_open"
             } else {
                 "interim_interval_ms"
             };
-            return fail(field, "applies to network filters, and mode is \"http\"");
+            return Err(ConfigError {
+                field: field.into(),
+                reason: format!(
+                    "applies to network filters, and mode is \"{}\"",
+                    self.mode.name()
+                ),
+            });
         }
         if self.interim_interval_ms > 0 && self.interim_interval_ms < 1000 {
             return fail("interim_interval_ms", "must be 0 (off) or at least 1000");
@@ -513,6 +546,17 @@ impl Config {
         }
         if !self.redaction.rules.is_empty() {
             return Some("redaction.rules");
+        }
+        None
+    }
+
+    /// The first setting only the HTTP filter can honour (not an access logger), if any is set.
+    pub fn filter_only_field(&self) -> Option<&'static str> {
+        if !self.body_capture.is_empty() {
+            return Some("body_capture");
+        }
+        if self.routes.iter().any(|r| r.fail_closed) {
+            return Some("routes");
         }
         None
     }
@@ -653,6 +697,29 @@ mod tests {
             (Mode::Tcp, 60000, true)
         );
         assert_eq!(Config::default().http_only_field(), None);
+    }
+
+    #[test]
+    fn access_log_mode_refuses_what_only_the_http_filter_can_do() {
+        let body = br#"{"mode": "access_log", "body_capture": [{"match": {"path_prefix": "/v1"}, "max_bytes": 1024}]}"#;
+        let e = Config::parse(body).unwrap_err();
+        assert_eq!(e.field, "body_capture");
+        assert!(e.reason.contains("access logger"), "{e}");
+        let e = Config::parse(
+            br#"{"mode": "access_log", "routes": [{"match": {"path_prefix": "/pay"}, "fail_closed": true}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "routes");
+        let e =
+            Config::parse(br#"{"mode": "access_log", "interim_interval_ms": 60000}"#).unwrap_err();
+        assert_eq!(e.field, "interim_interval_ms");
+        assert!(e.reason.contains("\"access_log\""), "{e}");
+        let ok = Config::parse(
+            br#"{"mode": "access_log", "request_headers": ["x-a"], "routes": [{"match": {"path_prefix": "/pay"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.mode, Mode::AccessLog);
+        assert_eq!(Config::default().filter_only_field(), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@ free ports, absolute paths), then changed only in what the arm is about:
 - Envoy's OpenTelemetry access logger: no meshaudit, `envoy.access_loggers.open_telemetry`
   over gRPC (an HTTP/2 cluster) to a Rotel collector, with the same fields as attributes;
 - meshaudit: the filter with the configuration sidecar.yaml ships (the defaults), or another
-  plugin configuration (heavy, minimal).
+  plugin configuration (heavy, minimal); or the same module and defaults loaded as an access
+  logger (`envoy.access_loggers.wasm`) instead of an HTTP filter.
 
 The application behind every proxy is one "upstream" Envoy with direct_response routes (see
 `upstream_config`), so it is never the bottleneck.
@@ -188,6 +189,7 @@ class Arm:
     baseline: str = "plain"  # the no-logging arm its ratios are taken against
     diagnostic: bool = False
     probe_mode: str | None = None  # probe: "noop", "hostcalls" or "cel"
+    access_log: bool = False  # meshaudit loaded as an access logger, not as an HTTP filter
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -202,6 +204,8 @@ ARMS: list[Arm] = [
     Arm("file_json", "Envoy file access log (JSON)", "file"),
     Arm("otel_grpc", "Envoy OpenTelemetry access log (gRPC)", "otel"),
     Arm("meshaudit_default", "meshaudit, default config", "meshaudit"),
+    Arm("meshaudit_log", "meshaudit as an access logger, default config", "meshaudit",
+        plugin_config={"mode": "access_log"}, access_log=True),
     Arm(
         "meshaudit_minimal",
         "meshaudit, no redaction, no headers (diagnostic)",
@@ -328,6 +332,7 @@ def proxy_config(
         plugin_config_overrides=overrides,
         plugin_config_replace=replace,
         drop_wasm=drop,
+        access_log=arm.access_log,
         name=f"proxy-{arm.name}.yaml",
     )
     cfg = yaml.safe_load(config.read_text())

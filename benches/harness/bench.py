@@ -502,6 +502,8 @@ def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: in
 TOGETHER = [
     ("meshaudit_default", "meshaudit_noredact"),
     ("meshaudit_default", "plain"),
+    ("meshaudit_log", "plain"),
+    ("meshaudit_log", "meshaudit_default"),
     ("meshaudit_default_mtls", "plain_mtls"),
     ("file_json", "plain"),
     ("otel_grpc", "plain"),

@@ -136,19 +136,22 @@ impl HttpContext for AuditHttp {
             return;
         };
         let Some(worker) = guard.as_mut() else { return };
-        let mut event = match worker.attributes.read() {
-            Some(snapshot) => build_event(worker, &snapshot),
-            None => build_event(worker, &EnvoyHost),
-        };
+        let mut event = request_event(worker);
         if let Some(body) = self.request_body.take() {
             body.finish(Side::Request, &mut event);
         }
         if let Some(body) = self.response_body.take() {
             body.finish(Side::Response, &mut event);
         }
-        let now_ms = event.observed_unix_nano / 1_000_000;
-        worker.pipeline.accept(event, now_ms);
-        worker.log_fallback();
+        worker.record(event);
+    }
+}
+
+/// The event of the request being logged (body attributes aside).
+pub fn request_event(worker: &mut Worker) -> AuditEvent {
+    match worker.attributes.read() {
+        Some(snapshot) => build_event(worker, &snapshot),
+        None => build_event(worker, &EnvoyHost),
     }
 }
 

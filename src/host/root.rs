@@ -24,6 +24,7 @@ use crate::capture::{decode, node};
 use crate::config::{Config, Fallback, Mode, Protocol};
 use crate::deliver::outcome::{classify, classify_grpc, Answer, Outcome};
 use crate::encode::otlp;
+use crate::event::AuditEvent;
 use crate::pipeline::{self, Export, Pipeline};
 use crate::route::Route;
 
@@ -47,9 +48,19 @@ pub struct Worker {
     pub connections_open: std::collections::HashMap<u32, Rc<RefCell<TcpConnection>>>,
     /// Whether a network-filter context was seen with HTTP-only settings (logged once).
     pub warned_http_only: bool,
+    /// Whether the access logger was called with settings only the HTTP filter honours
+    /// (logged once).
+    pub warned_filter_only: bool,
 }
 
 impl Worker {
+    /// Hands a request's finished event to the pipeline.
+    pub fn record(&mut self, event: AuditEvent) {
+        let now_ms = event.observed_unix_nano / 1_000_000;
+        self.pipeline.accept(event, now_ms);
+        self.log_fallback();
+    }
+
     /// Writes the fallback lines (events the buffer could not hold) to Envoy's log.
     pub fn log_fallback(&mut self) {
         for line in self.pipeline.take_fallback_lines() {
@@ -406,6 +417,7 @@ impl RootContext for AuditRoot {
             fail_closed,
             connections_open: std::collections::HashMap::new(),
             warned_http_only: false,
+            warned_filter_only: false,
         };
         match self.worker.try_borrow_mut() {
             Ok(mut slot) => *slot = Some(worker),
@@ -416,6 +428,25 @@ impl RootContext for AuditRoot {
         }
         let _ = hostcalls::set_tick_period(Duration::from_millis(u64::from(tick)));
         true
+    }
+
+    /// Loaded as an access logger (`envoy.access_loggers.wasm`), the root context is told of
+    /// every finished request: the same event as the HTTP filter's, without any HTTP context.
+    fn on_log(&mut self) {
+        let Ok(mut guard) = self.worker.try_borrow_mut() else {
+            return;
+        };
+        let Some(worker) = guard.as_mut() else { return };
+        if !worker.warned_filter_only {
+            if let Some(field) = worker.pipeline.config().filter_only_field() {
+                error!(
+                    "meshaudit: invalid configuration for an access logger: {field}: needs the HTTP filter and is ignored here; set \"mode\": \"access_log\" to have such configurations refused at load"
+                );
+            }
+            worker.warned_filter_only = true;
+        }
+        let event = super::http::request_event(worker);
+        worker.record(event);
     }
 
     fn on_tick(&mut self) {
@@ -453,7 +484,7 @@ impl RootContext for AuditRoot {
             Err(_) => Mode::Auto,
         };
         Some(match mode {
-            Mode::Http => ContextType::HttpContext,
+            Mode::Http | Mode::AccessLog => ContextType::HttpContext,
             Mode::Tcp => ContextType::StreamContext,
             Mode::Auto => {
                 if abi::property(&["request", "protocol"]).is_some() {

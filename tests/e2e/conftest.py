@@ -58,15 +58,17 @@ def pki(tmp_path_factory) -> harness.Pki:
     return p
 
 
-@pytest.fixture(scope="module")
-def sidecar(tmp_path_factory, wasm, pki) -> harness.Stack:
-    """envoy/sidecar.yaml + meshaudit (OTLP) -> Rotel, in front of a live application."""
+@pytest.fixture(scope="module", params=["filter", "access_log"])
+def sidecar(request, tmp_path_factory, wasm, pki) -> harness.Stack:
+    """envoy/sidecar.yaml + meshaudit (OTLP) -> Rotel, in front of a live application; every test
+    using it runs twice: meshaudit loaded as the HTTP filter, and as an access logger."""
     stack = harness.Stack(
-        tmp_path_factory.mktemp("sidecar"),
+        tmp_path_factory.mktemp(f"sidecar-{request.param}"),
         kind=harness.SIDECAR,
         wasm=wasm,
         pki=pki,
-        plugin_config_overrides=harness.TEST_PLUGIN_CONFIG,
+        plugin_config_overrides={**harness.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log"},
+        access_log=request.param == "access_log",
     )
     with harness.running(stack):
         yield stack

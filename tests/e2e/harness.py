@@ -37,6 +37,7 @@ ENVOY_DIR = REPO / "envoy"
 WASM_REL = Path("target/wasm32-wasip1/release/meshaudit.wasm")
 WASM_FILTER = "envoy.filters.http.wasm"
 WASM_NETWORK_FILTER = "envoy.filters.network.wasm"
+WASM_ACCESS_LOGGER = "envoy.access_loggers.wasm"
 ROOT_ID = "meshaudit"
 
 T = TypeVar("T")
@@ -368,15 +369,36 @@ def _walk(node: Any) -> Iterable[Any]:
 
 
 def meshaudit_filters(cfg: dict) -> list[dict]:
-    """Every `envoy.filters.http.wasm` or `envoy.filters.network.wasm` typed_config whose
-    root_id is meshaudit."""
+    """Every `envoy.filters.http.wasm`, `envoy.filters.network.wasm` or
+    `envoy.access_loggers.wasm` typed_config whose root_id is meshaudit."""
     found = []
     for node in _walk(cfg):
-        if isinstance(node, dict) and node.get("name") in (WASM_FILTER, WASM_NETWORK_FILTER):
+        if isinstance(node, dict) and node.get("name") in (WASM_FILTER, WASM_NETWORK_FILTER, WASM_ACCESS_LOGGER):
             tc = node.get("typed_config", {})
             if tc.get("config", {}).get("root_id") == ROOT_ID:
                 found.append(tc)
     return found
+
+
+def move_filters_to_access_log(cfg: dict, filters: list[dict]) -> None:
+    """Loads each of `filters` (meshaudit HTTP filters' typed_configs) as an access logger of
+    its HTTP connection manager instead, with the same plugin configuration."""
+    managers = [n for n in _walk(cfg) if isinstance(n, dict) and isinstance(n.get("http_filters"), list)]
+    for hcm in managers:
+        mine = [f for f in hcm["http_filters"] if f.get("name") == WASM_FILTER and f.get("typed_config") in filters]
+        if not mine:
+            continue
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f not in mine]
+        hcm.setdefault("access_log", []).extend(
+            {
+                "name": WASM_ACCESS_LOGGER,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog",
+                    "config": f["typed_config"]["config"],
+                },
+            }
+            for f in mine
+        )
 
 
 def plugin_config_of(cfg: dict) -> dict:
@@ -405,6 +427,7 @@ def render_envoy(
     plugin_config_overrides: Mapping | None = None,
     plugin_config_replace: str | None = None,
     drop_wasm: bool = False,
+    access_log: bool = False,
     name: str | None = None,
     vm_env: Mapping[str, str] | None = None,
 ) -> Path:
@@ -420,6 +443,9 @@ def render_envoy(
       (DELETE removes a key), or replaced verbatim by `plugin_config_replace`;
     - `drop_wasm` removes the meshaudit filter altogether (to check the rest of a config
       without the plugin);
+    - `access_log` loads meshaudit as an access logger instead: each HTTP connection manager's
+      meshaudit filter becomes an `envoy.access_loggers.wasm` entry of its `access_log`, with
+      the same plugin configuration;
     - `vm_env` becomes the meshaudit VM's environment
       (`vm_config.environment_variables.key_values`), e.g. the `hash` key.
     Returns the path of the rendered file.
@@ -500,6 +526,8 @@ def render_envoy(
             conf["value"] = json.dumps(deep_merge(json.loads(conf["value"]), plugin_config_overrides))
         if vm_env:
             tc["config"]["vm_config"]["environment_variables"] = {"key_values": dict(vm_env)}
+    if access_log:
+        move_filters_to_access_log(cfg, filters)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / (name or source.name)
@@ -1266,8 +1294,10 @@ class Stack:
         collector: str = "rotel",
         dead_upstream: bool = False,
         vm_env: Mapping[str, str] | None = None,
+        access_log: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.access_log = access_log
         self.vm_env = vm_env
         self.kind = kind
         self.wasm = wasm
@@ -1311,6 +1341,7 @@ class Stack:
                 certs_dir=self.pki.directory if self.pki else None,
                 plugin_config_overrides=self.plugin_config_overrides,
                 vm_env=self.vm_env,
+                access_log=self.access_log,
             )
             self.envoy = Envoy(
                 config,

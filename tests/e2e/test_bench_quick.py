@@ -74,13 +74,14 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
             assert med["dispatches_per_req"] is not None, name
     assert result["rates"] and all(v > 0 for v in result["rates"].values())
     targets = {(t["target"].split(" ")[0], t["arm"]) for t in result["targets"]}
-    assert ("throughput", "meshaudit_default") in targets and ("throughput", "meshaudit_default_mtls") in targets
+    assert {("throughput", a) for a in ("meshaudit_default", "meshaudit_log", "meshaudit_default_mtls")} <= targets
     prof = result["hostcall_profile"]
     assert prof and prof["requests"] > 0 and prof["ns_per_call"]
     assert result["rss_scaling"]["rss_kib"]["plain"]
     together = result["together"]
     assert [t["arms"] for t in together] == [
         ["meshaudit_default", "meshaudit_noredact"], ["meshaudit_default", "plain"],
+        ["meshaudit_log", "plain"], ["meshaudit_log", "meshaudit_default"],
         ["meshaudit_default_mtls", "plain_mtls"], ["file_json", "plain"], ["otel_grpc", "plain"],
     ]
     for pair in together:
@@ -89,7 +90,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
             assert all(r > 0 for r in w["rps"]) and all(c and c > 0 for c in w["cpu_us_per_req"]), w
             assert w["throughput_ratio"] and w["throughput_ratio"] > 0, w
     same_time = {t["arm"] for t in result["targets"] if "at the same time" in t["target"]}
-    assert same_time == {"meshaudit_default", "meshaudit_default_mtls"}, same_time
+    assert same_time == {"meshaudit_default", "meshaudit_log", "meshaudit_default_mtls"}, same_time
     bd = result["breakdown"]
     steps = ["plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshaudit_noredact", "meshaudit_default"]
     assert [p["arms"] for p in bd["steps"]] == [[cur, prev] for prev, cur in zip(steps, steps[1:])]

@@ -592,3 +592,63 @@ def test_request_attributes_come_from_one_host_call(sidecar, run_id):
     log = sidecar.envoy.log_text()
     assert "request attributes: one host call per request (CEL)" in log, log[-3000:]
     assert "reading request attributes one by one" not in log, log[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaded as an access logger
+# ---------------------------------------------------------------------------------------------
+
+BODY_CAPTURE = [{"match": {"path_prefix": "/v1"}, "max_bytes": 1024}]
+
+
+def test_sidecar_fixture_loads_meshaudit_as_filter_or_access_logger(sidecar):
+    """The `sidecar` tests above run twice; this proves the second run has no meshaudit HTTP
+    filter at all, only the access logger (so its events come from the root context's on_log)."""
+    import yaml
+
+    cfg = yaml.safe_load(sidecar.envoy.config.read_text())
+    kinds = {n.get("name") for n in harness._walk(cfg) if isinstance(n, dict)}
+    mode = harness.plugin_config_of(cfg)["mode"]
+    if sidecar.access_log:
+        assert (harness.WASM_FILTER in kinds, harness.WASM_ACCESS_LOGGER in kinds, mode) == (False, True, "access_log")
+    else:
+        assert (harness.WASM_FILTER in kinds, harness.WASM_ACCESS_LOGGER in kinds, mode) == (True, False, "http")
+
+
+def test_access_logger_refuses_body_capture_at_load(wasm, pki, tmp_path):
+    """With `"mode": "access_log"`, what only the HTTP filter can do is refused at load."""
+    listener_port = harness.free_port()
+    config = harness.render_envoy(
+        harness.ENVOY_DIR / "sidecar.yaml",
+        tmp_path,
+        admin_port=harness.free_port(),
+        listener_ports={"virtualInbound": listener_port},
+        cluster_overrides={"inbound|8080||": harness.free_port(), "meshaudit_collector": harness.free_port()},
+        wasm=wasm,
+        certs_dir=pki.directory,
+        plugin_config_overrides={"mode": "access_log", "body_capture": BODY_CAPTURE},
+        access_log=True,
+    )
+    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
+    assert rc != 0, f"envoy exited 0 with bad config:\n{log[-2000:]}"
+    assert re.search(r"meshaudit: invalid configuration: body_capture: needs the HTTP filter", log), log[-3000:]
+
+
+def test_access_logger_says_once_what_it_ignores(wasm, pki, tmp_path, run_id):
+    """Loaded as an access logger with a configuration that does not say so (`"mode": "http"`)
+    and asks for body capture: requests are audited, and Envoy's log says once that
+    `body_capture` is ignored."""
+    stack = harness.Stack(tmp_path, kind=harness.SIDECAR, wasm=wasm, pki=pki, access_log=True,
+                          plugin_config_overrides={**harness.TEST_PLUGIN_CONFIG, "mode": "http",
+                                                   "body_capture": BODY_CAPTURE})
+    with harness.running(stack):
+        paths = [f"/v1/ignored/{run_id}/{i}" for i in range(3)]
+        for p in paths:
+            assert stack.request(p, method="POST", body=b'{"a": 1}').status == 200
+        for p in paths:
+            (rec,) = stack.records_for_path(p)
+            assert rec.attr("http.request.method") == "POST"
+            assert not [k for k in rec.attributes if k.startswith("meshaudit.request.body")], rec.attributes
+        log = stack.envoy.log_text()
+    line = "invalid configuration for an access logger: body_capture: needs the HTTP filter and is ignored here"
+    assert log.count(line) == 1, log[-3000:]
