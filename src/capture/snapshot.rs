@@ -50,14 +50,40 @@ impl<'h, H: Host> Snapshot<'h, H> {
     }
 }
 
+impl<H: Host> Snapshot<'_, H> {
+    /// `Some(value)` for a path of [`PATHS`] (`Some(None)`: absent), `None` for any other path.
+    fn listed(&self, path: &[&str]) -> Option<Option<&[u8]>> {
+        let i = PATHS.iter().position(|p| *p == path)?;
+        Some(
+            self.values
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(|(start, end)| self.bytes.get(start..end)),
+        )
+    }
+}
+
+/// Answers from the list without copying the value where it can (integers, booleans).
 impl<H: Host> Host for Snapshot<'_, H> {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        match PATHS.iter().position(|p| *p == path) {
-            Some(i) => {
-                let (start, end) = (*self.values.get(i)?)?;
-                self.bytes.get(start..end).map(<[u8]>::to_vec)
-            }
+        match self.listed(path) {
+            Some(value) => value.map(<[u8]>::to_vec),
             None => self.fallback.property(path),
+        }
+    }
+
+    fn int(&self, path: &[&str]) -> Option<i64> {
+        match self.listed(path) {
+            Some(value) => value.and_then(decode::int64),
+            None => self.fallback.int(path),
+        }
+    }
+
+    fn boolean(&self, path: &[&str]) -> Option<bool> {
+        match self.listed(path) {
+            Some(value) => value.and_then(decode::boolean),
+            None => self.fallback.boolean(path),
         }
     }
 }
@@ -104,7 +130,10 @@ mod tests {
         elements[6] = Vec::new(); // present but empty
         elements[12] = b"127.0.0.1:8080\0with nul".to_vec();
         let refs: Vec<&[u8]> = elements.iter().map(Vec::as_slice).collect();
-        let fallback = RecordedHost::default().with("source.address", "10.0.0.1:5000");
+        let fallback = RecordedHost::default()
+            .with("source.address", "10.0.0.1:5000")
+            .with_int("xds.listener_direction", 1)
+            .with("connection.mtls", vec![1u8]);
         let snap = Snapshot::decode(list(&refs), &fallback).unwrap();
         assert_eq!(
             snap.int(&["request", "time"]),
@@ -123,12 +152,18 @@ mod tests {
             Some(&b"127.0.0.1:8080\0with nul"[..])
         );
         assert_eq!(snap.property(&["response", "code"]), None);
+        assert_eq!(snap.int(&["response", "code"]), None);
         assert_eq!(snap.property(&["upstream", "tls_version"]), None);
+        // A listed value of the wrong shape is no integer (and no boolean).
+        assert_eq!(snap.int(&["response", "code_details"]), None);
+        assert_eq!(snap.boolean(&["request", "protocol"]), None);
         // Not in the list: asked of the host.
         assert_eq!(
             snap.property(&["source", "address"]).as_deref(),
             Some(&b"10.0.0.1:5000"[..])
         );
+        assert_eq!(snap.int(&["xds", "listener_direction"]), Some(1));
+        assert_eq!(snap.boolean(&["connection", "mtls"]), Some(true));
     }
 
     #[test]
