@@ -150,10 +150,18 @@ impl AuditEvent {
         }
         let method = self.get_str(attr::HTTP_METHOD).unwrap_or("-");
         let path = self.get_str(attr::URL_PATH).unwrap_or("-");
+        let mut s = String::with_capacity(method.len() + path.len() + 8);
+        s.push_str(method);
+        s.push(' ');
+        s.push_str(path);
         match self.get(attr::HTTP_STATUS) {
-            Some(Value::Int(code)) => format!("{method} {path} {code}"),
-            _ => format!("{method} {path} -"),
+            Some(Value::Int(code)) => {
+                use std::fmt::Write;
+                let _ = write!(s, " {code}");
+            }
+            _ => s.push_str(" -"),
         }
+        s
     }
 }
 

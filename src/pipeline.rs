@@ -545,7 +545,14 @@ fn gap_event(loss: &Loss, now_ms: u64) -> AuditEvent {
 
 /// `0123456789abcdef…`: the event id of a stream position, as [`Pipeline::accept`] writes it.
 pub fn event_uid(stream_id: u64, seq: u64) -> String {
-    format!("{stream_id:016x}{seq:016x}")
+    let mut uid = String::with_capacity(32);
+    for v in [stream_id, seq] {
+        for shift in (0..16).rev() {
+            let digit = ((v >> (shift * 4)) & 0xf) as u32;
+            uid.push(char::from_digit(digit, 16).unwrap_or('0'));
+        }
+    }
+    uid
 }
 
 /// The configured format of a pipeline's codec.
