@@ -500,7 +500,7 @@ def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: in
 # and Envoy's own loggers against no logging (the comparisons of the interleaved rounds, free of
 # the machine's drift).
 TOGETHER = [
-    ("meshaudit_default", "meshaudit_noredact"),
+    ("meshaudit_log", "meshaudit_noredact"),
     ("meshaudit_default", "plain"),
     ("meshaudit_log", "plain"),
     ("meshaudit_log", "meshaudit_default"),
@@ -511,7 +511,7 @@ TOGETHER = [
 
 # The steps from no logging to meshaudit, each adding one thing (report.BREAKDOWN): each is
 # measured side by side with the step before it, its CPU split by code where perf can sample.
-BREAKDOWN_ARMS = ("plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshaudit_noredact", "meshaudit_default")
+BREAKDOWN_ARMS = ("plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshaudit_noredact", "meshaudit_log")
 
 
 PROFILE_LINE = re.compile(r"meshaudit-probe-profile (requests=\d+ .*)$", re.M)
@@ -521,7 +521,8 @@ def profile_hostcalls(workdir: Path, gen: LoadGen, plan: Plan, probe: Path, wasm
                       proxy_cpu: int | None) -> dict | None:
     """Runs the probe filter in `profile` mode under a light fixed load and returns its last
     report: mean ns per call of each host call meshaudit makes per request."""
-    arm = A.Arm("wasm_profile", "Wasm probe: host call timing", "probe", probe_mode="profile", diagnostic=True)
+    arm = A.Arm("wasm_profile", "Wasm probe: host call timing", "probe", probe_mode="profile", access_log=True,
+                diagnostic=True)
     admin, port = h.free_port(), h.free_port()
     config = A.proxy_config(arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
                             collector_port=None, wasm=wasm, certs_dir=pki.directory, probe_wasm=probe)

@@ -80,7 +80,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     assert result["rss_scaling"]["rss_kib"]["plain"]
     together = result["together"]
     assert [t["arms"] for t in together] == [
-        ["meshaudit_default", "meshaudit_noredact"], ["meshaudit_default", "plain"],
+        ["meshaudit_log", "meshaudit_noredact"], ["meshaudit_default", "plain"],
         ["meshaudit_log", "plain"], ["meshaudit_log", "meshaudit_default"],
         ["meshaudit_default_mtls", "plain_mtls"], ["file_json", "plain"], ["otel_grpc", "plain"],
     ]
@@ -92,7 +92,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     same_time = {t["arm"] for t in result["targets"] if "at the same time" in t["target"]}
     assert same_time == {"meshaudit_default", "meshaudit_log", "meshaudit_default_mtls"}, same_time
     bd = result["breakdown"]
-    steps = ["plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshaudit_noredact", "meshaudit_default"]
+    steps = ["plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshaudit_noredact", "meshaudit_log"]
     assert [p["arms"] for p in bd["steps"]] == [[cur, prev] for prev, cur in zip(steps, steps[1:])]
     for pair in bd["steps"]:
         (w,) = pair["windows"]
@@ -107,7 +107,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
             assert abs(sum(us.values()) - w["cpu_us_per_req"][i]) < 1e-6 * w["cpu_us_per_req"][i], name
             if name == "plain":
                 assert w["samples"][i]["envoy"] > 0 and w["samples"][i]["wasm"] == 0, "no Wasm code without Wasm"
-            if name == "meshaudit_default":
+            if name == "meshaudit_log":
                 assert w["samples"][i]["wasm"] > 0, "the module's compiled code was sampled"
         assert set(pair["median_added_by_code"]) == {"wasm", "envoy", "kernel", "libraries"}
     if bd["perf_skipped"]:
