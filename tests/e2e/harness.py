@@ -733,6 +733,26 @@ def running(stack):
         stack.stop()
 
 
+def render_sidecar_alone(
+    workdir: Path, wasm: Path, pki: Pki, plugin_config_overrides: Mapping, *, access_log: bool = False
+) -> tuple[Path, int]:
+    """envoy/sidecar.yaml with `plugin_config_overrides`, free ports and nothing behind its
+    clusters: for configurations Envoy must refuse. Returns the config and its listener port."""
+    listener_port = free_port()
+    config = render_envoy(
+        ENVOY_DIR / "sidecar.yaml",
+        workdir,
+        admin_port=free_port(),
+        listener_ports={SIDECAR["listener"]: listener_port},
+        cluster_overrides={SIDECAR["app_cluster"]: free_port(), COLLECTOR_CLUSTER: free_port()},
+        wasm=wasm,
+        certs_dir=pki.directory,
+        plugin_config_overrides=plugin_config_overrides,
+        access_log=access_log,
+    )
+    return config, listener_port
+
+
 def envoy_refusing(config: Path, listener_port: int, log_path: Path) -> tuple[int | None, str]:
     """Starts Envoy with a configuration it must refuse: waits until it exits or opens
     `listener_port`, asserts it never served there, and returns its exit code and its log."""

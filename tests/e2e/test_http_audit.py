@@ -426,17 +426,7 @@ def test_bad_configuration_refuses_to_start(override, field, wasm, pki, tmp_path
     """Envoy 1.40 runs on_configure on the main thread while loading a static listener; a
     `false` there fails the filter factory ("Unable to create Wasm plugin meshaudit") and
     Envoy exits non-zero without ever serving. `--mode validate` fails the same way."""
-    listener_port = harness.free_port()
-    config = harness.render_envoy(
-        harness.ENVOY_DIR / "sidecar.yaml",
-        tmp_path,
-        admin_port=harness.free_port(),
-        listener_ports={"virtualInbound": listener_port},
-        cluster_overrides={"inbound|8080||": harness.free_port(), "meshaudit_collector": harness.free_port()},
-        wasm=wasm,
-        certs_dir=pki.directory,
-        plugin_config_overrides=override,
-    )
+    config, listener_port = harness.render_sidecar_alone(tmp_path, wasm, pki, override)
     field_line = re.compile(r"meshaudit: invalid configuration: " + re.escape(field) + r": \S")
 
     validate = harness.run_envoy_validate(config, tmp_path / "validate.log")
@@ -617,17 +607,8 @@ def test_sidecar_fixture_loads_meshaudit_as_filter_or_access_logger(sidecar):
 
 def test_access_logger_refuses_body_capture_at_load(wasm, pki, tmp_path):
     """With `"mode": "access_log"`, what only the HTTP filter can do is refused at load."""
-    listener_port = harness.free_port()
-    config = harness.render_envoy(
-        harness.ENVOY_DIR / "sidecar.yaml",
-        tmp_path,
-        admin_port=harness.free_port(),
-        listener_ports={"virtualInbound": listener_port},
-        cluster_overrides={"inbound|8080||": harness.free_port(), "meshaudit_collector": harness.free_port()},
-        wasm=wasm,
-        certs_dir=pki.directory,
-        plugin_config_overrides={"mode": "access_log", "body_capture": BODY_CAPTURE},
-        access_log=True,
+    config, listener_port = harness.render_sidecar_alone(
+        tmp_path, wasm, pki, {"mode": "access_log", "body_capture": BODY_CAPTURE}, access_log=True
     )
     rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with bad config:\n{log[-2000:]}"

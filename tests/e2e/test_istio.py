@@ -6,9 +6,10 @@
    `kubectl apply`'s strict field validation) unless `x-kubernetes-preserve-unknown-fields`
    allows it; `nullable`, int-or-string, `format: int32`, list-map keys and the CEL rules
    (`x-kubernetes-validations`) of these CRDs are enforced; an extension or CEL rule the
-   converter does not know is an error, never skipped. ServiceEntry and DestinationRule have no
-   CRD in fixtures: they are checked against a structural schema written here from the Istio
-   API reference (the fields these manifests use and their neighbours, with types and enums).
+   converter does not know is an error, never skipped. ServiceEntry, DestinationRule and
+   EnvoyFilter have no CRD in fixtures: they are checked against a structural schema written
+   here from the Istio API reference (the fields these manifests use and their neighbours, with
+   types and enums; an EnvoyFilter's patch value is Envoy configuration, an open object).
    Broken manifests prove that the validator refuses what it should.
 
 2. Envoy: each WasmPlugin is rendered as istiod and the istio-agent render it (filter name
@@ -19,6 +20,10 @@
    envoy/tcp.yaml, collector cluster named `outbound|4318||otel-collector...`), and real
    traffic reaches the real Rotel collector; the hash key comes only from Envoy's process
    environment (`valueFrom: HOST`).
+
+   envoyfilter-access-log.yaml (meshaudit as an access logger) is applied as istiod applies its
+   MERGE patch to the sidecar's inbound HTTP connection managers; Envoy fetches the module
+   through the cluster it names (a local server stands in for that mesh service).
 
 3. Change: a pluginConfig edit arrives as a new ECDS version, as it does in a mesh. A valid
    edit applies; an invalid one is rejected by Envoy, the last good configuration keeps
@@ -52,7 +57,9 @@ ISTIO = harness.REPO / "istio"
 HTTP_FILE = ISTIO / "wasmplugin-http.yaml"
 NETWORK_FILE = ISTIO / "wasmplugin-network.yaml"
 TE_FILE = ISTIO / "trafficextension.yaml"
+EF_FILE = ISTIO / "envoyfilter-access-log.yaml"
 EXPECTED_FILES = {
+    "envoyfilter-access-log.yaml",
     "wasmplugin-http.yaml",
     "wasmplugin-network.yaml",
     "trafficextension.yaml",
@@ -264,7 +271,8 @@ def crd_schema(path: Path) -> tuple[set[str], str, dict]:
     return {f"{group}/{versions[0]['name']}"}, kind, body
 
 
-# --- ServiceEntry / DestinationRule: no CRD in fixtures, a structural schema from the API docs ---
+# --- ServiceEntry / DestinationRule / EnvoyFilter: no CRD in fixtures, a structural schema from
+# the API docs (networking.istio.io: service_entry.proto, destination_rule.proto, envoy_filter.proto) ---
 
 def _obj(props: dict, required: tuple[str, ...] = ()) -> dict:
     out = {"type": "object", "properties": props, "additionalProperties": False}
@@ -320,14 +328,49 @@ STRUCTURAL = {
         "exportTo": _STRS,
         "workloadSelector": _obj({"matchLabels": _LABELS}),
     }, ("host",)),
+    "EnvoyFilter": _obj({
+        "workloadSelector": _obj({"labels": _LABELS}),
+        "targetRefs": {"type": "array", "items": _obj({"group": _STR, "kind": _STR, "name": _STR, "namespace": _STR})},
+        "priority": {"type": "integer", "format": "int32"},
+        "configPatches": {"type": "array", "items": _obj({
+            "applyTo": {"enum": ["INVALID", "LISTENER", "FILTER_CHAIN", "NETWORK_FILTER", "HTTP_FILTER",
+                                 "ROUTE_CONFIGURATION", "VIRTUAL_HOST", "HTTP_ROUTE", "CLUSTER", "EXTENSION_CONFIG",
+                                 "BOOTSTRAP", "LISTENER_FILTER"]},
+            "match": _obj({
+                "context": {"enum": ["ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]},
+                "proxy": _obj({"proxyVersion": _STR, "metadata": _LABELS}),
+                "listener": _obj({
+                    "portNumber": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+                    "filterChain": _obj({
+                        "name": _STR, "sni": _STR, "transportProtocol": _STR, "applicationProtocols": _STR,
+                        "filter": _obj({"name": _STR, "subFilter": _obj({"name": _STR})}),
+                        "destinationPort": {"type": "integer", "minimum": 0, "maximum": 4294967295},
+                    }),
+                    "listenerFilter": _STR,
+                    "name": _STR,
+                }),
+                "routeConfiguration": _OPAQUE,
+                "cluster": _OPAQUE,
+            }),
+            "patch": _obj({
+                "operation": {"enum": ["INVALID", "MERGE", "ADD", "REMOVE", "INSERT_BEFORE", "INSERT_AFTER",
+                                       "INSERT_FIRST", "REPLACE"]},
+                "value": _OPAQUE,  # a protobuf Struct: the Envoy configuration itself
+                "filterClass": {"enum": ["UNSPECIFIED", "AUTHN", "AUTHZ", "STATS"]},
+            }),
+        })},
+    }),
 }
+# Versions each kind is served as.
+STRUCTURAL_VERSIONS = {"ServiceEntry": ("v1", "v1beta1", "v1alpha3"), "DestinationRule": ("v1", "v1beta1", "v1alpha3"),
+                       "EnvoyFilter": ("v1alpha3",)}
 
 
 def structural_schema(kind: str) -> dict:
     return {
         "type": "object",
         "properties": {
-            "apiVersion": {"enum": [f"networking.istio.io/{v}" for v in ("v1", "v1beta1", "v1alpha3")]},
+            "apiVersion": {"enum": [f"networking.istio.io/{v}" for v in STRUCTURAL_VERSIONS[kind]]},
             "kind": {"const": kind},
             "metadata": OBJECT_META,
             "spec": STRUCTURAL[kind],
@@ -337,10 +380,13 @@ def structural_schema(kind: str) -> dict:
     }
 
 
+CRD_FIXTURES = ("wasmplugin-crd.yaml", "trafficextension-crd.yaml")
+
+
 @pytest.fixture(scope="module")
 def schemas() -> dict[str, dict]:
     out = {}
-    for crd in ("wasmplugin-crd.yaml", "trafficextension-crd.yaml"):
+    for crd in CRD_FIXTURES:
         _, kind, body = crd_schema(FIXTURES / crd)
         out[kind] = body
     for kind in STRUCTURAL:
@@ -373,7 +419,7 @@ def test_istio_dir_holds_the_expected_manifests():
 
 
 def test_fixtures_keep_their_provenance():
-    for name in ("wasmplugin-crd.yaml", "trafficextension-crd.yaml"):
+    for name in CRD_FIXTURES:
         text = (FIXTURES / name).read_text()
         assert re.match(r"# Source: github\.com/istio/api @ [0-9a-f]{40} ", text), name
         assert "\n# File: kubernetes/customresourcedefinitions.gen.yaml" in text.split("apiVersion:")[0], name
@@ -440,6 +486,9 @@ BROKEN = [
     pytest.param("trafficextension.yaml", 0, _set("spec.wasm.type", "GRPC"), "spec/wasm/type", id="te-bad-enum"),
     pytest.param("trafficextension.yaml", 0, _set("spec.wasm.pluginconfig", {}), "pluginconfig", id="te-unknown-field"),
     pytest.param("trafficextension.yaml", 1, _set("spec.targetRef", {"kind": "Service", "name": "x"}), "targetRef", id="te-no-singular-targetref"),
+    pytest.param("envoyfilter-access-log.yaml", 0, _set("spec.configPatches.0.applyTo", "ACCESS_LOG"), "applyTo", id="ef-bad-enum"),
+    pytest.param("envoyfilter-access-log.yaml", 0, _set("spec.configPatches.0.patch.operation", "APPEND"), "operation", id="ef-bad-operation"),
+    pytest.param("envoyfilter-access-log.yaml", 0, _set("spec.workloadSelector.matchLabels", {"app": "orders-api"}), "matchLabels", id="ef-unknown-field"),
     pytest.param("collector-serviceentry.yaml", 0, _set("spec.ports.0.number", "4318"), "spec/ports/0/number", id="se-wrong-type"),
     pytest.param("collector-serviceentry.yaml", 0, _delete("spec.hosts"), "'hosts' is a required property", id="se-missing-hosts"),
     pytest.param("collector-serviceentry.yaml", 0, _set("spec.location", "OUTSIDE"), "spec/location", id="se-bad-enum"),
@@ -688,6 +737,153 @@ def test_network_wasmplugin_audits_in_a_sidecar(plugin_name, wasm, pki, tmp_path
         assert close.resource["service.name"] == "ledger-db"
     finally:
         sc.stop()
+
+
+# =============================================================================================
+# 2b. The access-logger EnvoyFilter in Envoy
+# =============================================================================================
+
+def istiod_merge(dst: dict, src: dict) -> None:
+    """istiod's MERGE of a patch value into a message (proto.Merge): fields of messages merge,
+    repeated fields append, scalars replace; a typed_config merges only into one of its type."""
+    for k, v in src.items():
+        old = dst.get(k)
+        if isinstance(v, dict) and isinstance(old, dict) and old.get("@type") == v.get("@type"):
+            istiod_merge(old, v)
+        elif isinstance(v, list) and isinstance(old, list):
+            old.extend(copy.deepcopy(v))
+        else:
+            dst[k] = copy.deepcopy(v)
+
+
+def apply_envoyfilter(cfg: dict, doc: dict) -> int:
+    """Applies an EnvoyFilter's NETWORK_FILTER MERGE patches for SIDECAR_INBOUND, as istiod does,
+    to the network filters of the inbound static listeners matched by name; returns how many
+    filters it patched. (The patches this project ships are of that one shape.)"""
+    patched = 0
+    for cp in doc["spec"]["configPatches"]:
+        shape = (cp["applyTo"], cp["patch"]["operation"], cp["match"]["context"])
+        assert shape == ("NETWORK_FILTER", "MERGE", "SIDECAR_INBOUND"), shape
+        name = cp["match"]["listener"]["filterChain"]["filter"]["name"]
+        for listener in cfg["static_resources"]["listeners"]:
+            if listener.get("traffic_direction") != "INBOUND":
+                continue
+            for chain in listener["filter_chains"]:
+                for f in chain["filters"]:
+                    if f["name"] == name:
+                        istiod_merge(f, cp["patch"]["value"])
+                        patched += 1
+    return patched
+
+
+class ModuleServer:
+    """Serves the module over HTTP, standing in for the mesh service the EnvoyFilter names."""
+
+    def __init__(self, module: bytes) -> None:
+        import http.server
+        import threading
+
+        fetched: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fetched.append(self.path)
+                self.send_response(200)
+                self.send_header("content-type", "application/wasm")
+                self.send_header("content-length", str(len(module)))
+                self.end_headers()
+                self.wfile.write(module)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.fetched = fetched
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_envoyfilter_loads_an_access_logger_not_a_filter():
+    doc = harness.istio_manifest(EF_FILE, "EnvoyFilter", "meshaudit-access-log")
+    (cp,) = doc["spec"]["configPatches"]
+    (logger,) = cp["patch"]["value"]["typed_config"]["access_log"]
+    assert logger["name"] == harness.WASM_ACCESS_LOGGER
+    config = logger["typed_config"]["config"]
+    assert config["root_id"] == "meshaudit"
+    plugin = json.loads(config["configuration"]["value"])
+    assert plugin["mode"] == "access_log" and plugin["collector"]["cluster"] == harness.ISTIO_COLLECTOR_CLUSTER
+    assert "body_capture" not in plugin and "routes" not in plugin
+    assert config["vm_config"]["environment_variables"] == {"host_env_keys": ["MESHAUDIT_HASH_KEY"]}
+
+
+def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_id):
+    """envoyfilter-access-log.yaml applied as istiod applies it to the Istio-sidecar-shaped
+    envoy/sidecar.yaml without any meshaudit filter: Envoy fetches the module itself through the
+    cluster the EnvoyFilter names (a local server standing in for the mesh service; `sha256` set
+    to the module's digest, as the manifest says), and inbound requests, plaintext and mTLS,
+    reach Rotel as events, the customer id hashed with the key from Envoy's environment only."""
+    doc = copy.deepcopy(harness.istio_manifest(EF_FILE, "EnvoyFilter", "meshaudit-access-log"))
+    logger = doc["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["access_log"][0]
+    remote = logger["typed_config"]["config"]["vm_config"]["code"]["remote"]
+    module = wasm.read_bytes()
+    remote["sha256"] = hashlib.sha256(module).hexdigest()
+    key = secrets.token_hex(16)
+    customer = f"cust_{run_id}"
+    upstream = harness.upstream_server().start()
+    rotel = harness.Rotel(tmp_path).start()
+    modules = ModuleServer(module)
+    envoy = None
+    try:
+        admin, port = harness.free_port(), harness.free_port()
+        cfg_path = harness.render_envoy(
+            harness.ENVOY_DIR / "sidecar.yaml", tmp_path, admin_port=admin, listener_ports={"virtualInbound": port},
+            cluster_overrides={"inbound|8080||": upstream.port, harness.COLLECTOR_CLUSTER: rotel.http_port},
+            wasm=wasm, certs_dir=pki.directory, drop_wasm=True, name="istio-envoyfilter.yaml",
+        )
+        cfg = yaml.safe_load(cfg_path.read_text())
+        harness._rename_cluster(cfg, harness.COLLECTOR_CLUSTER, harness.ISTIO_COLLECTOR_CLUSTER)
+        assert apply_envoyfilter(cfg, doc) == 2  # the mTLS and the plaintext filter chain
+        cluster = remote["http_uri"]["cluster"]
+        cfg["static_resources"]["clusters"].append({
+            "name": cluster, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": modules.port}}}}]}]},
+        })
+        names = {n.get("name") for n in harness._walk(cfg) if isinstance(n, dict)}
+        assert harness.WASM_FILTER not in names and harness.WASM_ACCESS_LOGGER in names
+        cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        envoy = harness.HostEnvEnvoy(cfg_path, admin, tmp_path / "envoy.log", listener_ports={"virtualInbound": port},
+                                     env={"MESHAUDIT_HASH_KEY": key}).start()
+        assert modules.fetched and set(modules.fetched) == {"/meshaudit-0.1.0.wasm"}, modules.fetched
+
+        plain = harness.request(port, f"/v1/customers/{customer}", headers={"x-customer-id": customer})
+        mtls = harness.request(port, f"/v1/orders/{run_id}", tls=harness.TlsClient(
+            ca=pki.ca_path, cert=pki.clients["web"].cert_path, key=pki.clients["web"].key_path, sni=harness.SERVER_DNS))
+        assert (plain.status, mtls.status) == (200, 200)
+
+        def both():
+            recs = rotel.records()
+            c = [r for r in recs if r.attr("http.request.header.x-customer-id")]
+            o = [r for r in recs if r.attr("url.path") == f"/v1/orders/{run_id}"]
+            return (c[0], o[0]) if c and o else None
+
+        cust, order = harness.wait_for(both, 20.0, 0.1, lambda: f"two events at Rotel; log:\n{envoy.log_text()[-3000:]}")
+        assert cust.attr("http.request.header.x-customer-id") == [hmac_token(key, customer)], cust.attributes
+        assert cust.attr("url.path") == f"/v1/customers/{hmac_token(key, customer)}", cust.attributes
+        assert cust.attr("meshaudit.tls.mtls") is False
+        assert order.attr("meshaudit.peer.spiffe_id") == WEB_SPIFFE and order.attr("meshaudit.tls.mtls") is True
+        assert order.attr("http.response.status_code") == 200
+        raw = rotel.raw()
+        assert customer not in raw and key not in raw
+        assert key not in cfg_path.read_text()
+        assert "invalid configuration" not in envoy.log_text()
+    finally:
+        harness.stop_all(envoy, rotel, upstream)
+        modules.stop()
 
 
 # =============================================================================================

@@ -915,17 +915,7 @@ def test_bad_rules_refuse_to_start(redaction, names, reasons, wasm, pki, tmp_pat
     """Envoy runs on_configure while loading the static listener and exits non-zero when it
     fails; the log's one `invalid configuration` line names the rule and the reason. (The
     hash case starts fine with the key in the VM environment: that is the `redacting` stack.)"""
-    listener_port = harness.free_port()
-    config = harness.render_envoy(
-        harness.ENVOY_DIR / "sidecar.yaml",
-        tmp_path,
-        admin_port=harness.free_port(),
-        listener_ports={"virtualInbound": listener_port},
-        cluster_overrides={"inbound|8080||": harness.free_port(), "meshaudit_collector": harness.free_port()},
-        wasm=wasm,
-        certs_dir=pki.directory,
-        plugin_config_overrides={"redaction": redaction},
-    )
+    config, listener_port = harness.render_sidecar_alone(tmp_path, wasm, pki, {"redaction": redaction})
     rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with {redaction}:\n{log[-2000:]}"
     lines = [l for l in log.splitlines() if "meshaudit: invalid configuration: " in l]
