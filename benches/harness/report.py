@@ -246,7 +246,9 @@ def steps_table(result: dict) -> list[str]:
         "",
         "Each step is measured side by side with the one before it: both proxies on the proxy core over "
         f"the same seconds ({len(first['windows'])} window(s), medians), so the machine's drift cancels "
-        "out of each step's ratio and difference."
+        "out of each step's ratio and difference. Two proxies sharing one core (and perf sampling both) "
+        "spend more CPU per request than one proxy alone: compare the steps by their ratios, and their µs "
+        "with each other, not with the rounds above."
         + (f" The last columns split what a step adds by the code that ran it: perf samples ({bd['sample_hz']} Hz) "
            "of both proxies, classed by mapping, times each proxy's CPU per request. Wasm code is what V8 "
            "compiled the module to; the Envoy binary holds Envoy, V8's runtime and the proxy-wasm host "
