@@ -24,7 +24,7 @@ use crate::capture::{decode, node};
 use crate::config::{Config, Fallback, Mode, Protocol};
 use crate::deliver::outcome::{classify, classify_grpc, Answer, Outcome};
 use crate::encode::otlp;
-use crate::event::AuditEvent;
+use crate::event::{attr, AuditEvent};
 use crate::pipeline::{self, Export, Pipeline};
 use crate::route::Route;
 
@@ -51,6 +51,9 @@ pub struct Worker {
     /// Whether the access logger was called with settings only the HTTP filter honours
     /// (logged once).
     pub warned_filter_only: bool,
+    /// Whether the access logger was called for something that is not an HTTP request (logged
+    /// once).
+    pub warned_not_http: bool,
 }
 
 impl Worker {
@@ -418,6 +421,7 @@ impl RootContext for AuditRoot {
             connections_open: std::collections::HashMap::new(),
             warned_http_only: false,
             warned_filter_only: false,
+            warned_not_http: false,
         };
         match self.worker.try_borrow_mut() {
             Ok(mut slot) => *slot = Some(worker),
@@ -446,6 +450,15 @@ impl RootContext for AuditRoot {
             worker.warned_filter_only = true;
         }
         let event = super::http::request_event(worker);
+        // A tcp_proxy's access log tells of connections (no request, no protocol): those are
+        // the network filter's to audit, not HTTP events without a request.
+        if event.get(attr::PROTOCOL_NAME).is_none() && event.get(attr::HTTP_METHOD).is_none() {
+            if !worker.warned_not_http {
+                error!("meshaudit: loaded as an access logger outside an HTTP connection manager: connections are not audited here; load meshaudit as a network filter (\"mode\": \"tcp\") for them");
+                worker.warned_not_http = true;
+            }
+            return;
+        }
         worker.record(event);
     }
 

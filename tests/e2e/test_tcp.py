@@ -755,6 +755,40 @@ def combined_config(
     return out
 
 
+def test_access_logger_of_a_tcp_proxy_records_no_http_events_and_says_so(tmp_path, wasm, tcp_pki, rotel, echo):
+    """meshaudit loaded as the tcp_proxy's access logger is told of connections, not requests:
+    it records no (empty) HTTP events for them, and Envoy's log says once to use the network
+    filter instead."""
+    overrides = {**FAST, "mode": "access_log", "emit_on_open": False, "interim_interval_ms": 0}
+    stack = TcpEnvoy(tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=echo.port, overrides=overrides)
+    cfg = yaml.safe_load(stack.config.read_text())
+    (chain,) = cfg["static_resources"]["listeners"][0]["filter_chains"]
+    (module,) = [f for f in chain["filters"] if f["name"] == harness.WASM_NETWORK_FILTER]
+    chain["filters"].remove(module)
+    (proxy,) = chain["filters"]
+    proxy["typed_config"]["access_log"] = [{
+        "name": harness.WASM_ACCESS_LOGGER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog",
+            "config": module["typed_config"]["config"],
+        },
+    }]
+    stack.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    line = "loaded as an access logger outside an HTTP connection manager: connections are not audited here"
+    with stack:
+        for _ in range(2):
+            done = mtls_echo(stack.port, tcp_pki, tcp_pki.clients["api"], b"a" * 100)
+            assert done.echoed == b"a" * 100
+        def said():
+            text = stack.log_text()
+            return text if line in text else None
+
+        log = harness.wait_for(said, 10.0, 0.1, lambda: f"the error line; log:\n{stack.log_text()[-2000:]}")
+        assert log.count(line) == 1, log[-3000:]
+        assert harness.metric(stack.envoy.stats(), "meshaudit.events_captured") == 0
+        assert stack.mine() == []
+
+
 def test_one_module_as_http_and_network_filter(tmp_path, wasm, tcp_pki, rotel, echo):
     """The same module, same VM and the same plugin configuration (no "mode") as the HTTP
     filter of sidecar.yaml's listener and as the network filter of tcp.yaml's: HTTP requests
