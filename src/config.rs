@@ -466,21 +466,14 @@ impl Config {
         if self.max_buffer_bytes < self.max_batch_bytes {
             return fail("max_buffer_bytes", "must be at least max_batch_bytes");
         }
-        if self.mode == Mode::Tcp {
-            if let Some(field) = self.http_only_field() {
-                return Err(ConfigError {
-                    field: field.into(),
-                    reason: "is HTTP-only, and mode is \"tcp\" (a network filter audits connections, not requests)".into(),
-                });
-            }
+        if let Some(field) = self.http_only_field().filter(|_| self.mode == Mode::Tcp) {
+            return fail(field, "is HTTP-only, and mode is \"tcp\" (a network filter audits connections, not requests)");
         }
-        if self.mode == Mode::AccessLog {
-            if let Some(field) = self.filter_only_field() {
-                return Err(ConfigError {
-                    field: field.into(),
-                    reason: "needs the HTTP filter, and mode is \"access_log\" (an access logger sees a request only once it is over: no body, nothing to refuse)".into(),
-                });
-            }
+        if let Some(field) = self
+            .filter_only_field()
+            .filter(|_| self.mode == Mode::AccessLog)
+        {
+            return fail(field, "needs the HTTP filter, and mode is \"access_log\" (an access logger sees a request only once it is over: no body, nothing to refuse)");
         }
         if matches!(self.mode, Mode::Http | Mode::AccessLog)
             && (self.interim_interval_ms > 0 || self.emit_on_open)
@@ -490,13 +483,13 @@ impl Config {
             } else {
                 "interim_interval_ms"
             };
-            return Err(ConfigError {
-                field: field.into(),
-                reason: format!(
+            return fail(
+                field,
+                &format!(
                     "applies to network filters, and mode is \"{}\"",
                     self.mode.name()
                 ),
-            });
+            );
         }
         if self.interim_interval_ms > 0 && self.interim_interval_ms < 1000 {
             return fail("interim_interval_ms", "must be 0 (off) or at least 1000");

@@ -776,35 +776,23 @@ def apply_envoyfilter(cfg: dict, doc: dict) -> int:
     return patched
 
 
-class ModuleServer:
-    """Serves the module over HTTP, standing in for the mesh service the EnvoyFilter names."""
+class _ModuleHandler(harness._BaseHandler):
+    def do_GET(self) -> None:
+        self._read_and_record()
+        module = self.server.module
+        self.send_response(200)
+        self.send_header("content-type", "application/wasm")
+        self.send_header("content-length", str(len(module)))
+        self.end_headers()
+        self.wfile.write(module)
 
-    def __init__(self, module: bytes) -> None:
-        import http.server
-        import threading
 
-        fetched: list[str] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fetched.append(self.path)
-                self.send_response(200)
-                self.send_header("content-type", "application/wasm")
-                self.send_header("content-length", str(len(module)))
-                self.end_headers()
-                self.wfile.write(module)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.fetched = fetched
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def module_server(module: bytes) -> harness.HttpServerThread:
+    """Serves the module over HTTP, standing in for the mesh service the EnvoyFilter names;
+    its `requests` are the fetches."""
+    server = harness.HttpServerThread(_ModuleHandler)
+    server.server.module = module
+    return server.start()
 
 
 def test_envoyfilter_loads_an_access_logger_not_a_filter():
@@ -835,7 +823,7 @@ def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_
     customer = f"cust_{run_id}"
     upstream = harness.upstream_server().start()
     rotel = harness.Rotel(tmp_path).start()
-    modules = ModuleServer(module)
+    modules = module_server(module)
     envoy = None
     try:
         admin, port = harness.free_port(), harness.free_port()
@@ -858,7 +846,8 @@ def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         envoy = harness.HostEnvEnvoy(cfg_path, admin, tmp_path / "envoy.log", listener_ports={"virtualInbound": port},
                                      env={"MESHAUDIT_HASH_KEY": key}).start()
-        assert modules.fetched and set(modules.fetched) == {"/meshaudit-0.1.0.wasm"}, modules.fetched
+        fetched = [r.path for r in modules.requests]
+        assert fetched and set(fetched) == {"/meshaudit-0.1.0.wasm"}, fetched
 
         plain = harness.request(port, f"/v1/customers/{customer}", headers={"x-customer-id": customer})
         mtls = harness.request(port, f"/v1/orders/{run_id}", tls=harness.TlsClient(
@@ -882,8 +871,7 @@ def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_
         assert key not in cfg_path.read_text()
         assert "invalid configuration" not in envoy.log_text()
     finally:
-        harness.stop_all(envoy, rotel, upstream)
-        modules.stop()
+        harness.stop_all(envoy, rotel, upstream, modules)
 
 
 # =============================================================================================
