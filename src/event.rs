@@ -44,6 +44,18 @@ pub struct Attribute {
     pub value: Value,
 }
 
+/// Longest single header or attribute value an event keeps. Longer values are redacted whole
+/// first, then cut (see `redact::cut`).
+pub const MAX_VALUE_BYTES: usize = 8 * 1024;
+
+/// Most bytes kept of each captured body: its route's `max_bytes`. Capture keeps a little more,
+/// and redaction cuts the body to this once it has redacted it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub request: Option<usize>,
+    pub response: Option<usize>,
+}
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
@@ -55,6 +67,8 @@ pub struct AuditEvent {
     pub trace_id: Option<[u8; 16]>,
     pub span_id: Option<[u8; 8]>,
     pub attributes: Vec<Attribute>,
+    /// Not encoded: how much of each body the event keeps.
+    pub body_limits: BodyLimits,
 }
 
 impl AuditEvent {
@@ -66,6 +80,7 @@ impl AuditEvent {
             trace_id: None,
             span_id: None,
             attributes: Vec::with_capacity(40),
+            body_limits: BodyLimits::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use crate::config::{BodyCapture, ConfigError};
 use crate::event::{attr, AuditEvent, Value};
+use crate::redact::cut::{drop_partial_tail, BODY_MARGIN};
 use crate::route::{RequestLine, Route};
 
 /// Compiled body capture settings.
@@ -19,6 +20,7 @@ pub struct BodyPolicy {
 pub enum BodyKind {
     Json,
     Form,
+    Multipart,
     Text,
 }
 
@@ -27,6 +29,7 @@ impl BodyKind {
         match self {
             BodyKind::Json => "json",
             BodyKind::Form => "form",
+            BodyKind::Multipart => "multipart",
             BodyKind::Text => "text",
         }
     }
@@ -38,6 +41,8 @@ pub enum BodyState {
     Skipped(&'static str),
     Capturing {
         buf: Vec<u8>,
+        /// Bytes the event keeps (`max_bytes`); capture takes [`BODY_MARGIN`] more.
+        keep: usize,
         limit: usize,
         truncated: bool,
         kind: BodyKind,
@@ -124,13 +129,16 @@ impl BodyState {
             BodyKind::Json
         } else if media == "application/x-www-form-urlencoded" {
             BodyKind::Form
+        } else if media == "multipart/form-data" {
+            BodyKind::Multipart
         } else {
             BodyKind::Text
         };
-        let limit = usize::try_from(spec.max_bytes).unwrap_or(usize::MAX);
+        let keep = usize::try_from(spec.max_bytes).unwrap_or(usize::MAX);
         Some(BodyState::Capturing {
             buf: Vec::new(),
-            limit,
+            keep,
+            limit: keep.saturating_add(BODY_MARGIN),
             truncated: false,
             kind,
         })
@@ -161,7 +169,9 @@ impl BodyState {
         }
     }
 
-    /// Writes the body and its markers into the event.
+    /// Writes the body and its markers into the event. A body cut by capture loses what the
+    /// cut may have left of a secret; a body longer than `max_bytes` is cut to it by
+    /// redaction, once redacted (see `redact::cut`).
     pub fn finish(self, side: Side, e: &mut AuditEvent) {
         let (body_key, type_key, capture_key) = match side {
             Side::Request => (
@@ -175,19 +185,20 @@ impl BodyState {
                 attr::RESPONSE_BODY_CAPTURE,
             ),
         };
-        let (buf, truncated, kind) = match self {
+        let (buf, keep, truncated, kind) = match self {
             BodyState::Skipped(why) => {
                 e.set(capture_key, Value::Str(why.into()));
                 return;
             }
             BodyState::Capturing {
                 buf,
+                keep,
                 truncated,
                 kind,
                 ..
-            } => (buf, truncated, kind),
+            } => (buf, keep, truncated, kind),
         };
-        let text = match String::from_utf8(buf) {
+        let mut text = match String::from_utf8(buf) {
             Ok(t) => t,
             Err(err) => {
                 // A cut in the middle of a character is not binary; anything else is.
@@ -205,9 +216,17 @@ impl BodyState {
             e.set(capture_key, Value::Str("skipped:binary".into()));
             return;
         }
+        if truncated {
+            drop_partial_tail(&mut text);
+        }
+        let cut = truncated || text.len() > keep;
+        match side {
+            Side::Request => e.body_limits.request = Some(keep),
+            Side::Response => e.body_limits.response = Some(keep),
+        }
         e.set(
             capture_key,
-            Value::Str(if truncated { "truncated" } else { "complete" }.into()),
+            Value::Str(if cut { "truncated" } else { "complete" }.into()),
         );
         e.set(type_key, Value::Str(kind.name().into()));
         e.set(body_key, Value::Str(text));
@@ -241,7 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn captures_json_up_to_the_limit() {
+    fn captures_json_up_to_the_limit_and_a_margin() {
         let mut s = BodyState::start(
             &spec(8),
             Side::Request,
@@ -250,13 +269,22 @@ mod tests {
         )
         .unwrap();
         s.push(b"{\"a\":", 5);
-        assert_eq!(s.wants(), 3);
+        assert_eq!(s.wants(), 3 + BODY_MARGIN);
         s.push(b"12345}", 6);
-        assert_eq!(s.wants(), 0);
         let e = finish(s);
-        assert_eq!(e.get_str(attr::REQUEST_BODY), Some("{\"a\":123"));
+        // Redaction cuts it to 8 bytes once redacted.
+        assert_eq!(e.get_str(attr::REQUEST_BODY), Some("{\"a\":12345}"));
+        assert_eq!(e.body_limits.request, Some(8));
         assert_eq!(e.get_str(attr::REQUEST_BODY_CAPTURE), Some("truncated"));
         assert_eq!(e.get_str(attr::REQUEST_BODY_TYPE), Some("json"));
+
+        let mut s = BodyState::start(&spec(8), Side::Request, Some(b"text/plain"), None).unwrap();
+        let long = format!("{} 4111 1111 1111 1111", "a".repeat(BODY_MARGIN));
+        s.push(&long.as_bytes()[..s.wants()], long.len());
+        assert_eq!(s.wants(), 0);
+        let e = finish(s);
+        let body = e.get_str(attr::REQUEST_BODY).unwrap();
+        assert!(!body.contains("4111"), "the cut card is gone: {body}");
     }
 
     #[test]
@@ -294,9 +322,13 @@ mod tests {
     #[test]
     fn a_cut_inside_a_character_is_not_binary() {
         let mut s = BodyState::start(&spec(4), Side::Request, Some(b"text/plain"), None).unwrap();
-        s.push("abcé".as_bytes(), 5);
+        let text = format!("{}xé", "a ".repeat(BODY_MARGIN / 2 + 1));
+        s.push(&text.as_bytes()[..s.wants()], text.len());
         let e = finish(s);
-        assert_eq!(e.get_str(attr::REQUEST_BODY), Some("abc"));
+        assert_eq!(
+            e.get_str(attr::REQUEST_BODY),
+            Some("a ".repeat(BODY_MARGIN / 2 + 1).as_str())
+        );
         assert_eq!(e.get_str(attr::REQUEST_BODY_CAPTURE), Some("truncated"));
     }
 

@@ -2,12 +2,13 @@
 //! booleans and proxy-wasm serialized maps (header maps).
 
 use super::Anomalies;
+pub use crate::event::MAX_VALUE_BYTES;
+use crate::redact::cut::{cut_to, drop_partial_tail, CAPTURE_CEILING};
 
-/// Longest single header or attribute value kept in an event; longer values are cut and noted.
-pub const MAX_VALUE_BYTES: usize = 8 * 1024;
-
-/// Bytes to a string: invalid UTF-8 is replaced with U+FFFD and values longer than
-/// [`MAX_VALUE_BYTES`] are cut at a character boundary; both are noted under `field`.
+/// Bytes to a string: invalid UTF-8 is replaced with U+FFFD. A value longer than
+/// [`MAX_VALUE_BYTES`] is noted as truncated under `field`: redaction cuts it once it has
+/// redacted it whole. Beyond [`CAPTURE_CEILING`] it is cut here already, without what the cut
+/// may have left of a secret.
 pub fn string(bytes: Vec<u8>, field: &str, anomalies: &mut Anomalies) -> String {
     let mut s = match String::from_utf8(bytes) {
         Ok(s) => s,
@@ -17,12 +18,10 @@ pub fn string(bytes: Vec<u8>, field: &str, anomalies: &mut Anomalies) -> String 
         }
     };
     if s.len() > MAX_VALUE_BYTES {
-        let mut cut = MAX_VALUE_BYTES;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
         anomalies.note("truncated", field);
+        if cut_to(&mut s, CAPTURE_CEILING) {
+            drop_partial_tail(&mut s);
+        }
     }
     s
 }
@@ -116,12 +115,22 @@ mod tests {
     }
 
     #[test]
-    fn long_values_are_cut_on_a_char_boundary() {
+    fn long_values_are_noted_and_kept_for_redaction_up_to_the_ceiling() {
         let mut a = Anomalies::default();
         let long = "é".repeat(MAX_VALUE_BYTES);
-        let s = string(long.into_bytes(), "h", &mut a);
-        assert!(s.len() <= MAX_VALUE_BYTES && s.len() >= MAX_VALUE_BYTES - 1);
+        let s = string(long.clone().into_bytes(), "h", &mut a);
+        assert_eq!(s, long, "redaction sees it whole, then cuts it");
         assert_eq!(a.0, vec!["truncated:h".to_string()]);
+        let huge = format!(
+            "{} 4111 1111 1111 1111",
+            "x ".repeat(CAPTURE_CEILING / 2 - 5)
+        );
+        let s = string(huge.into_bytes(), "h", &mut a);
+        assert!(
+            s.len() <= CAPTURE_CEILING && !s.contains("4111"),
+            "{}",
+            s.len()
+        );
     }
 
     #[test]

@@ -58,12 +58,13 @@ impl Action {
                 Some(Cow::Owned(format!("****{tail}")))
             }
             ActionKind::Truncate => {
-                let head: String = value.chars().take(self.keep).collect();
-                if head.len() == value.len() {
-                    Some(Cow::Owned(head))
-                } else {
-                    Some(Cow::Owned(format!("{head}…")))
+                // Like `partial`: a value of `2*keep` characters or fewer would be shown whole
+                // or nearly (a PIN, a one-time code), so it is masked whole.
+                if value.chars().count() <= self.keep.saturating_mul(2) {
+                    return mask;
                 }
+                let head: String = value.chars().take(self.keep).collect();
+                Some(Cow::Owned(format!("{head}…")))
             }
             ActionKind::Hash => match key {
                 Some(k) => Some(Cow::Owned(k.token(value))),
@@ -136,7 +137,19 @@ mod tests {
             Action::new(ActionKind::Truncate, Some(40))
                 .apply(v, None)
                 .as_deref(),
-            Some(v)
+            Some("[REDACTED]")
+        );
+    }
+
+    #[test]
+    fn truncate_never_keeps_a_short_value() {
+        let a = Action::new(ActionKind::Truncate, None);
+        for v in ["", "1234", "123456", "12345678", "1234567890123456"] {
+            assert_eq!(a.apply(v, None).as_deref(), Some("[REDACTED]"), "{v}");
+        }
+        assert_eq!(
+            a.apply("12345678901234567", None).as_deref(),
+            Some("12345678…")
         );
     }
 

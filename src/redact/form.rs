@@ -64,38 +64,20 @@ fn percent_encode_into(s: &str, out: &mut String) {
 /// How a list is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListKind {
-    /// `a=1&b=2`, percent-encoded with `+` for spaces.
+    /// `a=1&b=2` or `a=1;b=2` (query strings, forms, `;` parameters, fragments),
+    /// percent-encoded with `+` for spaces.
     Query,
     /// `a=1; b=2` (a `cookie` header).
     Cookie,
 }
 
 impl ListKind {
-    fn separator(self) -> u8 {
+    fn is_separator(self, b: u8) -> bool {
         match self {
-            ListKind::Query => b'&',
-            ListKind::Cookie => b';',
+            ListKind::Query => b == b'&' || b == b';',
+            ListKind::Cookie => b == b';',
         }
     }
-}
-
-/// The pieces of `s` between the ASCII byte `sep`, as `str::split` gives them, with a plain
-/// byte loop: lists and their pairs are short, a searcher costs more than it saves.
-fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let mut rest = Some(s);
-    std::iter::from_fn(move || {
-        let r = rest?;
-        match r.bytes().position(|b| b == sep) {
-            Some(i) => {
-                rest = r.get(i + 1..);
-                r.get(..i)
-            }
-            None => {
-                rest = None;
-                Some(r)
-            }
-        }
-    })
 }
 
 /// What to do with one pair: keep it, replace its value, or drop it.
@@ -105,70 +87,108 @@ pub enum Verdict {
     Drop,
 }
 
-/// Rewrites a list, asking `decide(name, value)` (both decoded) about each pair.
-/// Returns `None` when nothing changed.
+/// One pair of a list: where it is and what it says.
+struct Pair<'a> {
+    /// The whole piece between separators.
+    start: usize,
+    end: usize,
+    /// Where its value starts (after `=`), or its end when it has none.
+    value_at: usize,
+    has_value: bool,
+    name: &'a str,
+    value: &'a str,
+}
+
+/// The pairs of `input`, as written (cookies: spaces around a pair are not part of it).
+fn pairs(input: &str, kind: ListKind) -> impl Iterator<Item = Pair<'_>> {
+    let bytes = input.as_bytes();
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let s = start?;
+        let rest = bytes.get(s..).unwrap_or(&[]);
+        let end = rest
+            .iter()
+            .position(|&b| kind.is_separator(b))
+            .map_or(bytes.len(), |i| s + i);
+        start = (end < bytes.len()).then_some(end + 1);
+        let piece = input.get(s..end).unwrap_or("");
+        let lead = match kind {
+            ListKind::Cookie => piece.len() - piece.trim_start().len(),
+            ListKind::Query => 0,
+        };
+        let pair = piece.get(lead..).unwrap_or("");
+        let pair = match kind {
+            ListKind::Cookie => pair.trim_end(),
+            ListKind::Query => pair,
+        };
+        let (name, value, value_at) = match pair.find('=') {
+            Some(eq) => (
+                pair.get(..eq).unwrap_or(""),
+                pair.get(eq + 1..).unwrap_or(""),
+                s + lead + eq + 1,
+            ),
+            None => (pair, "", s + lead + pair.len()),
+        };
+        Some(Pair {
+            start: s,
+            end: s + lead + pair.len(),
+            value_at,
+            has_value: name.len() < pair.len(),
+            name,
+            value,
+        })
+    })
+}
+
+/// Rewrites a list, asking `decide(name, value)` (both decoded) about each pair. Separators and
+/// untouched pairs stay as written; a dropped pair goes with one separator. Returns `None`
+/// when nothing changed.
 pub fn rewrite(
     input: &str,
     kind: ListKind,
     mut decide: impl FnMut(&str, &str) -> Verdict,
 ) -> Option<String> {
     let plus = kind == ListKind::Query;
-    let trim = |part| trim_pair(kind, part);
-    // Written only from the first change on: most lists are kept as they are.
+    // Written only from the first change on: most lists are kept as they are. Input before
+    // `copied` is in `out` (or dropped).
     let mut out: Option<String> = None;
-    for (index, part) in split_ascii(input, kind.separator()).enumerate() {
-        let trimmed = trim(part);
-        let mut halves = split_ascii(trimmed, b'=');
-        let raw_name = halves.next().unwrap_or(trimmed);
-        let raw_value = trimmed.get(raw_name.len() + 1..).unwrap_or("");
-        let name = percent_decode(raw_name, plus);
-        let value = percent_decode(raw_value, plus);
-        let verdict = decide(&name, &value);
-        let out = match (&mut out, &verdict) {
-            (Some(out), _) => out,
-            (None, Verdict::Keep) => continue,
-            (None, _) => {
-                // The pairs before this one were all kept.
-                let mut kept = String::with_capacity(input.len());
-                for before in split_ascii(input, kind.separator()).take(index) {
-                    push_pair(&mut kept, kind, trim(before));
-                }
-                out.insert(kept)
-            }
-        };
+    let mut copied = 0;
+    for pair in pairs(input, kind) {
+        let verdict = decide(
+            &percent_decode(pair.name, plus),
+            &percent_decode(pair.value, plus),
+        );
         match verdict {
-            Verdict::Keep => push_pair(out, kind, trimmed),
+            Verdict::Keep => {}
             Verdict::Replace(v) => {
-                push_pair(out, kind, raw_name);
-                out.push('=');
+                let o = out.get_or_insert_with(|| String::with_capacity(input.len()));
+                o.push_str(input.get(copied..pair.value_at).unwrap_or(""));
+                if !pair.has_value {
+                    o.push('=');
+                }
                 match kind {
-                    ListKind::Query => percent_encode_into(&v, out),
-                    ListKind::Cookie => out.push_str(&v),
+                    ListKind::Query => percent_encode_into(&v, o),
+                    ListKind::Cookie => o.push_str(&v),
+                }
+                copied = pair.end;
+            }
+            Verdict::Drop => {
+                let o = out.get_or_insert_with(|| String::with_capacity(input.len()));
+                if pair.start > copied {
+                    // Drop the separator before it with it.
+                    o.push_str(input.get(copied..pair.start - 1).unwrap_or(""));
+                    copied = pair.end;
+                } else {
+                    // The first pair kept: drop the separator after it.
+                    copied = (pair.end + 1).min(input.len()).max(copied);
                 }
             }
-            Verdict::Drop => {}
         }
     }
-    out
-}
-
-/// A pair as written back: cookies lose the spaces around them.
-fn trim_pair(kind: ListKind, part: &str) -> &str {
-    match kind {
-        ListKind::Cookie => part.trim(),
-        ListKind::Query => part,
-    }
-}
-
-/// Appends `piece` to the list being written, after a separator unless it is the first.
-fn push_pair(out: &mut String, kind: ListKind, piece: &str) {
-    if !out.is_empty() {
-        out.push(char::from(kind.separator()));
-        if kind == ListKind::Cookie {
-            out.push(' ');
-        }
-    }
-    out.push_str(piece);
+    out.map(|mut o| {
+        o.push_str(input.get(copied..).unwrap_or(""));
+        o
+    })
 }
 
 #[cfg(test)]
@@ -199,23 +219,25 @@ mod tests {
         );
         assert_eq!(
             rewrite("a=1;c=3 ;b=2", ListKind::Cookie, mask_b).as_deref(),
-            Some("a=1; c=3; b=x y")
+            Some("a=1;c=3 ;b=x y")
+        );
+        assert_eq!(
+            rewrite("d=4&d=5&a=1", ListKind::Query, mask_b).as_deref(),
+            Some("a=1")
+        );
+        assert_eq!(
+            rewrite("a=1&d=4;b=2#x", ListKind::Query, mask_b).as_deref(),
+            Some("a=1;b=x%20y")
+        );
+        assert_eq!(
+            rewrite("a=1; d=4", ListKind::Cookie, mask_b).as_deref(),
+            Some("a=1")
+        );
+        assert_eq!(
+            rewrite("b", ListKind::Query, mask_b).as_deref(),
+            Some("b=x%20y")
         );
         assert_eq!(rewrite(" a=1;  c=3", ListKind::Cookie, mask_b), None);
-    }
-
-    #[test]
-    fn split_ascii_splits_like_str_split() {
-        for s in ["", "a", "a=1&b=2", "&&", "a&", "&a", "é=ü&ß", "x=1;y", "=="] {
-            for sep in [b'&', b';', b'='] {
-                let want: Vec<&str> = s.split(char::from(sep)).collect();
-                assert_eq!(
-                    split_ascii(s, sep).collect::<Vec<_>>(),
-                    want,
-                    "{s:?} by {sep}"
-                );
-            }
-        }
     }
 
     #[test]

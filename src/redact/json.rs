@@ -5,14 +5,23 @@
 //! whole and replaced, so redaction costs one pass and works on truncated bodies (a body cut at
 //! the capture limit is still redacted up to the cut). Input that is not JSON is cut at the
 //! first byte that cannot be JSON, so nothing after a point of confusion can leak.
+//!
+//! Member names are compared by the word model of [`super::names`]: a path step (`.number`)
+//! by its whole name, a descendant step (`..password`) by words, so `newPassword` and
+//! `PASSWORD` are found too. Matching a location costs steps × depth², never more, however
+//! many `..` a path has.
+
+use std::borrow::Cow;
+
+use super::names::{FieldName, NamePattern};
 
 /// One step of a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     /// `.name` or `['name']`
-    Child(String),
+    Child(NamePattern),
     /// `..name`: `name` at any depth below.
-    Descendant(String),
+    Descendant(NamePattern),
     /// `.*`
     AnyMember,
     /// `[N]`
@@ -28,7 +37,7 @@ pub struct JsonPath(Vec<Step>);
 /// Where a value sits: member names and array indexes from the root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Elem {
-    Key(String),
+    Key(FieldName),
     Index(usize),
 }
 
@@ -45,7 +54,7 @@ impl JsonPath {
                 if name.is_empty() {
                     return bad("'..' must be followed by a name");
                 }
-                steps.push(Step::Descendant(name.to_string()));
+                steps.push(Step::Descendant(named(name)?));
                 rest = r;
             } else if let Some(r) = rest.strip_prefix(".*") {
                 steps.push(Step::AnyMember);
@@ -55,7 +64,7 @@ impl JsonPath {
                 if name.is_empty() {
                     return bad("'.' must be followed by a name");
                 }
-                steps.push(Step::Child(name.to_string()));
+                steps.push(Step::Child(named(name)?));
                 rest = r;
             } else if let Some(r) = rest.strip_prefix('[') {
                 let Some((inner, r)) = r.split_once(']') else {
@@ -65,7 +74,7 @@ impl JsonPath {
                 let step = if inner == "*" {
                     Step::AnyIndex
                 } else if let Some(name) = quoted('\'').or_else(|| quoted('"')) {
-                    Step::Child(name.to_string())
+                    Step::Child(named(name)?)
                 } else if let Ok(n) = inner.parse::<usize>() {
                     Step::Index(n)
                 } else {
@@ -83,8 +92,50 @@ impl JsonPath {
         Ok(JsonPath(steps))
     }
 
+    /// Whether the path names the value at `loc`. The set of location prefixes a path's
+    /// first steps can consume is carried step by step (a bit per prefix length: depth is at
+    /// most [`MAX_DEPTH`]), so any number of `..` costs steps × depth².
     fn matches(&self, loc: &[Elem]) -> bool {
-        matches_from(&self.0, loc)
+        let mut reach: u128 = 1;
+        for step in &self.0 {
+            let mut next: u128 = 0;
+            for (at, elem) in loc.iter().enumerate().take(127) {
+                let bit = 1u128 << at;
+                // A descendant step may skip any elements before the one it names.
+                let reachable = match step {
+                    Step::Descendant(_) => reach & ((bit - 1) | bit) != 0,
+                    _ => reach & bit != 0,
+                };
+                if reachable && step_matches(step, elem) {
+                    next |= bit << 1;
+                }
+            }
+            reach = next;
+            if reach == 0 {
+                return false;
+            }
+        }
+        loc.len() < 128 && reach & (1u128 << loc.len()) != 0
+    }
+}
+
+/// A step's name: it must hold a letter or digit.
+fn named(name: &str) -> Result<NamePattern, String> {
+    let p = NamePattern::new(name);
+    if p.is_empty() {
+        return Err(format!("JSON path step {name:?} names no field"));
+    }
+    Ok(p)
+}
+
+fn step_matches(step: &Step, elem: &Elem) -> bool {
+    match (step, elem) {
+        (Step::Descendant(n), Elem::Key(k)) => n.matches(k),
+        (Step::Child(n), Elem::Key(k)) => n.equals(k),
+        (Step::AnyMember, Elem::Key(_)) => true,
+        (Step::Index(n), Elem::Index(i)) => n == i,
+        (Step::AnyIndex, Elem::Index(_)) => true,
+        _ => false,
     }
 }
 
@@ -93,36 +144,36 @@ fn take_name(s: &str) -> (&str, &str) {
     (s.get(..end).unwrap_or(""), s.get(end..).unwrap_or(""))
 }
 
-fn matches_from(steps: &[Step], loc: &[Elem]) -> bool {
-    let Some((step, rest)) = steps.split_first() else {
-        return loc.is_empty();
-    };
-    match step {
-        Step::Descendant(name) => (0..loc.len()).any(|skip| {
-            matches!(loc.get(skip), Some(Elem::Key(k)) if k == name)
-                && matches_from(rest, loc.get(skip + 1..).unwrap_or(&[]))
-        }),
-        _ => {
-            let Some((first, loc_rest)) = loc.split_first() else {
-                return false;
-            };
-            let ok = match (step, first) {
-                (Step::Child(n), Elem::Key(k)) => n == k,
-                (Step::AnyMember, Elem::Key(_)) => true,
-                (Step::Index(n), Elem::Index(i)) => n == i,
-                (Step::AnyIndex, Elem::Index(_)) => true,
-                _ => false,
-            };
-            ok && matches_from(rest, loc_rest)
-        }
-    }
-}
-
 /// A value the caller asked to redact: which path matched and the value's text (a string's
 /// content without quotes and unescaped; other values as written).
 pub struct Matched<'a> {
     pub path_index: usize,
     pub text: &'a str,
+}
+
+/// What the walker asks its caller.
+pub trait Visit {
+    /// The replacement JSON text of a value a path matched; `None` removes the member or
+    /// element.
+    fn matched(&mut self, m: Matched<'_>) -> Option<String>;
+    /// The new content of a string (a member name or a value) no path matched, given its
+    /// content unescaped; `None` keeps it. `escaped`: the string was written with escapes.
+    fn string(&mut self, content: &str, escaped: bool) -> Option<String>;
+}
+
+/// A visitor of the matched values only, by a closure.
+pub fn matched_only(f: impl FnMut(Matched<'_>) -> Option<String>) -> impl Visit {
+    struct MatchedOnly<F>(F);
+    impl<F: FnMut(Matched<'_>) -> Option<String>> Visit for MatchedOnly<F> {
+        fn matched(&mut self, m: Matched<'_>) -> Option<String> {
+            (self.0)(m)
+        }
+
+        fn string(&mut self, _: &str, _: bool) -> Option<String> {
+            None
+        }
+    }
+    MatchedOnly(f)
 }
 
 /// What became of a body.
@@ -147,170 +198,52 @@ struct Frame {
     last_comma: Option<usize>,
 }
 
-/// Walks `body`; for every value whose location matches one of `paths`, `decide` gives its
-/// replacement JSON text (`None`: remove the member or element). Returns `None` when nothing
-/// changed and the body is well formed (up to its end, which may be a truncation).
-pub fn redact(
-    body: &str,
-    paths: &[JsonPath],
-    mut decide: impl FnMut(Matched<'_>) -> Option<String>,
-) -> Option<Redacted> {
-    let b = body.as_bytes();
-    let mut edits: Vec<(usize, usize, Option<String>)> = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut loc: Vec<Elem> = Vec::new();
-    let mut pos = 0;
-    let mut malformed_at: Option<usize> = None;
-    // Expecting a value (true) or, inside a container, a key / comma / close (false).
-    let mut want_value = true;
-    let mut member_start = 0;
+/// A replacement of `start..end` (`None`: remove it).
+type Edit = (usize, usize, Option<String>);
 
-    'walk: loop {
-        pos = skip_ws(b, pos);
-        let Some(&c) = b.get(pos) else { break };
-        if want_value {
-            let value_start = pos;
-            if let Some(i) = paths.iter().position(|p| p.matches(&loc)) {
-                let end = skip_value(b, pos);
-                let raw = body.get(value_start..end).unwrap_or("");
-                let text = string_content(raw);
-                let replacement = decide(Matched {
-                    path_index: i,
-                    text: &text,
-                });
-                let start = if replacement.is_none() {
-                    member_start
-                } else {
-                    value_start
-                };
-                if replacement.is_none() {
-                    if let Some(f) = stack.last_mut() {
-                        f.removed_member = Some(member_start);
-                    }
-                }
-                edits.push((start, end, replacement));
-                pos = end;
-                want_value = false;
-                continue;
-            }
-            match c {
-                b'{' | b'[' => {
-                    if stack.len() >= MAX_DEPTH {
-                        malformed_at = Some(pos);
-                        break;
-                    }
-                    let mut frame = Frame {
-                        is_object: c == b'{',
-                        count: 0,
-                        has_member: false,
-                        removed_member: None,
-                        last_comma: None,
-                    };
-                    pos += 1;
-                    want_value = false;
-                    // Arrays: the next value is element 0 unless the array closes.
-                    if c == b'[' {
-                        let next = skip_ws(b, pos);
-                        if b.get(next) != Some(&b']') && next < b.len() {
-                            loc.push(Elem::Index(0));
-                            frame.has_member = true;
-                            member_start = next;
-                            want_value = true;
-                        }
-                    }
-                    stack.push(frame);
-                }
-                b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
-                    let end = skip_value(b, pos);
-                    if end == pos || !valid_scalar(body.get(pos..end).unwrap_or(""), end == b.len())
-                    {
-                        malformed_at = Some(pos);
-                        break;
-                    }
-                    pos = end;
-                    want_value = false;
-                }
-                _ => {
-                    malformed_at = Some(pos);
-                    break;
-                }
-            }
-            continue;
-        }
-        // After a value, or just inside an object.
-        let Some(frame) = stack.last_mut() else {
-            // Trailing bytes after the top-level value.
-            malformed_at = Some(pos);
-            break;
-        };
-        if !frame.has_member {
-            // Just inside an object (arrays start with element 0 or close at once).
-            match c {
-                b'"' if frame.is_object => {
-                    if !read_key(body, &mut pos, &mut loc, &mut member_start) {
-                        malformed_at = Some(pos);
-                        break;
-                    }
-                    frame.has_member = true;
-                    want_value = true;
-                }
-                b'}' | b']' if (c == b'}') == frame.is_object => {
-                    stack.pop();
-                    pos += 1;
-                }
-                _ => {
-                    malformed_at = Some(pos);
-                    break;
-                }
-            }
-            continue;
-        }
-        match c {
-            b'}' | b']' => {
-                if (c == b'}') != frame.is_object {
-                    malformed_at = Some(pos);
-                    break;
-                }
-                if let (Some(member), Some(comma)) = (frame.removed_member, frame.last_comma) {
-                    edits.push((comma, member, Some(String::new())));
-                }
-                loc.pop();
-                stack.pop();
-                pos += 1;
-            }
-            b',' => {
-                if frame.removed_member.take().is_some() {
-                    let next = skip_ws(b, pos + 1);
-                    edits.push((pos, next, Some(String::new())));
-                } else {
-                    frame.last_comma = Some(pos);
-                }
-                frame.count += 1;
-                pos += 1;
-                loc.pop();
-                pos = skip_ws(b, pos);
-                if frame.is_object {
-                    if !read_key(body, &mut pos, &mut loc, &mut member_start) {
-                        malformed_at = Some(pos);
-                        break 'walk;
-                    }
-                } else {
-                    member_start = pos;
-                    loc.push(Elem::Index(frame.count));
-                }
-                want_value = true;
-            }
-            _ => {
-                malformed_at = Some(pos);
-                break;
-            }
-        }
-    }
+/// The input is not JSON from this byte on.
+struct Malformed(usize);
 
-    if edits.is_empty() && malformed_at.is_none() {
+/// One walk over a body.
+struct Walker<'b, 'p, V> {
+    body: &'b str,
+    b: &'b [u8],
+    paths: &'p [JsonPath],
+    visit: V,
+    edits: Vec<Edit>,
+    stack: Vec<Frame>,
+    loc: Vec<Elem>,
+    pos: usize,
+    member_start: usize,
+}
+
+/// Walks `body`; for every value whose location matches one of `paths`, `visit.matched` gives
+/// its replacement, and every other string is offered to `visit.string`. Returns `None` when
+/// nothing changed and the body is well formed (up to its end, which may be a truncation).
+pub fn redact(body: &str, paths: &[JsonPath], visit: impl Visit) -> Option<Redacted> {
+    let mut w = Walker {
+        body,
+        b: body.as_bytes(),
+        paths,
+        visit,
+        edits: Vec::new(),
+        stack: Vec::new(),
+        loc: Vec::new(),
+        pos: 0,
+        member_start: 0,
+    };
+    let malformed_at = w.walk().err().map(|Malformed(at)| at);
+    if w.edits.is_empty() && malformed_at.is_none() {
         return None;
     }
-    let cut = malformed_at.unwrap_or(b.len());
+    Some(Redacted {
+        text: apply(body, w.edits, malformed_at.unwrap_or(body.len())),
+        malformed: malformed_at.is_some(),
+    })
+}
+
+/// `body` up to `cut` with the edits applied.
+fn apply(body: &str, mut edits: Vec<Edit>, cut: usize) -> String {
     edits.sort_by_key(|e| e.0);
     let mut text = String::with_capacity(cut);
     let mut at = 0;
@@ -325,29 +258,213 @@ pub fn redact(
         at = end.min(cut);
     }
     text.push_str(body.get(at..cut).unwrap_or(""));
-    Some(Redacted {
-        text,
-        malformed: malformed_at.is_some(),
-    })
+    text
 }
 
-/// Reads `"key"` and `:` at `pos`; pushes the key onto `loc`.
-fn read_key(body: &str, pos: &mut usize, loc: &mut Vec<Elem>, member_start: &mut usize) -> bool {
-    let b = body.as_bytes();
-    if b.get(*pos) != Some(&b'"') {
-        return false;
+impl<V: Visit> Walker<'_, '_, V> {
+    fn bad<T>(&self) -> Result<T, Malformed> {
+        Err(Malformed(self.pos))
     }
-    *member_start = *pos;
-    let end = skip_value(b, *pos);
-    let key = string_content(body.get(*pos..end).unwrap_or(""));
-    *pos = skip_ws(b, end);
-    if b.get(*pos) != Some(&b':') {
-        // A body truncated inside a key ends here harmlessly.
-        return *pos >= b.len();
+
+    /// Expecting a value (true) or, inside a container, a key / comma / close (false).
+    fn walk(&mut self) -> Result<(), Malformed> {
+        let mut want_value = true;
+        loop {
+            self.pos = skip_ws(self.b, self.pos);
+            let Some(&c) = self.b.get(self.pos) else {
+                return Ok(());
+            };
+            want_value = if want_value {
+                self.value(c)?
+            } else {
+                self.after_value(c)?
+            };
+        }
     }
-    *pos += 1;
-    loc.push(Elem::Key(key));
-    true
+
+    /// At a value: a matched one is replaced, a container opened, a scalar passed. Returns
+    /// whether a value comes next.
+    fn value(&mut self, c: u8) -> Result<bool, Malformed> {
+        if let Some(i) = self.paths.iter().position(|p| p.matches(&self.loc)) {
+            self.replace_matched(i);
+            return Ok(false);
+        }
+        match c {
+            b'{' | b'[' => self.open(c),
+            b'"' => {
+                let end = skip_value(self.b, self.pos);
+                self.offer_string(self.pos, end);
+                self.pos = end;
+                Ok(false)
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                let end = skip_value(self.b, self.pos);
+                let token = self.body.get(self.pos..end).unwrap_or("");
+                if end == self.pos || !valid_scalar(token, end == self.b.len()) {
+                    return self.bad();
+                }
+                self.pos = end;
+                Ok(false)
+            }
+            _ => self.bad(),
+        }
+    }
+
+    fn replace_matched(&mut self, path_index: usize) {
+        let start = self.pos;
+        let end = skip_value(self.b, start);
+        let text = string_content(self.body.get(start..end).unwrap_or(""));
+        let replacement = self.visit.matched(Matched {
+            path_index,
+            text: &text,
+        });
+        let from = match replacement {
+            Some(_) => start,
+            None => {
+                if let Some(f) = self.stack.last_mut() {
+                    f.removed_member = Some(self.member_start);
+                }
+                self.member_start
+            }
+        };
+        self.edits.push((from, end, replacement));
+        self.pos = end;
+    }
+
+    /// Offers the string at `start..end` to the visitor; a new content replaces it.
+    fn offer_string(&mut self, start: usize, end: usize) {
+        let raw = self.body.get(start..end).unwrap_or("");
+        let escaped = raw.contains('\\');
+        let content: Cow<'_, str> = if escaped {
+            Cow::Owned(string_content(raw))
+        } else {
+            let inner = raw.strip_prefix('"').unwrap_or(raw);
+            Cow::Borrowed(inner.strip_suffix('"').unwrap_or(inner))
+        };
+        if let Some(new) = self.visit.string(&content, escaped) {
+            let text = serde_json::to_string(&new).unwrap_or_default();
+            self.edits.push((start, end, Some(text)));
+        }
+    }
+
+    fn open(&mut self, c: u8) -> Result<bool, Malformed> {
+        if self.stack.len() >= MAX_DEPTH {
+            return self.bad();
+        }
+        let mut frame = Frame {
+            is_object: c == b'{',
+            count: 0,
+            has_member: false,
+            removed_member: None,
+            last_comma: None,
+        };
+        self.pos += 1;
+        let mut want_value = false;
+        // Arrays: the next value is element 0 unless the array closes.
+        if c == b'[' {
+            let next = skip_ws(self.b, self.pos);
+            if self.b.get(next) != Some(&b']') && next < self.b.len() {
+                self.loc.push(Elem::Index(0));
+                frame.has_member = true;
+                self.member_start = next;
+                want_value = true;
+            }
+        }
+        self.stack.push(frame);
+        Ok(want_value)
+    }
+
+    /// After a value, or just inside an object. Returns whether a value comes next.
+    fn after_value(&mut self, c: u8) -> Result<bool, Malformed> {
+        let Some(frame) = self.stack.last() else {
+            // Trailing bytes after the top-level value.
+            return self.bad();
+        };
+        let (is_object, removed_member, last_comma) =
+            (frame.is_object, frame.removed_member, frame.last_comma);
+        if !frame.has_member {
+            // Just inside an object (arrays start with element 0 or close at once).
+            return match c {
+                b'"' if is_object => {
+                    self.read_key()?;
+                    if let Some(f) = self.stack.last_mut() {
+                        f.has_member = true;
+                    }
+                    Ok(true)
+                }
+                b'}' | b']' if (c == b'}') == is_object => {
+                    self.stack.pop();
+                    self.pos += 1;
+                    Ok(false)
+                }
+                _ => self.bad(),
+            };
+        }
+        match c {
+            b'}' | b']' if (c == b'}') == is_object => {
+                if let (Some(member), Some(comma)) = (removed_member, last_comma) {
+                    self.edits.push((comma, member, Some(String::new())));
+                }
+                self.loc.pop();
+                self.stack.pop();
+                self.pos += 1;
+                Ok(false)
+            }
+            b',' => self.next_member(),
+            _ => self.bad(),
+        }
+    }
+
+    /// At a comma between members or elements. Returns whether a value comes next.
+    fn next_member(&mut self) -> Result<bool, Malformed> {
+        let pos = self.pos;
+        let Some(frame) = self.stack.last_mut() else {
+            return self.bad();
+        };
+        let is_object = frame.is_object;
+        let removed = frame.removed_member.take().is_some();
+        if !removed {
+            frame.last_comma = Some(pos);
+        }
+        frame.count += 1;
+        let count = frame.count;
+        if removed {
+            let next = skip_ws(self.b, pos + 1);
+            self.edits.push((pos, next, Some(String::new())));
+        }
+        self.loc.pop();
+        self.pos = skip_ws(self.b, pos + 1);
+        if is_object {
+            self.read_key()?;
+        } else {
+            self.member_start = self.pos;
+            self.loc.push(Elem::Index(count));
+        }
+        Ok(true)
+    }
+
+    /// Reads `"key"` and `:`; pushes the key onto `loc`. A body truncated inside a key ends
+    /// here harmlessly.
+    fn read_key(&mut self) -> Result<(), Malformed> {
+        if self.b.get(self.pos) != Some(&b'"') {
+            return self.bad();
+        }
+        self.member_start = self.pos;
+        let end = skip_value(self.b, self.pos);
+        let key = string_content(self.body.get(self.pos..end).unwrap_or(""));
+        let key_start = self.pos;
+        self.pos = skip_ws(self.b, end);
+        if self.b.get(self.pos) != Some(&b':') {
+            if self.pos >= self.b.len() {
+                return Ok(());
+            }
+            return self.bad();
+        }
+        self.offer_string(key_start, end);
+        self.pos += 1;
+        self.loc.push(Elem::Key(FieldName::new(&key)));
+        Ok(())
+    }
 }
 
 /// `true`, `false`, `null`, a number, or a string; a truncated last token passes.
@@ -422,17 +539,57 @@ fn skip_value(b: &[u8], pos: usize) -> usize {
 }
 
 /// A JSON string's content, unescaped; other text as it is.
+/// A string cut short (at the capture limit) is unescaped up to the cut, so what it holds is
+/// read as well as a whole one; an escape cut in half is dropped.
 fn string_content(raw: &str) -> String {
-    if raw.starts_with('"') {
-        if let Ok(s) = serde_json::from_str::<String>(raw) {
-            return s;
+    let Some(inner) = raw.strip_prefix('"') else {
+        return raw.to_string();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => match chars.next() {
+                Some('b') => out.push('\u{8}'),
+                Some('f') => out.push('\u{c}'),
+                Some('n') => out.push('\n'),
+                Some('r') => out.push('\r'),
+                Some('t') => out.push('\t'),
+                Some('u') => match hex4(&mut chars) {
+                    Some(hi @ 0xD800..=0xDBFF) => {
+                        let rest = chars.as_str();
+                        let lo = rest
+                            .strip_prefix("\\u")
+                            .and_then(|r| u32::from_str_radix(r.get(..4)?, 16).ok())
+                            .filter(|lo| (0xDC00..=0xDFFF).contains(lo));
+                        match lo {
+                            Some(lo) => {
+                                chars = rest.get(6..).unwrap_or("").chars();
+                                let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                                out.push(char::from_u32(c).unwrap_or('\u{fffd}'));
+                            }
+                            None => out.push('\u{fffd}'),
+                        }
+                    }
+                    Some(code) => out.push(char::from_u32(code).unwrap_or('\u{fffd}')),
+                    None => break,
+                },
+                Some(other) => out.push(other),
+                None => break,
+            },
+            c => out.push(c),
         }
-        return raw
-            .trim_start_matches('"')
-            .trim_end_matches('"')
-            .to_string();
     }
-    raw.to_string()
+    out
+}
+
+/// Four hex digits of a `\u` escape; `None` when the text ends (or breaks) first.
+fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+    let rest = chars.as_str();
+    let code = u32::from_str_radix(rest.get(..4)?, 16).ok()?;
+    *chars = rest.get(4..)?.chars();
+    Some(code)
 }
 
 #[cfg(test)]
@@ -443,13 +600,30 @@ mod tests {
 
     fn run(body: &str, paths: &[&str], replacement: Option<&str>) -> Option<Redacted> {
         let paths: Vec<JsonPath> = paths.iter().map(|p| JsonPath::parse(p).unwrap()).collect();
-        redact(body, &paths, |_| replacement.map(|r| format!("\"{r}\"")))
+        redact(
+            body,
+            &paths,
+            matched_only(|_| replacement.map(|r| format!("\"{r}\""))),
+        )
     }
 
     fn text(body: &str, paths: &[&str], replacement: Option<&str>) -> String {
         run(body, paths, replacement)
             .map(|r| r.text)
             .unwrap_or_else(|| body.to_string())
+    }
+
+    #[test]
+    fn strings_unescape_whole_or_cut() {
+        assert_eq!(string_content(r#""a\"b\u0040c\/d""#), "a\"b@c/d");
+        assert_eq!(string_content(r#""\ud83d\ude00x""#), "\u{1F600}x");
+        assert_eq!(string_content(r#""cut \u00"#), "cut ");
+        assert_eq!(string_content(r#""cut \"#), "cut ");
+        assert_eq!(
+            string_content(r#""\{\"password\":\"s"#),
+            "{\"password\":\"s"
+        );
+        assert_eq!(string_content("42"), "42");
     }
 
     #[test]
@@ -530,10 +704,14 @@ mod tests {
     fn escapes_and_whitespace() {
         let body = "{ \"pass\\u0077ord\" : \"a\\\"b\" , \"k\" : [ 1 , 2 ] }";
         let mut seen = String::new();
-        let out = redact(body, &[JsonPath::parse("$.password").unwrap()], |m| {
-            seen = m.text.to_string();
-            Some("\"X\"".into())
-        })
+        let out = redact(
+            body,
+            &[JsonPath::parse("$.password").unwrap()],
+            matched_only(|m| {
+                seen = m.text.to_string();
+                Some("\"X\"".into())
+            }),
+        )
         .unwrap();
         assert_eq!(seen, "a\"b");
         assert_eq!(
@@ -577,7 +755,11 @@ mod tests {
             .collect();
         for cut in 0..=body.len() {
             for decide in [Some("\"X\""), None] {
-                let _ = redact(&body[..cut], &paths, |_| decide.map(String::from));
+                let _ = redact(
+                    &body[..cut],
+                    &paths,
+                    matched_only(|_| decide.map(String::from)),
+                );
             }
         }
         let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -594,7 +776,7 @@ mod tests {
                 })
                 .collect();
             let s = String::from_utf8_lossy(&bytes);
-            let _ = redact(&s, &paths, |_| None);
+            let _ = redact(&s, &paths, matched_only(|_| None));
         }
     }
 }

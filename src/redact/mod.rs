@@ -14,22 +14,26 @@
 
 pub mod actions;
 pub mod byte_classes;
+pub mod cut;
 pub mod detectors;
 pub mod form;
 pub mod json;
+#[cfg(test)]
+mod leak_tests;
+pub mod multipart;
+pub mod names;
+mod pass;
 pub mod path;
 pub mod rules;
+pub mod url;
 
-use std::borrow::Cow;
-
-use actions::Action;
 use detectors::{Detector, Finding};
-use form::{maybe_encoded, percent_decode, rewrite, ListKind, Verdict};
 use json::JsonPath;
-use rules::{Compiled, CompiledRule, ALL_COOKIES};
+use pass::Pass;
+use rules::Compiled;
 
 use crate::config::{ConfigError, Redaction};
-use crate::event::{attr, Attribute, AuditEvent, Value};
+use crate::event::{attr, AuditEvent, Value, MAX_VALUE_BYTES};
 use crate::route::RequestLine;
 
 /// Attribute key prefixes whose values Envoy or TLS derived, not text a client chose: never
@@ -76,7 +80,7 @@ enum Field {
     Path,
     /// A body, with the key of its type.
     Body(&'static str),
-    /// Anything else: only scanned (or not, see [`is_scanned`]).
+    /// Anything else: read by what it holds and scanned (or not, see [`is_scanned`]).
     Other,
 }
 
@@ -114,12 +118,13 @@ struct Hit {
     source: Source,
 }
 
-/// What fired: a rule (by index), a detector, or the cut of malformed JSON. Named only when
-/// the event's list is written.
+/// What fired: a rule (by index), a detector, the password of a URL, or the cut of malformed
+/// JSON. Named only when the event's list is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fire {
     Rule(usize),
     Detector(Source),
+    UrlPassword,
     MalformedJson,
 }
 
@@ -146,6 +151,19 @@ fn name_count(name: &str, count: u32) -> String {
     s
 }
 
+/// Buffers a redaction pass reuses from event to event.
+#[derive(Default)]
+struct Scratch {
+    /// The active rules' indexes of the event being redacted.
+    active: Vec<usize>,
+    /// The field name being compared with the rules.
+    name: names::FieldName,
+    /// Header names seen, with the indexes of the rules naming each.
+    headers: Vec<(String, Vec<usize>)>,
+    findings: Vec<Finding>,
+    hits: Vec<Hit>,
+}
+
 /// The compiled redaction configuration.
 pub struct Redactor {
     c: Compiled,
@@ -153,15 +171,7 @@ pub struct Redactor {
     json_paths: Vec<JsonPath>,
     json_owner: Vec<usize>,
     any_scoped: bool,
-    /// The active rules' indexes of the event being redacted (kept to reuse its allocation).
-    active: Vec<usize>,
-    /// Whether any rule names query parameters, cookies or form fields: lists are only parsed
-    /// when some rule could act on them.
-    any_query: bool,
-    any_cookie: bool,
-    any_form: bool,
-    findings: Vec<Finding>,
-    hits: Vec<Hit>,
+    scratch: Scratch,
 }
 
 impl Redactor {
@@ -177,28 +187,22 @@ impl Redactor {
             }
         }
         let any_scoped = c.rules.iter().any(|r| !r.route.is_everything());
-        let any_query = c.rules.iter().any(|r| !r.query.is_empty());
-        let any_cookie = c.rules.iter().any(|r| !r.cookies.is_empty());
-        let any_form = c.rules.iter().any(|r| !r.form.is_empty());
         Ok(Redactor {
-            active: Vec::with_capacity(c.rules.len()),
             c,
             json_paths,
             json_owner,
             any_scoped,
-            any_query,
-            any_cookie,
-            any_form,
-            findings: Vec::new(),
-            hits: Vec::new(),
+            scratch: Scratch::default(),
         })
     }
 
-    /// Redacts one event in place.
+    /// Redacts one event in place, then cuts what is longer than the event keeps: redact
+    /// first, cut second (see [`cut`]).
     pub fn redact(&mut self, e: &mut AuditEvent) {
-        let mut active = std::mem::take(&mut self.active);
-        self.active_rules(e, &mut active);
-        let mut fired = Fired::default();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.active_rules(e, &mut scratch.active);
+        let limits = e.body_limits;
+        let mut pass = Pass::new(self, scratch);
         let mut i = 0;
         while let Some(a) = e.attributes.get(i) {
             // Numbers and flags hold no text: neither rules nor detectors apply.
@@ -211,42 +215,24 @@ impl Redactor {
                 Field::Body(type_key) => Some(e.get_str(type_key).unwrap_or("text").to_string()),
                 _ => None,
             };
-            let form_encoded = field == Field::Query || body_kind.as_deref() == Some("form");
-            let Some(Attribute { key, value }) = e.attributes.get_mut(i) else {
+            let Some(a) = e.attributes.get_mut(i) else {
                 break;
             };
-            let keep = match field {
-                Field::Header(prefix) => {
-                    let name = key.get(prefix..).unwrap_or_default();
-                    self.header(name, value, &active, &mut fired)
-                }
-                Field::Query if self.any_query => {
-                    self.with_str(value, |s, this| {
-                        this.list(s, ListKind::Query, &active, |r| &r.query, &mut fired)
-                    });
-                    true
-                }
-                Field::Path => {
-                    self.with_str(value, |s, this| this.path(s, &active, &mut fired));
-                    true
-                }
-                Field::Body(_) => {
-                    let kind = body_kind.as_deref().unwrap_or("text");
-                    self.with_str(value, |s, this| this.body(s, kind, &active, &mut fired));
-                    true
-                }
-                Field::Query | Field::Other => true,
+            let limit = match field {
+                Field::Body(attr::REQUEST_BODY_TYPE) => limits.request,
+                Field::Body(_) => limits.response,
+                _ => Some(MAX_VALUE_BYTES),
             };
-            if !keep {
+            if !pass.attribute(&a.key, field, body_kind.as_deref(), &mut a.value) {
                 e.attributes.remove(i);
                 continue;
             }
-            // Headers, the query, the path and bodies are text a client chose: always scanned.
-            if field != Field::Other || is_scanned(key) {
-                self.with_str(value, |s, this| this.scan_text(s, form_encoded, &mut fired));
+            if let Some(limit) = limit {
+                cut_value(&mut a.value, limit);
             }
             i += 1;
         }
+        let (fired, scratch) = pass.finish();
         if !fired.0.is_empty() {
             let list = fired
                 .0
@@ -255,7 +241,7 @@ impl Redactor {
                 .collect();
             e.set(attr::REDACTION_RULES, Value::StrList(list));
         }
-        self.active = active;
+        self.scratch = scratch;
     }
 
     /// Fills `active` with the indexes of the rules that apply to this request.
@@ -276,250 +262,31 @@ impl Redactor {
         );
     }
 
-    /// The active rules, in order, with their indexes.
-    fn rules_in<'r>(
-        &'r self,
-        active: &'r [usize],
-    ) -> impl Iterator<Item = (usize, &'r CompiledRule)> + 'r {
-        active
-            .iter()
-            .filter_map(|&i| Some((i, self.c.rules.get(i)?)))
-    }
-
-    /// The first active rule `names` accepts, with its index.
-    fn first_rule<'r>(
-        &'r self,
-        active: &'r [usize],
-        mut names: impl FnMut(&'r CompiledRule) -> bool,
-    ) -> Option<(usize, &'r CompiledRule)> {
-        self.rules_in(active).find(|(_, r)| names(r))
-    }
-
-    /// Applies `f` to each string of a string or string-list value; `f` returns the new text.
-    fn with_str(&mut self, v: &mut Value, mut f: impl FnMut(&str, &mut Self) -> Option<String>) {
-        match v {
-            Value::Str(s) => {
-                if let Some(new) = f(s, self) {
-                    *s = new;
-                }
-            }
-            Value::StrList(items) => {
-                for s in items.iter_mut() {
-                    if let Some(new) = f(s, self) {
-                        *s = new;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Returns false when the header is to be removed.
-    fn header(&mut self, name: &str, v: &mut Value, active: &[usize], fired: &mut Fired) -> bool {
-        if let Some((index, rule)) =
-            self.first_rule(active, |r| r.headers.iter().any(|h| h == name))
-        {
-            let Value::StrList(items) = v else {
-                return true;
-            };
-            let key = self.c.hash_key.as_ref();
-            items.retain_mut(|s| {
-                fired.add(Fire::Rule(index));
-                match rule.action.apply(s, key) {
-                    Some(r) => {
-                        *s = r.into_owned();
-                        true
-                    }
-                    None => false,
-                }
-            });
-            return !items.is_empty();
-        }
-        if !self.any_cookie {
-            return true;
-        }
-        match name {
-            "cookie" => self.with_str(v, |s, this| {
-                this.list(s, ListKind::Cookie, active, |r| &r.cookies, fired)
-            }),
-            "set-cookie" => self.with_str(v, |s, this| {
-                let (pair, attrs) = s.split_once(';').map_or((s, None), |(p, a)| (p, Some(a)));
-                let new = this.list(pair, ListKind::Cookie, active, |r| &r.cookies, fired)?;
-                Some(match attrs {
-                    Some(a) => format!("{new};{a}"),
-                    None => new,
-                })
-            }),
-            _ => {}
-        }
-        true
-    }
-
-    /// Query strings, form bodies and cookies: each pair by name.
-    fn list(
-        &self,
-        s: &str,
-        kind: ListKind,
-        active: &[usize],
-        names: impl Fn(&CompiledRule) -> &Vec<String>,
-        fired: &mut Fired,
-    ) -> Option<String> {
-        rewrite(s, kind, |name, value| {
-            let Some((index, rule)) = self.first_rule(active, |r| {
-                names(r).iter().any(|n| {
-                    n.eq_ignore_ascii_case(name) || (kind == ListKind::Cookie && n == ALL_COOKIES)
-                })
-            }) else {
-                return Verdict::Keep;
-            };
-            fired.add(Fire::Rule(index));
-            match rule.action.apply(value, self.c.hash_key.as_ref()) {
-                Some(v) => Verdict::Replace(v),
-                None => Verdict::Drop,
-            }
-        })
-    }
-
-    fn path(&self, path: &str, active: &[usize], fired: &mut Fired) -> Option<String> {
-        for (index, rule) in self.rules_in(active) {
-            for pattern in &rule.paths {
-                let mut count = 0;
-                let new = pattern.rewrite(path, |_, seg| {
-                    count += 1;
-                    rule.action
-                        .apply(seg, self.c.hash_key.as_ref())
-                        .map(Cow::into_owned)
-                });
-                if let Some(new) = new {
-                    for _ in 0..count {
-                        fired.add(Fire::Rule(index));
-                    }
-                    return Some(new);
-                }
-            }
-        }
-        None
-    }
-
-    fn body(&self, body: &str, kind: &str, active: &[usize], fired: &mut Fired) -> Option<String> {
-        match kind {
-            "json" => {
-                let out = json::redact(body, &self.json_paths, |m| {
-                    let owner = self
-                        .json_owner
-                        .get(m.path_index)
-                        .copied()
-                        .unwrap_or(usize::MAX);
-                    let Some(rule) = self.c.rules.get(owner).filter(|_| active.contains(&owner))
-                    else {
-                        return Some(serde_json::to_string(m.text).unwrap_or_default());
-                    };
-                    fired.add(Fire::Rule(owner));
-                    rule.action
-                        .apply(m.text, self.c.hash_key.as_ref())
-                        .map(|v| serde_json::to_string(&v).unwrap_or_default())
-                })?;
-                if out.malformed {
-                    fired.add(Fire::MalformedJson);
-                }
-                Some(out.text)
-            }
-            "form" if self.any_form => self.list(body, ListKind::Query, active, |r| &r.form, fired),
-            _ => None,
-        }
-    }
-
-    /// Runs every detector over `text`; returns the redacted text when something was found.
-    /// A secret may hide behind percent-escapes (even twice over), so what remains after the
-    /// raw scan is decoded and scanned again; when that finds something, the decoded, redacted
-    /// text replaces the value. In form encoding (query strings, form bodies) `+` is a space;
-    /// elsewhere it stays, as it is part of base64 tokens.
-    fn scan_text(&mut self, text: &str, form_encoded: bool, fired: &mut Fired) -> Option<String> {
-        let mut result = self.scan_once(text, fired);
-        let encoded = |t: &str| maybe_encoded(t, form_encoded);
-        if !encoded(result.as_deref().unwrap_or(text)) {
-            return result;
-        }
-        let mut current = result.clone().unwrap_or_else(|| text.to_string());
-        for _ in 0..2 {
-            if !encoded(&current) {
-                break;
-            }
-            let Cow::Owned(decoded) = percent_decode(&current, form_encoded) else {
-                break;
-            };
-            current = match self.scan_once(&decoded, fired) {
-                Some(out) => {
-                    result = Some(out.clone());
-                    out
-                }
-                None => decoded,
-            };
-        }
-        result
-    }
-
-    fn scan_once(&mut self, text: &str, fired: &mut Fired) -> Option<String> {
-        self.findings.clear();
-        self.hits.clear();
-        detectors::scan(text, self.c.detectors, &mut self.findings);
-        self.hits.extend(self.findings.iter().map(|f| Hit {
-            start: f.start,
-            end: f.end,
-            source: Source::Builtin(f.detector),
-        }));
-        for (i, c) in self.c.custom.iter().enumerate() {
-            self.hits.extend(c.regex.find_iter(text).map(|m| Hit {
-                start: m.start(),
-                end: m.end(),
-                source: Source::Custom(i),
-            }));
-        }
-        if self.hits.is_empty() {
-            return None;
-        }
-        self.hits
-            .sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for h in &self.hits {
-            if h.start < at {
-                continue; // overlaps a hit already applied
-            }
-            fired.add(Fire::Detector(h.source));
-            let action = self.action_of(h.source);
-            out.push_str(text.get(at..h.start).unwrap_or(""));
-            let found = text.get(h.start..h.end).unwrap_or("");
-            if let Some(r) = action.apply(found, self.c.hash_key.as_ref()) {
-                out.push_str(&r);
-            }
-            at = h.end;
-        }
-        out.push_str(text.get(at..).unwrap_or(""));
-        Some(out)
-    }
-
-    fn action_of(&self, s: Source) -> Action {
-        match s {
-            Source::Builtin(d) => self
-                .c
-                .detector_actions
-                .iter()
-                .find(|(x, _)| *x == d)
-                .map_or(Action::MASK, |(_, a)| *a),
-            Source::Custom(i) => self.c.custom.get(i).map_or(Action::MASK, |c| c.action),
-        }
-    }
-
     /// The name a fired rule is listed under: the rule's name, `detector.<name>` for a
-    /// built-in detector, the custom detector's name, or `malformed_json_cut`.
+    /// built-in detector, the custom detector's name, `url.password`, or `malformed_json_cut`.
     fn fire_name(&self, f: Fire) -> &str {
         match f {
             Fire::Rule(i) => self.c.rules.get(i).map_or("rule", |r| &r.name),
             Fire::Detector(Source::Builtin(d)) => d.rule_name(),
             Fire::Detector(Source::Custom(i)) => self.c.custom.get(i).map_or("custom", |c| &c.name),
+            Fire::UrlPassword => "url.password",
             Fire::MalformedJson => "malformed_json_cut",
         }
+    }
+}
+
+/// Cuts each string of a value to `limit` bytes.
+fn cut_value(v: &mut Value, limit: usize) {
+    match v {
+        Value::Str(s) => {
+            cut::cut_to(s, limit);
+        }
+        Value::StrList(items) => {
+            for s in items {
+                cut::cut_to(s, limit);
+            }
+        }
+        Value::Int(_) | Value::Bool(_) => {}
     }
 }
 
@@ -585,13 +352,11 @@ mod tests {
         // With the defaults off only the credentials safety net is left: it names cookies
         // (all of them), no query parameter and no form field.
         let mut r = redactor(serde_json::json!({"defaults": false}));
-        assert!(!r.any_query && r.any_cookie && !r.any_form);
         let mut e = AuditEvent::new(EventKind::Http);
         e.set(attr::URL_QUERY, Value::Str("a=1&token=abc".into()));
         r.redact(&mut e);
         assert_eq!(e.get_str(attr::URL_QUERY), Some("a=1&token=abc"));
         let mut r = redactor(serde_json::json!({}));
-        assert!(r.any_query && r.any_cookie);
         r.redact(&mut e);
         assert_ne!(e.get_str(attr::URL_QUERY), Some("a=1&token=abc"));
     }

@@ -6,6 +6,7 @@ use regex::Regex;
 use super::actions::{Action, HashKey};
 use super::detectors::{Detector, DetectorSet};
 use super::json::JsonPath;
+use super::names::NameSet;
 use super::path::PathPattern;
 use crate::config::{ActionKind, ConfigError, DetectorSetting, Redaction, Rule};
 use crate::route::Route;
@@ -68,17 +69,19 @@ fn default_detector_action(d: Detector) -> Action {
     }
 }
 
-/// A rule ready to apply.
+/// A rule ready to apply. Field names are matched by the word model of [`super::names`].
 #[derive(Debug, Clone)]
 pub struct CompiledRule {
     pub name: String,
     pub route: Route,
-    pub headers: Vec<String>,
-    pub query: Vec<String>,
-    pub cookies: Vec<String>,
+    pub headers: NameSet,
+    pub query: NameSet,
+    pub cookies: NameSet,
+    /// The rule names every cookie (`"*"`).
+    pub all_cookies: bool,
     pub paths: Vec<PathPattern>,
     pub json: Vec<JsonPath>,
-    pub form: Vec<String>,
+    pub form: NameSet,
     pub action: Action,
 }
 
@@ -182,8 +185,11 @@ pub fn compile(r: &Redaction, hash_key: Option<Vec<u8>>) -> Result<Compiled, Con
                     format!("invalid regex: {}", first_line(&e.to_string())),
                 )
             })?;
-        if regex.is_match("") {
-            return Err(err(field, "pattern matches the empty string"));
+        if can_match_empty(&c.pattern) {
+            return Err(err(
+                field,
+                "pattern can match the empty string (e.g. \\b, x?, a*): it would mark every text",
+            ));
         }
         let action = Action::new(c.action.unwrap_or(ActionKind::Mask), c.keep);
         if action.kind == ActionKind::Hash {
@@ -196,24 +202,20 @@ pub fn compile(r: &Redaction, hash_key: Option<Vec<u8>>) -> Result<Compiled, Con
         });
     }
 
+    check_env_name(&r.hash_key_env)?;
+    let var = env_name_shown(&r.hash_key_env);
     let hash_key = match (uses_hash, hash_key) {
         (None, _) => None,
         (Some(user), None) => {
             return Err(err(
                 "redaction.hash_key_env".into(),
-                format!(
-                    "environment variable {:?} is not set, and {user} uses the hash action",
-                    r.hash_key_env
-                ),
+                format!("environment variable {var} is not set, and {user} uses the hash action"),
             ))
         }
         (Some(user), Some(k)) if k.len() < 16 => {
             return Err(err(
                 "redaction.hash_key_env".into(),
-                format!(
-                    "the key in {:?} (used by {user}) must hold at least 16 bytes",
-                    r.hash_key_env
-                ),
+                format!("the key in {var} (used by {user}) must hold at least 16 bytes"),
             ))
         }
         (Some(_), Some(k)) => Some(HashKey::new(k)),
@@ -251,21 +253,37 @@ fn compile_rule(rule: &Rule) -> Result<CompiledRule, String> {
         .iter()
         .map(|p| JsonPath::parse(p))
         .collect::<Result<Vec<_>, String>>()?;
-    let lower = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
+    for (kind, names) in [
+        ("headers", &rule.headers),
+        ("query", &rule.query),
+        ("cookies", &rule.cookies),
+        ("form", &rule.form),
+    ] {
+        if let Some(bad) = names
+            .iter()
+            .find(|n| n.as_str() != ALL_COOKIES && NameSet::new(&[n.as_str()]).is_blank())
+        {
+            return Err(format!("{kind}: {bad:?} holds no letter or digit"));
+        }
+    }
+    let all_cookies = rule.cookies.iter().any(|c| c == ALL_COOKIES);
+    let cookies: Vec<&String> = rule.cookies.iter().filter(|c| *c != ALL_COOKIES).collect();
     let compiled = CompiledRule {
         name: rule.name.clone(),
         route,
-        headers: lower(&rule.headers),
-        query: lower(&rule.query),
-        cookies: lower(&rule.cookies),
+        headers: NameSet::new(&rule.headers),
+        query: NameSet::new(&rule.query),
+        cookies: NameSet::new(&cookies),
+        all_cookies,
         paths,
         json,
-        form: lower(&rule.form),
+        form: NameSet::new(&rule.form),
         action: Action::new(rule.action.unwrap_or(ActionKind::Mask), rule.keep),
     };
     let fields = compiled.headers.len()
         + compiled.query.len()
         + compiled.cookies.len()
+        + usize::from(compiled.all_cookies)
         + compiled.paths.len()
         + compiled.json.len()
         + compiled.form.len();
@@ -276,20 +294,27 @@ fn compile_rule(rule: &Rule) -> Result<CompiledRule, String> {
 }
 
 /// The built-in credential rule: on unless `redaction.defaults` is false.
+/// Its header names are the credential headers and every default parameter name, by the word
+/// model: `x-csrf-token` and `x-goog-api-key` are credentials too.
 pub fn default_rule() -> CompiledRule {
-    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let headers: Vec<&str> = DEFAULT_HEADERS
+        .iter()
+        .chain(DEFAULT_PARAMS)
+        .copied()
+        .collect();
     CompiledRule {
         name: "default".into(),
         route: Route::default(),
-        headers: strings(DEFAULT_HEADERS),
-        query: strings(DEFAULT_PARAMS),
-        cookies: vec![ALL_COOKIES.to_string()],
+        headers: NameSet::new(&headers),
+        query: NameSet::new(DEFAULT_PARAMS),
+        cookies: NameSet::default(),
+        all_cookies: true,
         paths: Vec::new(),
         json: DEFAULT_JSON_FIELDS
             .iter()
             .filter_map(|f| JsonPath::parse(&format!("$..{f}")).ok())
             .collect(),
-        form: strings(DEFAULT_PARAMS),
+        form: NameSet::new(DEFAULT_PARAMS),
         action: Action::MASK,
     }
 }
@@ -300,16 +325,58 @@ pub fn credentials_rule() -> CompiledRule {
     CompiledRule {
         name: "credentials".into(),
         route: Route::default(),
-        headers: ALWAYS_MASKED_HEADERS
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        query: Vec::new(),
-        cookies: vec![ALL_COOKIES.to_string()],
+        headers: NameSet::new(ALWAYS_MASKED_HEADERS),
+        query: NameSet::default(),
+        cookies: NameSet::default(),
+        all_cookies: true,
         paths: Vec::new(),
         json: Vec::new(),
-        form: Vec::new(),
+        form: NameSet::default(),
         action: Action::MASK,
+    }
+}
+
+/// Whether a pattern can match the empty string anywhere (`\b`, `x?`, `a*`, `^`): the
+/// shortest text it matches, from the parser the regex crate uses, is empty.
+fn can_match_empty(pattern: &str) -> bool {
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .map_or(true, |hir| hir.properties().minimum_len().unwrap_or(0) == 0)
+}
+
+/// `hash_key_env` must name a variable: letters, digits and `_`, not starting with a digit,
+/// at most 128 characters. A value that is not one (a key pasted in its place) is refused
+/// without being shown.
+fn check_env_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        return Ok(());
+    }
+    Err(err(
+        "redaction.hash_key_env".into(),
+        "must be the name of an environment variable (letters, digits and _), not a key: \
+         put the key in the proxy's environment and its variable's name here (the value given \
+         is not shown)",
+    ))
+}
+
+/// How an error message shows a variable's name: quoted when it reads like a conventional
+/// name (capitals, digits and `_`, not a run of 16 hex digits or more); otherwise not at all,
+/// since it may be a key pasted by mistake.
+fn env_name_shown(name: &str) -> String {
+    let conventional = name
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    let hex_run = name
+        .split('_')
+        .any(|part| part.len() >= 16 && part.bytes().all(|b| b.is_ascii_hexdigit()));
+    if conventional && !hex_run && name.len() <= 64 {
+        format!("{name:?}")
+    } else {
+        "named by redaction.hash_key_env".into()
     }
 }
 
@@ -319,4 +386,67 @@ fn first_line(s: &str) -> String {
         .unwrap_or(s)
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn refusal(config: serde_json::Value, key: Option<&[u8]>) -> ConfigError {
+        let r: Redaction = serde_json::from_value(config).unwrap();
+        compile(&r, key.map(<[u8]>::to_vec)).err().unwrap()
+    }
+
+    #[test]
+    fn a_key_pasted_for_its_variable_is_refused_unseen() {
+        let hash = serde_json::json!([{"name": "h", "headers": ["x-user"], "action": "hash"}]);
+        for pasted in [
+            "q8Zr+4kT/9mWcYv2xLbN7sPqRt0uVwXy1zA3bC5dE6f=",
+            "3f9a1c0e7b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a1c3e5b7d9f2a4c6e8b0d1f3a",
+            "0123456789ABCDEF0123456789ABCDEF",
+        ] {
+            let e = refusal(
+                serde_json::json!({"hash_key_env": pasted, "rules": hash}),
+                None,
+            );
+            assert_eq!(e.field, "redaction.hash_key_env");
+            assert!(!e.to_string().contains(pasted), "{e}");
+        }
+        let e = refusal(
+            serde_json::json!({"hash_key_env": "AUDIT_KEY", "rules": hash}),
+            None,
+        );
+        assert!(e.to_string().contains("\"AUDIT_KEY\" is not set"), "{e}");
+    }
+
+    #[test]
+    fn patterns_that_can_match_nothing_are_refused() {
+        for pattern in [r"\b", "(?:x)?", "a*", "^", "x|", r"\B\d*"] {
+            let e = refusal(
+                serde_json::json!({"custom_detectors": [{"name": "c", "pattern": pattern}]}),
+                None,
+            );
+            assert!(
+                e.field.starts_with("redaction.custom_detectors[0]"),
+                "{pattern}: {e}"
+            );
+            assert!(e.reason.contains("empty"), "{pattern}: {e}");
+        }
+        let r: Redaction = serde_json::from_value(
+            serde_json::json!({"custom_detectors": [{"name": "c", "pattern": r"\bmsk_[a-z]{4}\b"}]}),
+        )
+        .unwrap();
+        assert!(compile(&r, None).is_ok());
+    }
+
+    #[test]
+    fn names_without_letters_are_refused() {
+        let e = refusal(
+            serde_json::json!({"rules": [{"name": "r", "query": ["--"]}]}),
+            None,
+        );
+        assert!(e.to_string().contains("no letter or digit"), "{e}");
+    }
 }
