@@ -37,9 +37,10 @@ fn pair_bit(a: u8, b: u8) -> u64 {
 
 /// The pair bits of `s`.
 fn pair_bits(s: &str) -> u64 {
-    s.as_bytes()
-        .windows(2)
-        .fold(0, |m, w| m | pair_bit(w[0], w[1]))
+    let b = s.as_bytes();
+    b.iter()
+        .zip(b.iter().skip(1))
+        .fold(0, |m, (&x, &y)| m | pair_bit(x, y))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
