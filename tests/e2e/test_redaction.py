@@ -22,13 +22,24 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
-from urllib.parse import parse_qs, quote, quote_plus, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import pytest
 
 import harness
+from harness import (
+    MASK,
+    b64url,
+    card_number,
+    de_iban,
+    leak_sites,
+    leaks,
+    luhn_valid,
+    pct_all,
+    rules_of,
+    windows,
+)
 
-MASK = "[REDACTED]"
 HMAC_TOKEN = re.compile(r"^hmac:[0-9a-f]{32}$")
 HASH_KEY = secrets.token_hex(16)  # 32 characters, per run; only ever in the VM environment
 CUSTOM_DETECTOR = "merchant-secret"
@@ -110,48 +121,6 @@ def no_defaults(tmp_path_factory, wasm, pki):
 # ---------------------------------------------------------------------------------------------
 # Canaries
 # ---------------------------------------------------------------------------------------------
-
-
-def _luhn_sum(digits: str) -> int:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total
-
-
-def luhn_valid(digits: str) -> bool:
-    return _luhn_sum(digits) % 10 == 0
-
-
-def card_number(rng: random.Random, valid: bool = True, first: str = "4") -> str:
-    body = first + "".join(rng.choice(string.digits) for _ in range(14))
-    check = (10 - _luhn_sum(body + "0") % 10) % 10
-    if not valid:
-        check = (check + 1 + rng.randrange(9)) % 10
-    number = body + str(check)
-    assert luhn_valid(number) == valid
-    return number
-
-
-def de_iban(rng: random.Random) -> str:
-    bban = "".join(rng.choice(string.digits) for _ in range(18))  # BLZ (8) + account (10)
-    numeric = int(bban + "1314" + "00")  # D=13, E=14, check digits 00
-    iban = f"DE{98 - numeric % 97:02d}{bban}"
-    moved = iban[4:] + iban[:4]
-    assert int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
-    return iban
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def pct_all(s: str) -> str:
-    """Every byte percent-encoded, even unreserved ones (`4` -> `%34`)."""
-    return "".join(f"%{b:02X}" for b in s.encode())
 
 
 def hmac_token(value: str) -> str:
@@ -239,56 +208,6 @@ def make_canaries() -> tuple[Canaries, dict[str, str]]:
         "bad_ssn": f"900-{rng.randrange(10, 100)}-{rng.randrange(1000, 10000)}",  # area 900+
     }
     return c, near
-
-
-def encodings(value: str) -> dict[str, str]:
-    raw = value.encode()
-    forms = {
-        "raw": value,
-        "quote": quote(value, safe=""),
-        "quote_path": quote(value),
-        "quote_plus": quote_plus(value),
-        "pct_all": pct_all(value),
-        "pct_all_lower": pct_all(value).lower(),
-        "b64": base64.b64encode(raw).decode(),
-        "b64_nopad": base64.b64encode(raw).decode().rstrip("="),
-        "b64url": base64.urlsafe_b64encode(raw).decode(),
-        "b64url_nopad": base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        "json": json.dumps(value)[1:-1],
-    }
-    return forms
-
-
-def leaks(text: str, canaries: dict[str, str]) -> list[str]:
-    found = []
-    for name, value in canaries.items():
-        for enc, form in encodings(value).items():
-            if form and form in text:
-                found.append(f"{name} ({enc}: {form!r})")
-    return found
-
-
-def leak_sites(records, canaries: dict[str, str]) -> list[str]:
-    """Where, in parsed events, canaries are: `request id / attribute: canary (encoding)`."""
-    out = []
-    for r in records:
-        rid = r.attr("meshaudit.request.id")
-        fields = {"<log body>": r.body, **r.attributes}
-        for key, value in fields.items():
-            for item in value if isinstance(value, list) else [value]:
-                for hit in leaks(str(item), canaries):
-                    out.append(f"{rid} / {key}: {hit}")
-    return out
-
-
-def rules_of(rec) -> dict[str, int]:
-    out = {}
-    for item in rec.attr("meshaudit.redaction.rules", []) or []:
-        name, _, count = item.rpartition(":")
-        assert name and count.isdigit(), f"bad redaction.rules item {item!r}"
-        assert name not in out, f"{name} listed twice: {rec.attr('meshaudit.redaction.rules')}"
-        out[name] = int(count)
-    return out
 
 
 def custom(name: str, rules: dict[str, int]) -> int | None:
@@ -833,10 +752,6 @@ def test_body_capture_limits(redacting, run_id):
 # ---------------------------------------------------------------------------------------------
 
 
-def _windows(s: str, n: int) -> set[str]:
-    return {s[i:i + n] for i in range(len(s) - n + 1)}
-
-
 def test_cut_bodies_are_still_redacted(redacting, run_id):
     stack = redacting
     base = f"/limits/{run_id}/cut"
@@ -865,7 +780,7 @@ def test_cut_bodies_are_still_redacted(redacting, run_id):
         got = a.get("meshaudit.request.body")
         assert a.get("meshaudit.request.body.capture") == "truncated", (kind, a)
         assert isinstance(got, str) and len(got.encode()) <= len(body[:LIMIT_BYTES]) + len(MASK) + 40, (kind, a)
-        assert not (_windows(canaries[kind], 6) & _windows(got, 6)), f"{kind}: part of the cut secret kept: {got!r}"
+        assert not (windows(canaries[kind], 6) & windows(got, 6)), f"{kind}: part of the cut secret kept: {got!r}"
         assert rules_of(r).get(rule) == 1, (kind, a)
         if rule == "item-tokens":
             assert got.startswith('{"items": [{"token": "hmac:'), (kind, got)
@@ -874,7 +789,7 @@ def test_cut_bodies_are_still_redacted(redacting, run_id):
     stack.wait_settled()
     raw = stack.rotel.raw()
     for kind, canary in canaries.items():
-        for w in _windows(canary, 12):
+        for w in windows(canary, 12):
             assert w not in raw, f"{kind}: {w!r} of the cut secret reached the collector"
 
 
