@@ -218,6 +218,7 @@ pub mod attr {
     pub const LISTENER_DIRECTION: &str = "meshaudit.envoy.listener_direction";
     pub const UPSTREAM_ADDRESS: &str = "meshaudit.upstream.address";
     pub const MTLS: &str = "meshaudit.tls.mtls";
+    pub const TLS_HANDSHAKE: &str = "meshaudit.tls.handshake";
     pub const ANOMALIES: &str = "meshaudit.capture.anomalies";
     pub const NETWORK_TRANSPORT: &str = "network.transport";
     pub const CONNECTION_ID: &str = "meshaudit.connection.id";

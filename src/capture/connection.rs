@@ -52,7 +52,7 @@ impl SocketAddr {
 impl ConnectionFacts {
     /// Addresses and listener direction only: safe to read before a TLS handshake is over
     /// (reading TLS facts that early would fix Envoy's cached TLS version too soon).
-    pub fn read_addresses(host: &impl Host) -> ConnectionFacts {
+    pub fn read_addresses(host: &(impl Host + ?Sized)) -> ConnectionFacts {
         let mut a = Anomalies::default();
         let client = host
             .string(&["source", "address"], &mut a)
@@ -70,26 +70,47 @@ impl ConnectionFacts {
         }
     }
 
-    /// Reads the connection's facts from the host.
-    pub fn read(host: &impl Host) -> ConnectionFacts {
+    /// Addresses, listener direction and the SNI: all known before a TLS handshake is over
+    /// (the SNI is what Envoy's `tls_inspector` listener filter read from the ClientHello; without
+    /// that filter Envoy has none).
+    pub fn read_before_handshake(host: &(impl Host + ?Sized)) -> ConnectionFacts {
         let mut facts = ConnectionFacts::read_addresses(host);
-        let mut a = std::mem::take(&mut facts.anomalies);
-        // Without a TLS version the connection is plaintext: skip every other TLS read.
-        let Some(version) = host.string(&["connection", "tls_version"], &mut a) else {
-            facts.anomalies = a;
-            return facts;
-        };
-        facts.tls_version = Some(tls_version_number(&version));
         facts.sni = host
-            .string(&["connection", "requested_server_name"], &mut a)
+            .string(
+                &["connection", "requested_server_name"],
+                &mut facts.anomalies,
+            )
             .filter(|s| !s.is_empty());
-        facts.mtls = host.boolean(&["connection", "mtls"]).unwrap_or(false);
-        if facts.mtls {
-            facts.peer = read_identity(host, "connection", "peer", &mut a);
-        }
-        facts.local_identity = read_identity(host, "connection", "local", &mut a);
-        facts.anomalies = a;
         facts
+    }
+
+    /// Reads the connection's facts from the host.
+    pub fn read(host: &(impl Host + ?Sized)) -> ConnectionFacts {
+        let mut facts = ConnectionFacts::read_addresses(host);
+        facts.read_tls(host, true);
+        facts
+    }
+
+    /// Adds the TLS facts (and, with `read_sni`, the SNI). Without a TLS version the
+    /// connection is plaintext and nothing else is read. Envoy has a TLS version for every
+    /// connection of a TLS filter chain, even one whose handshake never happened (and caches the
+    /// first value read): read these only once the handshake is over or will never be.
+    pub fn read_tls(&mut self, host: &(impl Host + ?Sized), read_sni: bool) {
+        let mut a = std::mem::take(&mut self.anomalies);
+        if let Some(version) = host.string(&["connection", "tls_version"], &mut a) {
+            self.tls_version = Some(tls_version_number(&version));
+            if read_sni {
+                self.sni = host
+                    .string(&["connection", "requested_server_name"], &mut a)
+                    .filter(|s| !s.is_empty());
+            }
+            self.mtls = host.boolean(&["connection", "mtls"]).unwrap_or(false);
+            if self.mtls {
+                self.peer = read_identity(host, "connection", "peer", &mut a);
+            }
+            self.local_identity = read_identity(host, "connection", "local", &mut a);
+        }
+        self.anomalies = a;
     }
 
     /// Writes the connection's attributes into an event.
@@ -97,12 +118,11 @@ impl ConnectionFacts {
         self.write_addresses(event);
         event.set(attr::MTLS, Value::Bool(self.mtls));
         event.set_str(attr::TLS_VERSION, self.tls_version.clone());
-        event.set_str(attr::TLS_SNI, self.sni.clone());
         self.peer.write(&identity::PEER, event);
         self.local_identity.write(&identity::LOCAL, event);
     }
 
-    /// Addresses and listener direction only: what is known before a TLS handshake is over.
+    /// Addresses, listener direction and SNI only: what is known before a TLS handshake is over.
     pub fn write_addresses(&self, event: &mut AuditEvent) {
         if let Some(c) = &self.client {
             event.set(attr::CLIENT_ADDRESS, Value::Str(c.host.clone()));
@@ -115,6 +135,7 @@ impl ConnectionFacts {
         if let Some(d) = self.direction {
             event.set(attr::LISTENER_DIRECTION, Value::Str(d.to_string()));
         }
+        event.set_str(attr::TLS_SNI, self.sni.clone());
     }
 }
 
@@ -129,7 +150,12 @@ fn direction_name(d: i64) -> &'static str {
 /// Reads one side's certificate identity under `connection.*` or `upstream.*`.
 /// `side` is `peer` or `local`. All SANs come from the PEM where the host gives it (the
 /// `uri_san_*` attributes hold only the first); the single-SAN attributes are the fallback.
-pub fn read_identity(host: &impl Host, scope: &str, side: &str, a: &mut Anomalies) -> Identity {
+pub fn read_identity(
+    host: &(impl Host + ?Sized),
+    scope: &str,
+    side: &str,
+    a: &mut Anomalies,
+) -> Identity {
     let get =
         |name: String, a: &mut Anomalies| host.string(&[scope, &name], a).filter(|s| !s.is_empty());
     let mut id = Identity {

@@ -2,8 +2,6 @@
 //! audit events — `open` (optional), `interim` (optional, for long-lived connections) and
 //! `close` — all carrying the same connection id so they can be linked.
 
-use std::rc::Rc;
-
 use super::connection::ConnectionFacts;
 use super::http::response_flags;
 use super::{Anomalies, Host};
@@ -48,6 +46,34 @@ impl Closer {
     }
 }
 
+/// What an event can say of the downstream TLS handshake (`meshaudit.tls.handshake`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// The filter chain has no TLS transport socket.
+    Plaintext,
+    /// The handshake completed: the client's data came through it, or Envoy verified the
+    /// client's certificate.
+    Complete,
+    /// Envoy refused the handshake (`meshaudit.connection.transport_failure_reason` says why).
+    Failed,
+    /// A TLS filter chain, but no completed handshake was seen: the connection ended before
+    /// the client's data came through and without a verified client certificate. With
+    /// `tcp_proxy`'s default `upstream_connect_mode` and an upstream that cannot be reached,
+    /// Envoy never reads the client's handshake.
+    NotCompleted,
+}
+
+impl Handshake {
+    pub fn name(self) -> &'static str {
+        match self {
+            Handshake::Plaintext => "plaintext",
+            Handshake::Complete => "complete",
+            Handshake::Failed => "failed",
+            Handshake::NotCompleted => "not_completed",
+        }
+    }
+}
+
 /// The state of one audited connection.
 #[derive(Debug, Clone, Default)]
 pub struct TcpConnection {
@@ -58,8 +84,18 @@ pub struct TcpConnection {
     /// Bytes that came from the upstream (and went on to the client).
     pub from_upstream: u64,
     pub closed_by: Option<Closer>,
-    /// Read once the connection carries data (a TLS handshake is over by then).
-    pub facts: Option<Rc<ConnectionFacts>>,
+    /// Addresses and SNI (read at open, or with the first event), then the TLS facts once the
+    /// handshake is over (`tls_read`).
+    pub facts: Option<ConnectionFacts>,
+    /// Whether `facts` holds the TLS facts.
+    pub tls_read: bool,
+    /// Whether the client's data reached the filter: a TLS handshake, if any, is complete.
+    pub data_seen: bool,
+    /// The upstream host and cluster as last read; `upstream_fixed` once the upstream sent
+    /// bytes (connected: a retry can no longer change them), after which they are not read again.
+    pub upstream_address: Option<String>,
+    pub upstream_cluster: Option<String>,
+    pub upstream_fixed: bool,
     pub interim_events: u32,
     pub last_event_unix_nano: u64,
     pub closed: bool,
@@ -72,6 +108,71 @@ impl TcpConnection {
             last_event_unix_nano: started_unix_nano,
             ..Default::default()
         }
+    }
+
+    /// Reads what is known as the connection opens (addresses, SNI): no TLS facts, since the
+    /// handshake has not happened yet.
+    pub fn open(&mut self, host: &dyn Host) {
+        if self.facts.is_none() {
+            self.facts = Some(ConnectionFacts::read_before_handshake(host));
+        }
+    }
+
+    /// The client's bytes reached the filter: counted, and the first time the TLS facts are
+    /// read (a TLS transport socket passes data on only once its handshake is complete).
+    /// `end_of_stream` is the client's FIN: the client closed its side first.
+    pub fn on_downstream_data(&mut self, size: usize, end_of_stream: bool, host: &dyn Host) {
+        self.from_downstream = self.from_downstream.saturating_add(size as u64);
+        if end_of_stream {
+            self.on_close(true, true);
+        }
+        if !self.data_seen {
+            self.data_seen = true;
+            self.read_tls(host);
+        }
+    }
+
+    /// The upstream's bytes reached the filter (they may still wait for a TLS handshake on the
+    /// way to the client, so no TLS facts are read here).
+    pub fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) {
+        self.from_upstream = self.from_upstream.saturating_add(size as u64);
+        if end_of_stream {
+            self.on_close(false, true);
+        }
+    }
+
+    fn read_tls(&mut self, host: &dyn Host) {
+        if self.tls_read {
+            return;
+        }
+        self.open(host);
+        if let Some(f) = self.facts.as_mut() {
+            f.read_tls(host, false);
+        }
+        self.tls_read = true;
+    }
+
+    fn read_upstream(&mut self, host: &dyn Host, a: &mut Anomalies) {
+        if self.upstream_fixed {
+            return;
+        }
+        self.upstream_address = host.string(&["upstream", "address"], a);
+        self.upstream_cluster = host.string(&["xds", "cluster_name"], a);
+        self.upstream_fixed = self.from_upstream > 0 && self.upstream_address.is_some();
+    }
+
+    /// What is known of the TLS handshake: nothing before the TLS facts are read.
+    fn handshake(&self, failed: bool) -> Option<Handshake> {
+        let f = self.facts.as_ref().filter(|_| self.tls_read)?;
+        Some(if f.tls_version.is_none() {
+            Handshake::Plaintext
+        } else if failed {
+            Handshake::Failed
+        } else if self.data_seen || f.mtls {
+            Handshake::Complete
+        } else {
+            Handshake::NotCompleted
+        })
     }
 
     /// A close seen on the downstream (`downstream: true`) or upstream side; `remote` when the
@@ -94,9 +195,12 @@ impl TcpConnection {
                 >= u64::from(interval_ms).saturating_mul(1_000_000)
     }
 
-    /// Builds an event of this connection. `host` (the connection's own context) is read for
-    /// what only the host knows at close: upstream, termination details, response flags.
-    /// Without it (an interim event from the root's tick) the cached facts are used.
+    /// Builds an event of this connection. `host` is the connection's own context (for an
+    /// interim event, the root switches to it): interim and close events carry everything
+    /// Envoy has at that moment — upstream, response flags, termination details, failure
+    /// reasons. TLS facts are read only once the handshake is over (the client's data came
+    /// through) or at close; before that an event carries addresses and SNI. Without `host`
+    /// (the connection's context could not be reached) what was read before is used.
     pub fn event(
         &mut self,
         phase: Phase,
@@ -120,18 +224,14 @@ impl TcpConnection {
         // Set when the downstream TLS handshake failed (no certificate, unknown CA...).
         let mut transport_failure = None;
         if let Some(host) = host {
-            e.set_str(
-                attr::UPSTREAM_ADDRESS,
-                host.string(&["upstream", "address"], &mut a),
-            );
-            e.set_str(
-                attr::UPSTREAM_CLUSTER,
-                host.string(&["xds", "cluster_name"], &mut a),
-            );
-            if phase == Phase::Close {
+            self.open(host);
+            if phase != Phase::Open {
+                self.read_upstream(host, &mut a);
                 if let Some(flags) = host.int(&["response", "flags"]).filter(|&f| f != 0) {
                     e.set(attr::RESPONSE_FLAGS, Value::Str(response_flags(flags)));
                 }
+                // Set by the filter that ended the connection (e.g. the network RBAC filter's
+                // `rbac_access_denied_matched_policy[...]`); tcp_proxy sets none of its own.
                 e.set_str(
                     attr::TERMINATION_DETAILS,
                     host.string(&["connection", "termination_details"], &mut a)
@@ -145,7 +245,21 @@ impl TcpConnection {
                     host.string(&["upstream", "transport_failure_reason"], &mut a)
                         .filter(|s| !s.is_empty()),
                 );
+                if phase == Phase::Close {
+                    // The handshake is over or never will be.
+                    self.read_tls(host);
+                }
             }
+        }
+        // A failure only counts on a TLS filter chain: on a plaintext one, Envoy's tls_inspector
+        // notes that the client's bytes were not TLS (`TLS_error|...WRONG_VERSION_NUMBER`),
+        // which is what a plaintext client sends there, and the event says `plaintext`.
+        let on_tls_chain =
+            self.tls_read && self.facts.as_ref().is_some_and(|f| f.tls_version.is_some());
+        let transport_failure = transport_failure.filter(|_| on_tls_chain);
+        if phase != Phase::Open {
+            e.set_str(attr::UPSTREAM_ADDRESS, self.upstream_address.clone());
+            e.set_str(attr::UPSTREAM_CLUSTER, self.upstream_cluster.clone());
         }
         if phase == Phase::Close {
             self.closed = true;
@@ -165,20 +279,28 @@ impl TcpConnection {
             self.interim_events += 1;
         }
         self.last_event_unix_nano = now_unix_nano;
+        let handshake = self.handshake(transport_failure.is_some());
         if let Some(f) = &self.facts {
-            // At open a TLS handshake may still be running: identities come with later events.
-            if phase == Phase::Open {
-                f.write_addresses(&mut e);
-            } else {
-                f.write(&mut e);
-            }
-            // A certificate that was presented but refused is no identity: Envoy's
-            // `connection.mtls` only says one was presented.
-            if transport_failure.is_some() {
-                e.remove_prefixed("meshaudit.peer.");
-                e.replace(attr::MTLS, Value::Bool(false));
+            match handshake {
+                // At open, or before the handshake is known to be over: addresses and SNI.
+                _ if phase == Phase::Open => f.write_addresses(&mut e),
+                None => f.write_addresses(&mut e),
+                Some(Handshake::Plaintext | Handshake::Complete) => f.write(&mut e),
+                // No TLS was established: no version (Envoy's is a placeholder until a
+                // handshake negotiates one) and no identity. A certificate that was presented
+                // but refused is no identity: Envoy's `connection.mtls` only says one was
+                // presented.
+                Some(Handshake::Failed | Handshake::NotCompleted) => {
+                    f.write_addresses(&mut e);
+                    e.set(attr::MTLS, Value::Bool(false));
+                }
             }
             a.0.extend(f.anomalies.0.iter().cloned());
+        }
+        if phase != Phase::Open {
+            if let Some(h) = handshake {
+                e.set(attr::TLS_HANDSHAKE, Value::Str(h.name().into()));
+            }
         }
         e.set_str(attr::TRANSPORT_FAILURE, transport_failure);
         if !a.0.is_empty() {
@@ -265,7 +387,6 @@ mod tests {
             );
         let mut c = TcpConnection::new(0);
         c.on_close(true, true);
-        c.facts = Some(Rc::new(ConnectionFacts::read(&host)));
         let e = c.event(Phase::Close, Some(&host), 10);
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
         assert!(
@@ -309,11 +430,193 @@ mod tests {
                 "spiffe://cluster.local/ns/app/sa/api",
             );
         let mut c = TcpConnection::new(0);
-        c.facts = Some(Rc::new(ConnectionFacts::read(&host)));
-        let open = c.event(Phase::Open, None, 1);
+        let open = c.event(Phase::Open, Some(&host), 1);
         assert!(open.get(attr::MTLS).is_none(), "not known at open");
+        c.on_downstream_data(10, false, &host);
         let e = c.event(Phase::Close, None, 2);
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(true)));
+        assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("complete"));
+        assert_eq!(e.get_str(attr::TLS_VERSION), Some("1.3"));
         assert_eq!(e.get_str("meshaudit.peer.service_account"), Some("api"));
+    }
+
+    fn tls_listener() -> RecordedHost {
+        RecordedHost::default()
+            .with("source.address", "10.0.0.9:40000")
+            .with("destination.address", "10.0.0.21:5432")
+            .with("connection.tls_version", "TLSv1.2")
+            .with("connection.mtls", vec![0u8])
+            .with("connection.requested_server_name", "ledger-db.payments")
+            .with("connection.subject_local_certificate", "CN=ledger-db")
+            .with("upstream.address", "10.0.0.5:5432")
+            .with("xds.cluster_name", "db")
+    }
+
+    #[test]
+    fn a_tls_connection_whose_upstream_failed_before_the_handshake_says_so() {
+        // tcp_proxy's default upstream_connect_mode: Envoy never read the client's handshake.
+        let host = tls_listener().with_int("response.flags", 1 << 5).with(
+            "upstream.transport_failure_reason",
+            "delayed_connect_error:_Connection_refused",
+        );
+        let mut c = TcpConnection::new(0);
+        c.event(Phase::Open, Some(&host), 1);
+        c.on_close(true, false);
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("not_completed"));
+        assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
+        assert!(
+            e.get(attr::TLS_VERSION).is_none(),
+            "a placeholder, not a version"
+        );
+        assert!(
+            !e.attributes
+                .iter()
+                .any(|a| a.key.starts_with("meshaudit.local.")
+                    || a.key.starts_with("meshaudit.peer.")),
+            "{e:?}"
+        );
+        assert_eq!(e.get_str(attr::TLS_SNI), Some("ledger-db.payments"));
+        assert_eq!(e.get_str(attr::RESPONSE_FLAGS), Some("UF"));
+        assert!(e.get_str(attr::UPSTREAM_FAILURE).is_some());
+        assert_eq!(e.get_str(attr::UPSTREAM_CLUSTER), Some("db"));
+    }
+
+    #[test]
+    fn a_verified_client_certificate_completes_the_handshake_without_data() {
+        // upstream_connect_mode ON_DOWNSTREAM_TLS_HANDSHAKE: the handshake completed, then the
+        // upstream failed before the client sent anything.
+        let host = tls_listener()
+            .with("connection.tls_version", "TLSv1.3")
+            .with("connection.mtls", vec![1u8])
+            .with(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/app/sa/api",
+            )
+            .with_int("response.flags", 1 << 5);
+        let mut c = TcpConnection::new(0);
+        c.on_close(true, false);
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("complete"));
+        assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(true)));
+        assert_eq!(e.get_str("meshaudit.peer.service_account"), Some("api"));
+        assert_eq!(e.get_str(attr::TLS_VERSION), Some("1.3"));
+    }
+
+    #[test]
+    fn data_through_a_tls_listener_without_client_certificates_is_a_complete_handshake() {
+        let host = tls_listener();
+        let mut c = TcpConnection::new(0);
+        c.on_downstream_data(5, true, &host);
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("complete"));
+        assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
+        assert_eq!(e.get_str(attr::TLS_VERSION), Some("1.2"));
+        assert_eq!(e.get_str("meshaudit.local.subject"), Some("CN=ledger-db"));
+    }
+
+    #[test]
+    fn a_plaintext_connection_says_plaintext() {
+        let host = RecordedHost::default()
+            .with("source.address", "10.0.0.9:40000")
+            .with("connection.requested_server_name", "");
+        let mut c = TcpConnection::new(0);
+        c.on_close(true, true);
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("plaintext"));
+        assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
+        assert!(e.get(attr::TLS_SNI).is_none(), "empty is absent");
+    }
+
+    #[test]
+    fn the_tls_inspector_s_note_on_a_plaintext_chain_is_no_failure() {
+        let host = RecordedHost::default().with(
+            "connection.transport_failure_reason",
+            "TLS_error|error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER",
+        );
+        let mut c = TcpConnection::new(0);
+        c.on_downstream_data(3, true, &host);
+        let interim = c.event(Phase::Interim, Some(&host), 5);
+        assert!(interim.get(attr::TRANSPORT_FAILURE).is_none());
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("plaintext"));
+        assert_eq!(e.get_str(attr::TCP_CLOSED_BY), Some("downstream"));
+        assert!(e.get(attr::TRANSPORT_FAILURE).is_none(), "{e:?}");
+    }
+
+    #[test]
+    fn open_events_carry_addresses_and_sni_only() {
+        let host = tls_listener();
+        let mut c = TcpConnection::new(0);
+        let e = c.event(Phase::Open, Some(&host), 1);
+        assert_eq!(e.get_str(attr::TLS_SNI), Some("ledger-db.payments"));
+        assert_eq!(e.get_str(attr::CLIENT_ADDRESS), Some("10.0.0.9"));
+        for absent in [
+            attr::MTLS,
+            attr::TLS_VERSION,
+            attr::TLS_HANDSHAKE,
+            attr::UPSTREAM_ADDRESS,
+            attr::UPSTREAM_CLUSTER,
+        ] {
+            assert!(e.get(absent).is_none(), "{absent} at open: {e:?}");
+        }
+        assert!(
+            !c.tls_read,
+            "the TLS facts are not read before the handshake"
+        );
+    }
+
+    #[test]
+    fn interim_events_read_the_upstream_but_no_tls_facts_before_the_handshake() {
+        let host = tls_listener();
+        let mut c = TcpConnection::new(0);
+        c.event(Phase::Open, Some(&host), 1);
+        let e = c.event(Phase::Interim, Some(&host), 2);
+        assert_eq!(e.get_str(attr::UPSTREAM_ADDRESS), Some("10.0.0.5:5432"));
+        assert_eq!(e.get_str(attr::UPSTREAM_CLUSTER), Some("db"));
+        assert_eq!(e.get_str(attr::TLS_SNI), Some("ledger-db.payments"));
+        assert!(e.get(attr::TLS_VERSION).is_none() && e.get(attr::TLS_HANDSHAKE).is_none());
+        assert!(
+            !c.tls_read,
+            "an interim event must not fix Envoy's TLS version early"
+        );
+        assert!(e.summary().contains("-> db "), "{}", e.summary());
+    }
+
+    #[test]
+    fn the_upstream_is_read_until_it_sent_bytes_then_kept() {
+        let mut c = TcpConnection::new(0);
+        let first = RecordedHost::default()
+            .with("upstream.address", "10.0.0.5:5432")
+            .with("xds.cluster_name", "db");
+        c.event(Phase::Interim, Some(&first), 1);
+        // A connect retry may pick another host: read again while nothing came back.
+        let retried = RecordedHost::default()
+            .with("upstream.address", "10.0.0.6:5432")
+            .with("xds.cluster_name", "db");
+        let e = c.event(Phase::Interim, Some(&retried), 2);
+        assert_eq!(e.get_str(attr::UPSTREAM_ADDRESS), Some("10.0.0.6:5432"));
+        c.on_upstream_data(10, false);
+        c.event(Phase::Interim, Some(&retried), 3);
+        assert!(c.upstream_fixed);
+        let e = c.event(Phase::Close, Some(&RecordedHost::default()), 4);
+        assert_eq!(e.get_str(attr::UPSTREAM_ADDRESS), Some("10.0.0.6:5432"));
+        assert_eq!(e.get_str(attr::UPSTREAM_CLUSTER), Some("db"));
+    }
+
+    #[test]
+    fn termination_details_are_recorded_when_envoy_has_them() {
+        let host = tls_listener().with(
+            "connection.termination_details",
+            "rbac_access_denied_matched_policy[deny-all]",
+        );
+        let mut c = TcpConnection::new(0);
+        c.on_downstream_data(5, false, &host);
+        c.on_close(true, false);
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(
+            e.get_str(attr::TERMINATION_DETAILS),
+            Some("rbac_access_denied_matched_policy[deny-all]")
+        );
     }
 }

@@ -24,6 +24,7 @@ extern "C" {
         return_buffer_size: *mut usize,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_call_foreign_function(
         function_name_data: *const u8,
         function_name_size: usize,
@@ -123,6 +124,14 @@ pub fn now_unix_nano() -> u64 {
     } else {
         0
     }
+}
+
+/// Makes the following host calls of this callback act for context `context_id` (proxy-wasm's
+/// effective context); `false` if the host refuses (the context is gone). The SDK's wrapper
+/// panics on statuses it does not expect.
+pub fn set_effective_context(context_id: u32) -> bool {
+    // SAFETY: no pointers are passed.
+    unsafe { proxy_set_effective_context(context_id) == STATUS_OK }
 }
 
 /// Calls one of the host's foreign functions; `None` on any error status. (The SDK's wrapper

@@ -14,5 +14,5 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(root::AuditRoot::new()));
+    proxy_wasm::set_root_context(|context_id| Box::new(root::AuditRoot::new(context_id)));
 }}

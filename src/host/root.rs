@@ -77,6 +77,9 @@ pub struct AuditRoot {
     metrics: Option<Metrics>,
     /// Set by `on_done`: the time by which the drain must end.
     drain_deadline_ms: Option<u64>,
+    /// This root context's id: host calls act for it again after reading a connection's
+    /// attributes (interim events).
+    context_id: u32,
 }
 
 /// The collector settings an export needs, copied out so no borrow is held over host calls.
@@ -116,11 +119,12 @@ fn now_ms() -> u64 {
 }
 
 impl AuditRoot {
-    pub fn new() -> AuditRoot {
+    pub fn new(context_id: u32) -> AuditRoot {
         AuditRoot {
             worker: Rc::new(RefCell::new(None)),
             metrics: None,
             drain_deadline_ms: None,
+            context_id,
         }
     }
 
@@ -174,7 +178,9 @@ impl AuditRoot {
     }
 
     /// Interim events for TCP connections open longer than `interim_interval_ms` since their
-    /// last event. Built from what the connection cached: no host call per connection.
+    /// last event. Each is read in its connection's own context (proxy-wasm's effective
+    /// context), so that it carries what Envoy has at that moment (upstream, flags...); host
+    /// calls act for the root again before anything is sent.
     fn emit_interim_events(&mut self) {
         let Ok(mut guard) = self.worker.try_borrow_mut() else {
             return;
@@ -186,12 +192,20 @@ impl AuditRoot {
         }
         let now = abi::now_unix_nano();
         let mut events = Vec::new();
-        for conn in worker.connections_open.values() {
+        let mut switched = false;
+        for (&context_id, conn) in &worker.connections_open {
             if let Ok(mut c) = conn.try_borrow_mut() {
                 if c.interim_due(now, interval) {
-                    events.push(c.event(Phase::Interim, None, now));
+                    let own = abi::set_effective_context(context_id);
+                    switched |= own;
+                    let host: Option<&dyn crate::capture::Host> =
+                        if own { Some(&EnvoyHost) } else { None };
+                    events.push(c.event(Phase::Interim, host, now));
                 }
             }
+        }
+        if switched && !abi::set_effective_context(self.context_id) {
+            warn!("meshaudit: could not switch back to the root context after interim events");
         }
         for e in events {
             worker.pipeline.accept(e, now / 1_000_000);

@@ -1,6 +1,8 @@
 //! The stream (TCP) context: the same module loaded as a network filter audits connections.
-//! Bytes are counted as they pass (no host call); identities are read once the connection
-//! carries data; the close event is built when the downstream side closes.
+//! Bytes are counted as they pass (no host call); identities are read once the client's data
+//! comes through (the TLS handshake is over then) or at close; the close event is built when
+//! the downstream side closes. Interim events are built by the root context, which switches to
+//! the connection's context to read what Envoy has at that moment.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,7 +12,6 @@ use proxy_wasm::types::{Action, PeerType};
 
 use super::abi::{self, EnvoyHost};
 use super::root::Worker;
-use crate::capture::connection::ConnectionFacts;
 use crate::capture::decode;
 use crate::capture::tcp::{Phase, TcpConnection};
 
@@ -30,16 +31,6 @@ impl AuditTcp {
         }
     }
 
-    /// Reads the connection's facts the first time it carries data.
-    fn read_facts(&self) {
-        let Ok(mut c) = self.conn.try_borrow_mut() else {
-            return;
-        };
-        if c.facts.is_none() {
-            c.facts = Some(Rc::new(ConnectionFacts::read(&EnvoyHost)));
-        }
-    }
-
     /// Builds and queues one event of this connection (`close` at most once).
     fn emit(&self, phase: Phase) {
         let Ok(mut guard) = self.worker.try_borrow_mut() else {
@@ -51,9 +42,6 @@ impl AuditTcp {
         };
         if c.closed {
             return;
-        }
-        if c.facts.is_none() {
-            c.facts = Some(Rc::new(ConnectionFacts::read(&EnvoyHost)));
         }
         let now = abi::now_unix_nano();
         let event = c.event(phase, Some(&EnvoyHost), now);
@@ -93,8 +81,8 @@ impl StreamContext for AuditTcp {
             worker.pipeline.config().emit_on_open
         };
         if emit_on_open {
-            // At open a TLS handshake may not be over: identities may be missing here, and
-            // are read again when data flows.
+            // At open the TLS handshake has not happened: addresses and SNI only; the TLS facts
+            // are read once the client's data comes through (or at close).
             let Ok(mut guard) = self.worker.try_borrow_mut() else {
                 return Action::Continue;
             };
@@ -104,11 +92,8 @@ impl StreamContext for AuditTcp {
             let Ok(mut c) = self.conn.try_borrow_mut() else {
                 return Action::Continue;
             };
-            // Addresses only: TLS facts are read once data flows and the handshake is over.
-            c.facts = Some(Rc::new(ConnectionFacts::read_addresses(&EnvoyHost)));
             let now = abi::now_unix_nano();
             let event = c.event(Phase::Open, Some(&EnvoyHost), now);
-            c.facts = None;
             drop(c);
             worker.pipeline.accept(event, now / 1_000_000);
         }
@@ -117,22 +102,15 @@ impl StreamContext for AuditTcp {
 
     /// `end_of_stream` here is the client's FIN: the client closed its side first.
     fn on_downstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
-        self.read_facts();
         if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.from_downstream = c.from_downstream.saturating_add(size as u64);
-            if end_of_stream {
-                c.on_close(true, true);
-            }
+            c.on_downstream_data(size, end_of_stream, &EnvoyHost);
         }
         Action::Continue
     }
 
     fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
         if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.from_upstream = c.from_upstream.saturating_add(size as u64);
-            if end_of_stream {
-                c.on_close(false, true);
-            }
+            c.on_upstream_data(size, end_of_stream);
         }
         Action::Continue
     }

@@ -31,6 +31,7 @@ DB_CLUSTER = "inbound|5432||"
 COLLECTOR = harness.COLLECTOR_CLUSTER
 EVENT_TCP = "meshaudit.tcp"
 EVENT_HTTP = "meshaudit.http"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
 
 # Merged over tcp.yaml's own plugin configuration: only a shorter flush, so events arrive fast.
 FAST = {"flush_interval_ms": 200}
@@ -328,6 +329,11 @@ def test_tcp_yaml_passes_envoy_validate(wasm, tcp_pki, tmp_path):
     names = [f["name"] for f in chain["filters"]]
     assert names == [harness.WASM_NETWORK_FILTER, "envoy.filters.network.tcp_proxy"], names
     assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
+    # The SNI needs the tls_inspector; the client's identity on a connection whose upstream
+    # fails needs the upstream connected only after the handshake (README, TCP section).
+    assert [f["name"] for f in listener.get("listener_filters", [])] == [TLS_INSPECTOR], listener.get("listener_filters")
+    proxy = chain["filters"][-1]["typed_config"]
+    assert proxy.get("upstream_connect_mode") == "ON_DOWNSTREAM_TLS_HANDSHAKE", proxy
     plugin = harness.plugin_config_of(raw)
     assert plugin["mode"] == "tcp" and plugin["emit_on_open"] is True, plugin
 
@@ -380,6 +386,12 @@ def test_mtls_connection_is_audited(tcp_stack, tcp_pki, echo, client, size, spif
     problems += check_local_identity(a, tcp_pki.server)
     if a.get("meshaudit.tls.mtls") is not True:
         problems.append(f"meshaudit.tls.mtls: {a.get('meshaudit.tls.mtls')!r} != True")
+    if a.get("meshaudit.tls.handshake") != "complete":
+        problems.append(f"meshaudit.tls.handshake: {a.get('meshaudit.tls.handshake')!r} != 'complete'")
+    # The SNI the client sent (harness.tls_connect), read by tcp.yaml's tls_inspector.
+    for phase, rec in (("close", close), ("open", opened)):
+        if rec.attr("tls.client.server_name") != harness.SERVER_DNS:
+            problems.append(f"{phase} tls.client.server_name: {rec.attr('tls.client.server_name')!r} != {harness.SERVER_DNS!r}")
     # Envoy caches `connection.tls_version` on its first read (ConnectionInfoImplBase::
     # tlsVersion): a read before the handshake is over pins the pre-handshake value.
     want_tls = tls_number(done.tls_version)
@@ -425,6 +437,9 @@ def test_mtls_connection_is_audited(tcp_stack, tcp_pki, echo, client, size, spif
         problems.append(f"open event bytes: {byte_counts(opened)}")
     if peer_attrs(opened):
         problems.append(f"open event carries a peer identity before the handshake: {peer_attrs(opened)}")
+    early = [k for k in ("meshaudit.tls.mtls", "tls.protocol.version", "meshaudit.tls.handshake") if k in opened.attributes]
+    if early:
+        problems.append(f"open event carries TLS facts it cannot know yet: {early}")
     assert_no_problems(problems, f"close event of a {size}-byte mTLS connection with {client!r}", close)
 
     seen = [c for c in echo.connections if c.received == size]
@@ -487,10 +502,62 @@ def test_upstream_closing_first_is_closed_by_upstream(tcp_stack, tcp_pki, echo):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki, rotel):
+def set_tcp_proxy(stack: "TcpEnvoy", *, connect_mode: str | None = None, plaintext: bool = False,
+                  insert_after_wasm: dict | None = None) -> dict:
+    """Edits a TcpEnvoy's rendered config before it starts: tcp_proxy's upstream_connect_mode
+    (None: Envoy's default, IMMEDIATE), the TLS transport socket removed (a plaintext filter
+    chain), a network filter inserted right after meshaudit. Returns the tcp_proxy config."""
+    cfg = yaml.safe_load(stack.config.read_text())
+    (chain,) = cfg["static_resources"]["listeners"][0]["filter_chains"]
+    proxy = chain["filters"][-1]["typed_config"]
+    if connect_mode is None:
+        proxy.pop("upstream_connect_mode", None)
+        proxy.pop("max_early_data_bytes", None)
+    else:
+        proxy["upstream_connect_mode"] = connect_mode
+        proxy["max_early_data_bytes"] = 0
+    if plaintext:
+        del chain["transport_socket"]
+    if insert_after_wasm is not None:
+        chain["filters"].insert(1, insert_after_wasm)
+    stack.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return proxy
+
+
+def plain_attempt(port: int, payload: bytes) -> Attempt:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        client_port = s.getsockname()[1]
+        try:
+            s.sendall(payload)
+            data = harness.read_until_eof(s)
+        except OSError as e:
+            return Attempt(client_port, e, b"")
+    return Attempt(client_port, None, data)
+
+
+DEAD_UPSTREAM = [
+    pytest.param("ON_DOWNSTREAM_TLS_HANDSHAKE", False, id="tls-connect-after-handshake-as-shipped"),
+    pytest.param(None, False, id="tls-connect-immediately-envoy-default"),
+    pytest.param(None, True, id="plaintext-listener"),
+]
+
+
+@pytest.mark.parametrize("connect_mode,plaintext", DEAD_UPSTREAM)
+def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki, rotel, connect_mode, plaintext):
+    """A dead upstream: every close event says so (UF, the connect error, closed by the proxy,
+    the cluster), and says what became of TLS. As shipped (connect after the handshake) the
+    client's identity is there; with Envoy's default the handshake never completes, and the
+    event says `not_completed` (not `plaintext`, which only a plaintext listener says), keeping
+    the SNI the client asked for."""
     dead_port = harness.free_port()  # nothing listens there
-    with TcpEnvoy(tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=dead_port, overrides=FAST) as stack:
-        attempt = attempt_echo(stack.port, tcp_pki.ca_path, tcp_pki.clients["api"], b"r" * 100)
+    stack = TcpEnvoy(tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=dead_port, overrides=FAST)
+    proxy = set_tcp_proxy(stack, connect_mode=connect_mode, plaintext=plaintext)
+    assert proxy.get("upstream_connect_mode") == connect_mode
+    with stack:
+        if plaintext:
+            attempt = plain_attempt(stack.port, b"r" * 100)
+        else:
+            attempt = attempt_echo(stack.port, tcp_pki.ca_path, tcp_pki.clients["api"], b"r" * 100)
         assert attempt.data == b"", f"the client got data through a refused upstream: {attempt.data!r}"
         close = stack.wait(attempt.client_port, "close")
         stack.settle()
@@ -507,9 +574,59 @@ def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki,
         problems.append(f"meshaudit.tcp.closed_by: {a.get('meshaudit.tcp.closed_by')!r} != 'proxy'")
     if a.get("meshaudit.envoy.upstream_cluster") != DB_CLUSTER:
         problems.append(f"meshaudit.envoy.upstream_cluster: {a.get('meshaudit.envoy.upstream_cluster')!r}")
+    if a.get("meshaudit.upstream.address") != f"127.0.0.1:{dead_port}":
+        problems.append(f"meshaudit.upstream.address: {a.get('meshaudit.upstream.address')!r} != 127.0.0.1:{dead_port}")
     if a.get("meshaudit.tcp.upstream.received_bytes") != 0 or a.get("meshaudit.tcp.downstream.sent_bytes") != 0:
         problems.append(f"bytes from a refused upstream: {byte_counts(close)}")
-    assert_no_problems(problems, "close event of a connection whose upstream refused", close)
+    if "meshaudit.connection.transport_failure_reason" in a:
+        problems.append(f"a downstream TLS failure for an upstream failure: {a['meshaudit.connection.transport_failure_reason']!r}")
+    want_handshake = "plaintext" if plaintext else "complete" if connect_mode else "not_completed"
+    if a.get("meshaudit.tls.handshake") != want_handshake:
+        problems.append(f"meshaudit.tls.handshake: {a.get('meshaudit.tls.handshake')!r} != {want_handshake!r}")
+    if want_handshake == "complete":
+        problems += check_identity(a, tcp_pki.clients["api"], API_SPIFFE, "app", "api")
+        if a.get("meshaudit.tls.mtls") is not True or not a.get("tls.protocol.version"):
+            problems.append(f"mtls {a.get('meshaudit.tls.mtls')!r}, version {a.get('tls.protocol.version')!r}")
+    else:
+        if a.get("meshaudit.tls.mtls") is not False:
+            problems.append(f"meshaudit.tls.mtls: {a.get('meshaudit.tls.mtls')!r} != False")
+        tls_facts = {k: v for k, v in a.items() if k == "tls.protocol.version" or k.startswith(("meshaudit.peer.", "meshaudit.local."))}
+        if tls_facts:
+            problems.append(f"TLS facts without an established TLS session: {tls_facts}")
+    want_sni = None if plaintext else harness.SERVER_DNS
+    if a.get("tls.client.server_name") != want_sni:
+        problems.append(f"tls.client.server_name: {a.get('tls.client.server_name')!r} != {want_sni!r}")
+    assert_no_problems(problems, f"close event of a connection whose upstream refused ({connect_mode or 'IMMEDIATE'}, {'plaintext' if plaintext else 'TLS'})", close)
+
+
+def test_rbac_denial_is_recorded_with_its_termination_details(tmp_path, wasm, tcp_pki, rotel, echo):
+    """Envoy's network RBAC filter (after meshaudit, as Istio's AUTHN phase puts it) refuses the
+    connection on its first data: the close event carries the termination details it set."""
+    rbac = {
+        "name": "envoy.filters.network.rbac",
+        "typed_config": {
+            "@type": harness.ISTIO_RBAC_NETWORK_TYPE,
+            "stat_prefix": "tcp_rbac",
+            "rules": {"action": "DENY", "policies": {"deny-ledger": {"permissions": [{"any": True}], "principals": [{"any": True}]}}},
+        },
+    }
+    stack = TcpEnvoy(tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=echo.port, overrides=FAST)
+    set_tcp_proxy(stack, connect_mode="ON_DOWNSTREAM_TLS_HANDSHAKE", insert_after_wasm=rbac)
+    with stack:
+        attempt = attempt_echo(stack.port, tcp_pki.ca_path, tcp_pki.clients["api"], b"d" * 50)
+        assert attempt.data == b"", f"RBAC let data through: {attempt.data!r}"
+        close = stack.wait(attempt.client_port, "close")
+        stack.settle()
+    a = close.attributes
+    problems = []
+    if a.get("meshaudit.envoy.termination_details") != "rbac_access_denied_matched_policy[deny-ledger]":
+        problems.append(f"meshaudit.envoy.termination_details: {a.get('meshaudit.envoy.termination_details')!r}")
+    if a.get("meshaudit.tcp.closed_by") != "proxy":
+        problems.append(f"meshaudit.tcp.closed_by: {a.get('meshaudit.tcp.closed_by')!r} != 'proxy'")
+    if a.get("meshaudit.tcp.downstream.received_bytes") != 50:
+        problems.append(f"bytes: {byte_counts(close)}")
+    problems += check_identity(a, tcp_pki.clients["api"], API_SPIFFE, "app", "api")
+    assert_no_problems(problems, "close event of a connection refused by network RBAC", close)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,6 +681,8 @@ def test_failed_handshake_is_audited(tcp_stack, tcp_pki, rogue_cert, echo, who, 
         )
     if a.get("meshaudit.tcp.closed_by") != "proxy":
         problems.append(f"meshaudit.tcp.closed_by: {a.get('meshaudit.tcp.closed_by')!r} != 'proxy' (Envoy refused the client)")
+    if a.get("meshaudit.tls.handshake") != "failed":
+        problems.append(f"meshaudit.tls.handshake: {a.get('meshaudit.tls.handshake')!r} != 'failed'")
     assert_no_problems(problems, f"close event of a failed TLS handshake ({who or 'no client certificate'})", close)
 
 
@@ -601,6 +720,10 @@ def test_interim_events_report_bytes_so_far(tmp_path, wasm, tcp_pki, rotel, echo
         opened = stack.of(client_port, "open")
         closes = stack.of(client_port, "close")
         interims = sorted(stack.of(client_port, "interim"), key=lambda r: r.attr("meshaudit.sequence"))
+        log = stack.log_text()
+    # Interim events are read in the connection's context; the root's own calls (the exports
+    # that brought these events) act for the root again.
+    assert "could not switch back to the root context" not in log
 
     assert len(opened) == 1 and len(closes) == 1, (len(opened), len(closes))
     assert len(interims) >= len(chunks), f"{len(interims)} interim events"
@@ -629,6 +752,20 @@ def test_interim_events_report_bytes_so_far(tmp_path, wasm, tcp_pki, rotel, echo
         last_time = r.observed_timestamp
         if r.attr("meshaudit.peer.spiffe_id") != API_SPIFFE:
             problems.append(f"interim event without the peer identity: {r.attr('meshaudit.peer.spiffe_id')!r}")
+        # Everything Envoy has at that moment: the connected upstream, the SNI, the handshake.
+        want = {
+            "meshaudit.upstream.address": f"127.0.0.1:{echo.port}",
+            "meshaudit.envoy.upstream_cluster": DB_CLUSTER,
+            "tls.client.server_name": harness.SERVER_DNS,
+            "meshaudit.tls.handshake": "complete",
+            "meshaudit.tls.mtls": True,
+            "meshaudit.envoy.listener_direction": "inbound",
+        }
+        wrong = {k: r.attr(k) for k, v in want.items() if r.attr(k) != v}
+        if wrong:
+            problems.append(f"interim event lacks what Envoy has: {wrong}")
+        if not (isinstance(r.body, str) and f"-> {DB_CLUSTER} " in r.body):
+            problems.append(f"interim body does not name the upstream: {r.body!r}")
         if "meshaudit.tcp.closed_by" in r.attributes:
             problems.append("an interim event says who closed")
     if close.attr("meshaudit.tcp.interim_events") != len(interims):
