@@ -107,11 +107,17 @@ fn read_headers(headers: &str) -> (String, Option<&str>) {
     (name, content_type)
 }
 
-/// `name="…"` (or `name=token`) of a `Content-Disposition` value.
+/// `name="…"` (or `name=token`, or RFC 2231's `name*=UTF-8''…`) of a `Content-Disposition`
+/// value.
 fn disposition_name(value: &str) -> Option<String> {
     value.split(';').find_map(|param| {
         let (k, v) = param.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("name") {
+        let k = k.trim();
+        if k.eq_ignore_ascii_case("name*") {
+            let encoded = v.trim().split_once("''").map_or(v.trim(), |(_, e)| e);
+            return Some(super::form::percent_decode(encoded, false).into_owned());
+        }
+        if !k.eq_ignore_ascii_case("name") {
             return None;
         }
         let v = v.trim();
@@ -182,6 +188,9 @@ mod tests {
                 assert!(seen, "{cut}");
             }
         }
+        let star =
+            "--B\r\nContent-Disposition: form-data; name*=UTF-8''pass%77ord\r\n\r\nx\r\n--B--";
+        assert_eq!(parts(star)[0].name, "password");
         assert!(!looks_like_multipart("--\r\nx"));
         assert!(!looks_like_multipart("-- a b\r\nContent-Disposition: x"));
     }

@@ -725,7 +725,9 @@ def test_body_capture_limits(redacting, run_id):
     a = recs["big"].attributes
     assert a.get("meshaudit.request.body.capture") == "truncated", a
     assert a.get("meshaudit.request.body.type") == "json", a
-    assert a.get("meshaudit.request.body") == big[:LIMIT_BYTES].decode(), a
+    # The first string runs past what capture kept (LIMIT_BYTES + 256): it may be a secret seen
+    # only in part, so it goes whole, and only the redacted rest is cut to the limit.
+    assert a.get("meshaudit.request.body") == '{"data": ["', a
     assert a.get("http.request.body.size") == len(big), a
     # The response side is captured too, whole (shorter than the limit).
     assert len(responses["big"].body) < LIMIT_BYTES
