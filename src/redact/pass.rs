@@ -269,7 +269,7 @@ impl<'r> Pass<'r> {
     /// Text of unknown form, read by what it holds: a URL, JSON, multipart form data, or form
     /// pairs. `None` when nothing changed (or it is none of these).
     fn nested(&mut self, text: &str, depth: u8) -> Option<String> {
-        if depth > MAX_NESTING || text.len() < 3 {
+        if depth > MAX_NESTING || text.len() < 3 || !has_structure(text) {
             return None;
         }
         let trimmed = text.trim_start();
@@ -414,6 +414,14 @@ fn action_of(r: &Redactor, s: Source) -> Action {
         }
         Source::Custom(i) => r.c.custom.get(i).map_or(Action::MASK, |c| c.action),
     }
+}
+
+/// Whether `text` holds a byte that every readable structure needs: JSON's `{` or `[`, a
+/// URL's `?`, `#`, `;` or `@`, a pair's `=` (multipart headers have `=` too). One pass over the
+/// bytes; most values have none and are read no further.
+fn has_structure(text: &str) -> bool {
+    text.bytes()
+        .any(|b| matches!(b, b'{' | b'[' | b'?' | b'#' | b';' | b'@' | b'='))
 }
 
 /// Whether text reads as form pairs: `name=value` pieces joined by `&` or `;`, no spaces,
