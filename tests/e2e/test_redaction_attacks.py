@@ -54,11 +54,16 @@ CUT_BYTES = 64  # body capture limit of /cut/
 HEADER_LIMIT = 8192  # README: header values longer than 8 KiB are cut
 FRAGMENT = 8  # no fragment of a secret this long may reach the collector
 TRUNCATE_KEEP = 8
+DEEP_STEPS = 12
+DEEP_LEVELS = 60  # nested `a` members: C(60, 12) ~ 1.4e12 ways to place the steps
 
 RULES = [
     # `jsessionid` is no default name: it names `;jsessionid=` path parameters too.
     {"name": "session-id", "query": ["jsessionid"]},
     {"name": "otp", "form": ["otp"], "json": ["$..otp"], "action": "truncate", "keep": TRUNCATE_KEEP},
+    # Many `..` steps: matched naively, a few hundred bytes of nested `a` members take
+    # exponential time (the review stalled a worker for two seconds with 379 bytes).
+    {"name": "deep", "json": ["$" + "..a" * DEEP_STEPS]},
 ]
 
 PLUGIN = {
@@ -495,13 +500,20 @@ def send_truncate(s: Sender) -> dict[str, Case]:
     }
 
 
+def send_deep_paths(s: Sender) -> dict[str, Case]:
+    secret = canary("dp")
+    body = '{"a":' * DEEP_LEVELS + json.dumps(secret) + "}" * DEEP_LEVELS
+    rid = s.go("deep-json", f"/atk/{s.run_id}/deep", method="POST", headers=[("content-type", "application/json")], body=body.encode())
+    return {"deep": Case([rid], {"deep value": secret}, {"body": body})}
+
+
 @pytest.fixture(scope="module")
 def attack(stack, run_id) -> Attack:
     """Sends every case, then waits until the collector printed an event for each request and
     nothing more can arrive."""
     s = Sender(stack, run_id)
     cases: dict[str, Case] = {}
-    for send in (send_names, send_cuts, send_text_kinds, send_url_grammar, send_truncate):
+    for send in (send_names, send_cuts, send_text_kinds, send_url_grammar, send_truncate, send_deep_paths):
         cases.update(send(s))
     wanted = set(s.rids)
     assert len(wanted) == len(s.rids)
@@ -691,6 +703,20 @@ def test_card_straddling_the_header_value_limit(attack):
 # ---------------------------------------------------------------------------------------------
 # 3. Text is parsed by what it is
 # ---------------------------------------------------------------------------------------------
+
+
+def test_many_descendant_steps_do_not_stall_the_worker(attack):
+    """A JSON path with many `..` steps over a deeply nested body: the event arrives (the
+    fixture waits with a deadline), redacted by that rule, with the document intact."""
+    case = attack.cases["deep"]
+    r = attack.event(case.rids[0])
+    got = json.loads(_body(r))
+    # The first location the path names is the 12th `a`: its whole value is masked.
+    for _ in range(DEEP_STEPS - 1):
+        got = got["a"]
+    assert got == {"a": MASK}, r.attributes
+    assert rules_of(r) == {"deep": 1}, r.attributes
+    attack.assert_no_leak(case)
 
 
 def test_text_plain_holding_json(attack):
