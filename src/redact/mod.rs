@@ -160,6 +160,8 @@ struct Scratch {
     name: names::FieldName,
     /// Header names seen, with the indexes of the rules naming each.
     headers: Vec<(String, Vec<usize>)>,
+    /// Where in `headers` the next header is looked for first.
+    header_hint: usize,
     findings: Vec<Finding>,
     hits: Vec<Hit>,
 }

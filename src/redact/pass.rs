@@ -136,11 +136,16 @@ impl<'r> Pass<'r> {
     /// The first active rule naming header `name`. Header names come from the configured
     /// allowlists, so which rules name each is remembered (up to [`MAX_HEADER_NAMES`] names).
     fn header_rule(&mut self, name: &str) -> Option<(usize, &'r CompiledRule)> {
-        let known = self
-            .scratch
-            .headers
+        // Events list their headers in the same order: look after the last one found first.
+        let headers = &self.scratch.headers;
+        let hint = self.scratch.header_hint.min(headers.len());
+        let after = headers.get(hint..).unwrap_or(&[]);
+        let known = after
             .iter()
-            .position(|(n, _)| n.as_str() == name);
+            .position(|(n, _)| n.as_str() == name)
+            .map(|i| hint + i)
+            .or_else(|| headers.iter().position(|(n, _)| n.as_str() == name));
+        self.scratch.header_hint = known.map_or(0, |at| at + 1);
         let at = match known {
             Some(at) => at,
             None if self.scratch.headers.len() < MAX_HEADER_NAMES => {
