@@ -562,7 +562,9 @@ mod tests {
             );
         }
         assert_eq!(header(&mut r, "x-csrf-token", "abc123"), "[REDACTED]");
+        assert_eq!(header(&mut r, "x-goog-api-key", "abc123"), "[REDACTED]");
         assert_eq!(header(&mut r, "x-request-id", "abc123"), "abc123");
+        assert_eq!(header(&mut r, "idempotency-key", "abc123"), "abc123");
     }
 
     #[test]

@@ -293,13 +293,22 @@ fn compile_rule(rule: &Rule) -> Result<CompiledRule, String> {
     Ok(compiled)
 }
 
-/// The built-in credential rule: on unless `redaction.defaults` is false.
-/// Its header names are the credential headers and every default parameter name, by the word
-/// model: `x-csrf-token` and `x-goog-api-key` are credentials too.
+/// Default parameter names too generic to mask headers by: `idempotency-key`,
+/// `x-auth-request-user` and `x-sig-version` are no credentials.
+const PARAMS_NOT_FOR_HEADERS: &[&str] = &["key", "sig", "auth"];
+
+/// The built-in credential rule: on unless `redaction.defaults` is false. Its header names are
+/// the credential headers and the default parameter names but the generic
+/// [`PARAMS_NOT_FOR_HEADERS`], by the word model: `x-csrf-token` and `x-goog-api-key` are
+/// credentials too.
 pub fn default_rule() -> CompiledRule {
     let headers: Vec<&str> = DEFAULT_HEADERS
         .iter()
-        .chain(DEFAULT_PARAMS)
+        .chain(
+            DEFAULT_PARAMS
+                .iter()
+                .filter(|p| !PARAMS_NOT_FOR_HEADERS.contains(p)),
+        )
         .copied()
         .collect();
     CompiledRule {
