@@ -68,7 +68,14 @@ pub struct Config {
     pub redaction: Redaction,
     /// Routes whose request and response bodies are captured (none by default).
     pub body_capture: Vec<BodyCapture>,
+    /// Most bytes the bodies being captured may hold at once on one worker, across all its
+    /// requests; a body the budget cannot cover is skipped or cut with a marker.
+    #[serde(deserialize_with = "integer")]
+    pub body_capture_budget_bytes: u32,
 }
+
+/// Largest `body_capture_budget_bytes`.
+pub const MAX_BODY_CAPTURE_BUDGET: u32 = 256 << 20;
 
 /// How the filter is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -362,6 +369,7 @@ impl Default for Config {
             response_headers: vec!["content-type".into()],
             redaction: Redaction::default(),
             body_capture: Vec::new(),
+            body_capture_budget_bytes: 16 << 20,
         }
     }
 }
@@ -517,6 +525,26 @@ impl Config {
                 );
             }
         }
+        if self.body_capture_budget_bytes == 0
+            || self.body_capture_budget_bytes > MAX_BODY_CAPTURE_BUDGET
+        {
+            return fail("body_capture_budget_bytes", "must be 1 to 268435456");
+        }
+        // One body must fit: its `max_bytes` and the margin captured beyond it.
+        let margin = u32::try_from(crate::redact::cut::BODY_MARGIN).unwrap_or(u32::MAX);
+        if let Some(b) = self
+            .body_capture
+            .iter()
+            .find(|b| b.max_bytes.saturating_add(margin) > self.body_capture_budget_bytes)
+        {
+            return fail(
+                "body_capture_budget_bytes",
+                &format!(
+                    "must be at least the largest body_capture[].max_bytes plus {margin} ({})",
+                    b.max_bytes.saturating_add(margin)
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -527,6 +555,9 @@ impl Config {
         let defaults = Config::default();
         if !self.body_capture.is_empty() {
             return Some("body_capture");
+        }
+        if self.body_capture_budget_bytes != defaults.body_capture_budget_bytes {
+            return Some("body_capture_budget_bytes");
         }
         if !self.routes.is_empty() {
             return Some("routes");
@@ -547,6 +578,9 @@ impl Config {
     pub fn filter_only_field(&self) -> Option<&'static str> {
         if !self.body_capture.is_empty() {
             return Some("body_capture");
+        }
+        if self.body_capture_budget_bytes != Config::default().body_capture_budget_bytes {
+            return Some("body_capture_budget_bytes");
         }
         if self.routes.iter().any(|r| r.fail_closed) {
             return Some("routes");
@@ -713,6 +747,40 @@ mod tests {
         .unwrap();
         assert_eq!(ok.mode, Mode::AccessLog);
         assert_eq!(Config::default().filter_only_field(), None);
+    }
+
+    #[test]
+    fn body_capture_budget_is_checked() {
+        assert_eq!(Config::default().body_capture_budget_bytes, 16 << 20);
+        let c = Config::parse(
+            br#"{"body_capture_budget_bytes": 1048576.0, "body_capture": [{"max_bytes": 65536}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.body_capture_budget_bytes, 1 << 20);
+        for doc in [
+            r#"{"body_capture_budget_bytes": 0}"#,
+            r#"{"body_capture_budget_bytes": 268435457}"#,
+            r#"{"body_capture_budget_bytes": -1}"#,
+            r#"{"body_capture_budget_bytes": 1.5}"#,
+            r#"{"body_capture_budget_bytes": "16MiB"}"#,
+            // One body (max_bytes and the 256-byte margin) must fit.
+            r#"{"body_capture_budget_bytes": 65791, "body_capture": [{"max_bytes": 65536}]}"#,
+        ] {
+            let e = Config::parse(doc.as_bytes()).unwrap_err();
+            assert_eq!(e.field, "body_capture_budget_bytes", "{doc}: {e}");
+        }
+        assert!(Config::parse(
+            br#"{"body_capture_budget_bytes": 65792, "body_capture": [{"max_bytes": 65536}]}"#
+        )
+        .is_ok());
+        assert!(Config::parse(br#"{"body_capture_budget_bytes": 268435456}"#).is_ok());
+        // The default budget fits the largest body.
+        assert!(Config::parse(br#"{"body_capture": [{"max_bytes": 1048576}]}"#).is_ok());
+        for mode in ["tcp", "access_log"] {
+            let doc = format!(r#"{{"mode": "{mode}", "body_capture_budget_bytes": 1048576}}"#);
+            let e = Config::parse(doc.as_bytes()).unwrap_err();
+            assert_eq!(e.field, "body_capture_budget_bytes", "{mode}");
+        }
     }
 
     #[test]

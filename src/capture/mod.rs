@@ -4,6 +4,7 @@
 //! implements with real host calls and tests implement with recorded values.
 
 pub mod body;
+pub mod budget;
 pub mod certificate;
 pub mod connection;
 pub mod decode;

@@ -1,5 +1,7 @@
 //! The HTTP context: one audit event per request, built once the request is complete. Bodies,
-//! where a route asks for them, are copied as they stream through, up to the limit.
+//! where a route asks for them, are copied as they stream through, up to the limit, holding
+//! their bytes from the worker's body-capture budget; the bytes go back when the body is
+//! finished or when the context is dropped (a stream that never completes included).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +13,7 @@ use proxy_wasm::types::Action;
 use super::abi::{self, BufferType, EnvoyHost, MapType};
 use super::root::Worker;
 use crate::capture::body::{BodyState, Side};
+use crate::capture::budget::Budget;
 use crate::capture::connection::{ConnectionFacts, SocketAddr};
 use crate::capture::{decode, Host};
 use crate::config::BodyCapture;
@@ -26,6 +29,8 @@ pub struct AuditHttp {
     worker: Rc<RefCell<Option<Worker>>>,
     /// Body capture settings of this request's route, if it has any.
     body_spec: Option<BodyCapture>,
+    /// The worker's body-capture budget, when this request's route captures bodies.
+    budget: Option<Budget>,
     request_body: Option<BodyState>,
     response_body: Option<BodyState>,
 }
@@ -35,6 +40,7 @@ impl AuditHttp {
         AuditHttp {
             worker,
             body_spec: None,
+            budget: None,
             request_body: None,
             response_body: None,
         }
@@ -47,10 +53,11 @@ fn content_headers<'a>(pairs: &[(&'a [u8], &'a [u8])]) -> (Option<&'a [u8]>, Opt
     (find(b"content-type"), find(b"content-encoding"))
 }
 
-/// Copies what the body capture still wants from the current body chunk.
+/// Copies what the body capture still wants from the current body chunk, once the budget
+/// holds room for it (nothing is read from the host otherwise).
 fn take_chunk(state: &mut Option<BodyState>, buffer: BufferType, size: usize) {
     if let Some(s) = state {
-        let want = s.wants().min(size);
+        let want = s.reserve(size);
         let bytes = if want > 0 {
             abi::buffer(buffer, 0, want).unwrap_or_default()
         } else {
@@ -102,9 +109,11 @@ impl HttpContext for AuditHttp {
             // A message without a body gets no body attributes at all.
             if !end_of_stream {
                 let (ct, ce) = content_headers(&pairs);
-                self.request_body = BodyState::start(spec, Side::Request, ct, ce);
+                self.request_body =
+                    BodyState::start(spec, Side::Request, ct, ce, &worker.body_budget);
             }
             self.body_spec = Some(spec.clone());
+            self.budget = Some(worker.body_budget.clone());
         }
         Action::Continue
     }
@@ -115,11 +124,13 @@ impl HttpContext for AuditHttp {
     }
 
     fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        if let Some(spec) = self.body_spec.as_ref().filter(|_| !end_of_stream) {
-            let raw = abi::header_map(MapType::Response);
-            let pairs = decode::map(&raw);
-            let (ct, ce) = content_headers(&pairs);
-            self.response_body = BodyState::start(spec, Side::Response, ct, ce);
+        if let (Some(spec), Some(budget)) = (self.body_spec.as_ref(), self.budget.as_ref()) {
+            if !end_of_stream {
+                let raw = abi::header_map(MapType::Response);
+                let pairs = decode::map(&raw);
+                let (ct, ce) = content_headers(&pairs);
+                self.response_body = BodyState::start(spec, Side::Response, ct, ce, budget);
+            }
         }
         Action::Continue
     }

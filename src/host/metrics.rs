@@ -6,6 +6,7 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+use crate::capture::budget::Budget;
 use crate::pipeline::Stats;
 
 /// A counter and the [`Stats`] field it publishes.
@@ -17,6 +18,12 @@ pub struct Metrics {
     buffered_bytes: Option<u32>,
     published_events: i64,
     published_bytes: i64,
+    /// Bodies skipped or cut because the body-capture budget was spent.
+    bodies_over_budget: Option<u32>,
+    body_capture_bytes: Option<u32>,
+    body_capture_peak_bytes: Option<u32>,
+    published_body_bytes: i64,
+    published_body_peak: i64,
 }
 
 fn define(kind: MetricType, name: &str) -> Option<u32> {
@@ -57,7 +64,33 @@ impl Metrics {
             buffered_bytes: define(MetricType::Gauge, "meshaudit.buffered_bytes"),
             published_events: 0,
             published_bytes: 0,
+            bodies_over_budget: counter("meshaudit.bodies_over_budget"),
+            body_capture_bytes: define(MetricType::Gauge, "meshaudit.body_capture_bytes"),
+            body_capture_peak_bytes: define(MetricType::Gauge, "meshaudit.body_capture_peak_bytes"),
+            published_body_bytes: 0,
+            published_body_peak: 0,
         }
+    }
+
+    /// Publishes the body-capture budget: bodies stopped for it since the last tick, bytes
+    /// held now, and the most ever held at once.
+    pub fn publish_bodies(&mut self, budget: &Budget) {
+        let over = i64::try_from(budget.take_exhausted()).unwrap_or(i64::MAX);
+        if let (Some(id), true) = (self.bodies_over_budget, over > 0) {
+            let _ = hostcalls::increment_metric(id, over);
+        }
+        let held = i64::try_from(budget.held()).unwrap_or(i64::MAX);
+        let peak = i64::try_from(budget.peak()).unwrap_or(i64::MAX);
+        move_gauge(
+            self.body_capture_bytes,
+            &mut self.published_body_bytes,
+            held,
+        );
+        move_gauge(
+            self.body_capture_peak_bytes,
+            &mut self.published_body_peak,
+            peak,
+        );
     }
 
     pub fn publish(&mut self, s: &Stats, buffered_events: u64, buffered_bytes: usize) {
@@ -79,6 +112,12 @@ impl Metrics {
     pub fn withdraw(&mut self) {
         move_gauge(self.buffered_events, &mut self.published_events, 0);
         move_gauge(self.buffered_bytes, &mut self.published_bytes, 0);
+        move_gauge(self.body_capture_bytes, &mut self.published_body_bytes, 0);
+        move_gauge(
+            self.body_capture_peak_bytes,
+            &mut self.published_body_peak,
+            0,
+        );
     }
 }
 

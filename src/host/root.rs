@@ -18,6 +18,7 @@ use super::http::AuditHttp;
 use super::metrics::Metrics;
 use super::tcp::AuditTcp;
 use crate::capture::body::BodyPolicy;
+use crate::capture::budget::Budget;
 use crate::capture::connection::ConnectionCache;
 use crate::capture::tcp::{Phase, TcpConnection};
 use crate::capture::{decode, node};
@@ -43,6 +44,8 @@ pub struct Worker {
     pub connections: ConnectionCache,
     pub wants_response_headers: bool,
     pub bodies: BodyPolicy,
+    /// What the bodies being captured on this worker may hold at once, shared by all of them.
+    pub body_budget: Budget,
     pub fail_closed: Vec<Route>,
     /// Open TCP connections (network filter), for interim events.
     pub connections_open: std::collections::HashMap<u32, Rc<RefCell<TcpConnection>>>,
@@ -137,6 +140,7 @@ impl AuditRoot {
         if let Some(m) = &mut self.metrics {
             let (events, bytes) = worker.pipeline.buffered();
             m.publish(&worker.pipeline.take_stats(), events, bytes);
+            m.publish_bodies(&worker.body_budget);
         }
     }
 
@@ -421,6 +425,20 @@ impl RootContext for AuditRoot {
         let resource = node::resource(&EnvoyHost);
         let tick = config.flush_interval_ms.min(MAX_TICK_MS);
         let stream_id = random_stream_id();
+        let budget_bytes = usize::try_from(config.body_capture_budget_bytes).unwrap_or(usize::MAX);
+        // Bodies still streaming under a previous configuration keep holding (and give back)
+        // their bytes from the same budget.
+        let body_budget = match self.worker.try_borrow() {
+            Ok(slot) => slot.as_ref().map(|w| w.body_budget.clone()),
+            Err(_) => return false,
+        };
+        let body_budget = match body_budget {
+            Some(b) => {
+                b.set_limit(budget_bytes);
+                b
+            }
+            None => Budget::new(budget_bytes),
+        };
         info!(
             "meshaudit: configured; stream {stream_id:016x}, {:?} over {:?} to cluster {:?}, tick {tick} ms",
             config.format, config.protocol, config.collector.cluster
@@ -431,6 +449,7 @@ impl RootContext for AuditRoot {
             pipeline: Pipeline::new(config, redactor, &resource, stream_id),
             connections: ConnectionCache::new(CONNECTION_CACHE),
             bodies,
+            body_budget,
             fail_closed,
             connections_open: std::collections::HashMap::new(),
             warned_http_only: false,

@@ -274,7 +274,9 @@ fn body_event(r: &mut Redactor, media: &str, body: &str, max_bytes: usize) -> Au
         "content_types": [media]
     }))
     .unwrap();
-    let mut state = BodyState::start(&spec, Side::Request, Some(media.as_bytes()), None).unwrap();
+    let budget = crate::capture::budget::Budget::new(usize::MAX);
+    let mut state =
+        BodyState::start(&spec, Side::Request, Some(media.as_bytes()), None, &budget).unwrap();
     let take = state.wants().min(body.len());
     state.push(&body.as_bytes()[..take], body.len());
     let mut e = AuditEvent::new(EventKind::Http);

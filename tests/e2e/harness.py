@@ -24,6 +24,7 @@ import socket
 import ssl
 import string
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -875,11 +876,20 @@ class ReceivedRequest:
 class _RecordingServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of connections from Envoy (hundreds
+    # of concurrent requests) would see SYNs dropped and Envoy's 1 s connect timeout (503).
+    request_queue_size = 1024
 
     def __init__(self, handler) -> None:
         super().__init__(("127.0.0.1", 0), handler)
         self.requests: list[ReceivedRequest] = []
         self.lock = threading.Lock()
+
+    def handle_error(self, request, client_address) -> None:
+        # A peer that went away mid-exchange (Envoy resetting an aborted request) is not an error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _BaseHandler(BaseHTTPRequestHandler):
