@@ -425,8 +425,21 @@ fn action_of(r: &Redactor, s: Source) -> Action {
 /// URL's `?`, `#`, `;` or `@`, a pair's `=` (multipart headers have `=` too). One pass over the
 /// bytes; most values have none and are read no further.
 fn has_structure(text: &str) -> bool {
-    text.bytes()
-        .any(|b| matches!(b, b'{' | b'[' | b'?' | b'#' | b';' | b'@' | b'='))
+    const STRUCTURE: [u8; 7] = *b"{[?#;@=";
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Eight bytes a word: a byte of `w` equals `c` where `w ^ c…c` has a zero byte.
+    let holds = |w: u64, c: u8| {
+        let x = w ^ ONES.wrapping_mul(u64::from(c));
+        x.wrapping_sub(ONES) & !x & HIGH != 0
+    };
+    let bytes = text.as_bytes();
+    let mut words = bytes.chunks_exact(8);
+    let in_words = words.by_ref().any(|chunk| {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        STRUCTURE.iter().any(|&c| holds(w, c))
+    });
+    in_words || words.remainder().iter().any(|b| STRUCTURE.contains(b))
 }
 
 /// Whether text reads as form pairs: `name=value` pieces joined by `&` or `;`, no spaces,
@@ -645,6 +658,21 @@ mod tests {
             panic!("nothing fired")
         };
         assert_eq!(fired, &["detector.card:1"]);
+    }
+
+    #[test]
+    fn structure_is_found_at_every_position() {
+        for c in "{[?#;@=".chars() {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut t: Vec<u8> = vec![b'x'; len];
+                    t[at] = c as u8;
+                    assert!(super::has_structure(std::str::from_utf8(&t).unwrap()));
+                }
+                assert!(!super::has_structure(&"x".repeat(len)));
+            }
+        }
+        assert!(!super::has_structure("gzip, deflate, br, zstd"));
     }
 
     #[test]
