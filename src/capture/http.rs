@@ -56,136 +56,15 @@ impl HttpCapture {
     ) -> AuditEvent {
         let mut a = conn.anomalies.clone();
         let mut e = AuditEvent::new(EventKind::Http);
-
-        let mut method = None;
-        let mut path = None;
-        let mut authority = None;
-        let mut scheme = None;
-        let mut user_agent = None;
-        let mut request_id = None;
-        let mut content_type: &[u8] = b"";
-        let mut trace = TraceHeaders::default();
-        for &(name, value) in request {
-            match name {
-                b":method" => method = Some(value),
-                b":path" => path = Some(value),
-                b":authority" => authority = Some(value),
-                b":scheme" => scheme = Some(value),
-                b"user-agent" => user_agent = Some(value),
-                b"x-request-id" => request_id = Some(value),
-                b"content-type" => content_type = value,
-                b"traceparent" => trace.traceparent = Some(value),
-                b"b3" => trace.b3 = Some(value),
-                b"x-b3-traceid" => trace.b3_trace_id = Some(value),
-                b"x-b3-spanid" => trace.b3_span_id = Some(value),
-                _ => {}
-            }
-        }
-        let tc = TraceContext::from_headers(&trace);
-        e.trace_id = tc.trace_id;
-        e.span_id = tc.span_id;
-
-        let text = |v: &[u8], field: &str, a: &mut Anomalies| decode::string(v.to_vec(), field, a);
-        e.set_str(
-            attr::HTTP_METHOD,
-            method.map(|m| text(m, attr::HTTP_METHOD, &mut a)),
-        );
-        e.set_str(
-            attr::URL_SCHEME,
-            scheme.map(|s| text(s, attr::URL_SCHEME, &mut a)),
-        );
-        if let Some(p) = path {
-            let (p, q) = match p.iter().position(|&b| b == b'?') {
-                Some(at) => (p.get(..at).unwrap_or(p), p.get(at + 1..)),
-                None => (p, None),
-            };
-            e.set(attr::URL_PATH, Value::Str(text(p, attr::URL_PATH, &mut a)));
-            e.set_str(attr::URL_QUERY, q.map(|q| text(q, attr::URL_QUERY, &mut a)));
-        }
-        if let Some(auth) = authority {
-            let addr = SocketAddr::parse(&text(auth, attr::SERVER_ADDRESS, &mut a));
-            e.set(attr::SERVER_ADDRESS, Value::Str(addr.host));
-            e.set_int(attr::SERVER_PORT, addr.port);
-        }
-        e.set_str(
-            attr::USER_AGENT,
-            user_agent.map(|v| text(v, attr::USER_AGENT, &mut a)),
-        );
-        e.set_str(
-            attr::REQUEST_ID,
-            request_id.map(|v| text(v, attr::REQUEST_ID, &mut a)),
-        );
-
-        let start = host
-            .int(&["request", "time"])
-            .and_then(|t| u64::try_from(t).ok());
-        let duration = host
-            .int(&["request", "duration"])
-            .and_then(|d| u64::try_from(d).ok());
-        e.start_unix_nano = start.unwrap_or(0);
-        e.observed_unix_nano = match (start, duration) {
-            (Some(s), Some(d)) => s.saturating_add(d),
-            _ => now_unix_nano(),
-        };
-        if e.start_unix_nano == 0 {
-            e.start_unix_nano = e.observed_unix_nano;
-        }
-        e.set_int(
-            attr::DURATION_NS,
-            duration.and_then(|d| i64::try_from(d).ok()),
-        );
-
-        if let Some(p) = host.string(&["request", "protocol"], &mut a) {
-            e.set(attr::PROTOCOL_NAME, Value::Str("http".into()));
-            let version = p.strip_prefix("HTTP/").unwrap_or(&p).to_string();
-            e.set(attr::PROTOCOL_VERSION, Value::Str(version));
-        }
-        e.set_int(
-            attr::HTTP_STATUS,
-            host.int(&["response", "code"]).filter(|&c| c > 0),
-        );
-        if let Some(flags) = host.int(&["response", "flags"]).filter(|&f| f != 0) {
-            e.set(attr::RESPONSE_FLAGS, Value::Str(response_flags(flags)));
-        }
-        e.set_str(
-            attr::RESPONSE_CODE_DETAILS,
-            host.string(&["response", "code_details"], &mut a),
-        );
-        if content_type.starts_with(b"application/grpc") {
-            e.set_int(attr::GRPC_STATUS, host.int(&["response", "grpc_status"]));
-        }
-        e.set_int(
-            attr::HTTP_REQUEST_SIZE,
-            host.int(&["request", "total_size"]),
-        );
-        e.set_int(attr::HTTP_REQUEST_BODY_SIZE, host.int(&["request", "size"]));
-        e.set_int(
-            attr::HTTP_RESPONSE_SIZE,
-            host.int(&["response", "total_size"]),
-        );
-        e.set_int(
-            attr::HTTP_RESPONSE_BODY_SIZE,
-            host.int(&["response", "size"]),
-        );
-        e.set_str(
-            attr::UPSTREAM_ADDRESS,
-            host.string(&["upstream", "address"], &mut a),
-        );
-        e.set_str(
-            attr::ROUTE_NAME,
-            host.string(&["xds", "route_name"], &mut a)
-                .filter(|s| !s.is_empty()),
-        );
-        e.set_str(
-            attr::UPSTREAM_CLUSTER,
-            host.string(&["xds", "cluster_name"], &mut a),
-        );
-
+        let line = RequestHeaders::read(request);
+        line.write(&mut e, &mut a);
+        write_timing(host, &mut e, now_unix_nano);
+        write_response(host, line.grpc, &mut e, &mut a);
+        write_routing(host, &mut e, &mut a);
         conn.write(&mut e);
         if host.property(&["upstream", "tls_version"]).is_some() {
             read_identity(host, "upstream", "peer", &mut a).write(&identity::UPSTREAM_PEER, &mut e);
         }
-
         capture_headers(&self.request_headers, request, &mut e, &mut a);
         capture_headers(&self.response_headers, response, &mut e, &mut a);
         if !a.0.is_empty() {
@@ -193,6 +72,155 @@ impl HttpCapture {
         }
         e
     }
+}
+
+/// What the event takes from the request's headers whatever the allowlist: the request line,
+/// the user agent, the request id and the trace context.
+#[derive(Default)]
+struct RequestHeaders<'h> {
+    method: Option<&'h [u8]>,
+    path: Option<&'h [u8]>,
+    authority: Option<&'h [u8]>,
+    scheme: Option<&'h [u8]>,
+    user_agent: Option<&'h [u8]>,
+    request_id: Option<&'h [u8]>,
+    /// A gRPC request (`content-type: application/grpc…`).
+    grpc: bool,
+    trace: TraceHeaders<'h>,
+}
+
+impl<'h> RequestHeaders<'h> {
+    fn read(request: &HeaderPairs<'h>) -> RequestHeaders<'h> {
+        let mut h = RequestHeaders::default();
+        for &(name, value) in request {
+            match name {
+                b":method" => h.method = Some(value),
+                b":path" => h.path = Some(value),
+                b":authority" => h.authority = Some(value),
+                b":scheme" => h.scheme = Some(value),
+                b"user-agent" => h.user_agent = Some(value),
+                b"x-request-id" => h.request_id = Some(value),
+                b"content-type" => h.grpc = value.starts_with(b"application/grpc"),
+                b"traceparent" => h.trace.traceparent = Some(value),
+                b"b3" => h.trace.b3 = Some(value),
+                b"x-b3-traceid" => h.trace.b3_trace_id = Some(value),
+                b"x-b3-spanid" => h.trace.b3_span_id = Some(value),
+                _ => {}
+            }
+        }
+        h
+    }
+
+    fn write(&self, e: &mut AuditEvent, a: &mut Anomalies) {
+        let tc = TraceContext::from_headers(&self.trace);
+        e.trace_id = tc.trace_id;
+        e.span_id = tc.span_id;
+        let text = |v: &[u8], field: &str, a: &mut Anomalies| decode::string(v.to_vec(), field, a);
+        e.set_str(
+            attr::HTTP_METHOD,
+            self.method.map(|m| text(m, attr::HTTP_METHOD, a)),
+        );
+        e.set_str(
+            attr::URL_SCHEME,
+            self.scheme.map(|s| text(s, attr::URL_SCHEME, a)),
+        );
+        if let Some(p) = self.path {
+            let (p, q) = match p.iter().position(|&b| b == b'?') {
+                Some(at) => (p.get(..at).unwrap_or(p), p.get(at + 1..)),
+                None => (p, None),
+            };
+            e.set(attr::URL_PATH, Value::Str(text(p, attr::URL_PATH, a)));
+            e.set_str(attr::URL_QUERY, q.map(|q| text(q, attr::URL_QUERY, a)));
+        }
+        if let Some(auth) = self.authority {
+            let addr = SocketAddr::parse(&text(auth, attr::SERVER_ADDRESS, a));
+            e.set(attr::SERVER_ADDRESS, Value::Str(addr.host));
+            e.set_int(attr::SERVER_PORT, addr.port);
+        }
+        e.set_str(
+            attr::USER_AGENT,
+            self.user_agent.map(|v| text(v, attr::USER_AGENT, a)),
+        );
+        e.set_str(
+            attr::REQUEST_ID,
+            self.request_id.map(|v| text(v, attr::REQUEST_ID, a)),
+        );
+    }
+}
+
+/// Start, end and duration: from the host's request timing, else the clock.
+fn write_timing(host: &impl Host, e: &mut AuditEvent, now_unix_nano: impl FnOnce() -> u64) {
+    let start = host
+        .int(&["request", "time"])
+        .and_then(|t| u64::try_from(t).ok());
+    let duration = host
+        .int(&["request", "duration"])
+        .and_then(|d| u64::try_from(d).ok());
+    e.start_unix_nano = start.unwrap_or(0);
+    e.observed_unix_nano = match (start, duration) {
+        (Some(s), Some(d)) => s.saturating_add(d),
+        _ => now_unix_nano(),
+    };
+    if e.start_unix_nano == 0 {
+        e.start_unix_nano = e.observed_unix_nano;
+    }
+    e.set_int(
+        attr::DURATION_NS,
+        duration.and_then(|d| i64::try_from(d).ok()),
+    );
+}
+
+/// The protocol, the response's status, flags and details, and the sizes.
+fn write_response(host: &impl Host, grpc: bool, e: &mut AuditEvent, a: &mut Anomalies) {
+    if let Some(p) = host.string(&["request", "protocol"], a) {
+        e.set(attr::PROTOCOL_NAME, Value::Str("http".into()));
+        let version = p.strip_prefix("HTTP/").unwrap_or(&p).to_string();
+        e.set(attr::PROTOCOL_VERSION, Value::Str(version));
+    }
+    e.set_int(
+        attr::HTTP_STATUS,
+        host.int(&["response", "code"]).filter(|&c| c > 0),
+    );
+    if let Some(flags) = host.int(&["response", "flags"]).filter(|&f| f != 0) {
+        e.set(attr::RESPONSE_FLAGS, Value::Str(response_flags(flags)));
+    }
+    e.set_str(
+        attr::RESPONSE_CODE_DETAILS,
+        host.string(&["response", "code_details"], a),
+    );
+    if grpc {
+        e.set_int(attr::GRPC_STATUS, host.int(&["response", "grpc_status"]));
+    }
+    e.set_int(
+        attr::HTTP_REQUEST_SIZE,
+        host.int(&["request", "total_size"]),
+    );
+    e.set_int(attr::HTTP_REQUEST_BODY_SIZE, host.int(&["request", "size"]));
+    e.set_int(
+        attr::HTTP_RESPONSE_SIZE,
+        host.int(&["response", "total_size"]),
+    );
+    e.set_int(
+        attr::HTTP_RESPONSE_BODY_SIZE,
+        host.int(&["response", "size"]),
+    );
+}
+
+/// Where Envoy sent the request: the upstream address, the route and the cluster.
+fn write_routing(host: &impl Host, e: &mut AuditEvent, a: &mut Anomalies) {
+    e.set_str(
+        attr::UPSTREAM_ADDRESS,
+        host.string(&["upstream", "address"], a),
+    );
+    e.set_str(
+        attr::ROUTE_NAME,
+        host.string(&["xds", "route_name"], a)
+            .filter(|s| !s.is_empty()),
+    );
+    e.set_str(
+        attr::UPSTREAM_CLUSTER,
+        host.string(&["xds", "cluster_name"], a),
+    );
 }
 
 /// Copies allowlisted headers (every value of a repeated header) into the event.

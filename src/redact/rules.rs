@@ -113,8 +113,27 @@ fn err(field: String, reason: impl Into<String>) -> ConfigError {
 /// Compiles the redaction settings. `hash_key` is the value of the `hash_key_env` variable, if
 /// it is set; it is required only when some rule or detector hashes.
 pub fn compile(r: &Redaction, hash_key: Option<Vec<u8>>) -> Result<Compiled, ConfigError> {
-    let mut rules = Vec::new();
+    // The first setting that uses the hash action, named for the error when no key is set.
     let mut uses_hash: Option<String> = None;
+    let rules = compile_rules(r, &mut uses_hash)?;
+    let (detectors, detector_actions) = compile_detectors(r, &mut uses_hash)?;
+    let custom = compile_custom(r, &mut uses_hash)?;
+    let hash_key = resolve_hash_key(r, uses_hash, hash_key)?;
+    Ok(Compiled {
+        rules,
+        detectors,
+        detector_actions,
+        custom,
+        hash_key,
+    })
+}
+
+/// The user's rules in order, then the default rule (or the credentials rule without it).
+fn compile_rules(
+    r: &Redaction,
+    uses_hash: &mut Option<String>,
+) -> Result<Vec<CompiledRule>, ConfigError> {
+    let mut rules = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, rule) in r.rules.iter().enumerate() {
         let field = format!("redaction.rules[{i}]");
@@ -131,14 +150,21 @@ pub fn compile(r: &Redaction, hash_key: Option<Vec<u8>>) -> Result<Compiled, Con
         }
         rules.push(compiled);
     }
-    if r.defaults {
-        rules.push(default_rule());
+    rules.push(if r.defaults {
+        default_rule()
     } else {
-        rules.push(credentials_rule());
-    }
+        credentials_rule()
+    });
+    Ok(rules)
+}
 
+/// The built-in detectors left on, and the action of each.
+fn compile_detectors(
+    r: &Redaction,
+    uses_hash: &mut Option<String>,
+) -> Result<(DetectorSet, Vec<(Detector, Action)>), ConfigError> {
     let mut detectors = DetectorSet::all();
-    let mut detector_actions: Vec<(Detector, Action)> = Detector::ALL
+    let mut actions: Vec<(Detector, Action)> = Detector::ALL
         .iter()
         .map(|&d| (d, default_detector_action(d)))
         .collect();
@@ -159,14 +185,21 @@ pub fn compile(r: &Redaction, hash_key: Option<Vec<u8>>) -> Result<Compiled, Con
                 if action.kind == ActionKind::Hash {
                     uses_hash.get_or_insert(format!("detector {name:?}"));
                 }
-                for entry in detector_actions.iter_mut().filter(|(x, _)| *x == d) {
+                for entry in actions.iter_mut().filter(|(x, _)| *x == d) {
                     entry.1 = action;
                 }
             }
         }
     }
-    detector_actions.retain(|(d, _)| detectors.contains(*d));
+    actions.retain(|(d, _)| detectors.contains(*d));
+    Ok((detectors, actions))
+}
 
+/// The user's regex detectors: named, non-empty, valid, and unable to match the empty string.
+fn compile_custom(
+    r: &Redaction,
+    uses_hash: &mut Option<String>,
+) -> Result<Vec<CustomRegex>, ConfigError> {
     let mut custom = Vec::new();
     for (i, c) in r.custom_detectors.iter().enumerate() {
         let field = format!("redaction.custom_detectors[{i}] ({:?})", c.name);
@@ -201,32 +234,29 @@ pub fn compile(r: &Redaction, hash_key: Option<Vec<u8>>) -> Result<Compiled, Con
             action,
         });
     }
+    Ok(custom)
+}
 
+/// The hash key, when something hashes: it must be set and hold at least 16 bytes.
+fn resolve_hash_key(
+    r: &Redaction,
+    uses_hash: Option<String>,
+    hash_key: Option<Vec<u8>>,
+) -> Result<Option<HashKey>, ConfigError> {
     check_env_name(&r.hash_key_env)?;
     let var = env_name_shown(&r.hash_key_env);
-    let hash_key = match (uses_hash, hash_key) {
-        (None, _) => None,
-        (Some(user), None) => {
-            return Err(err(
-                "redaction.hash_key_env".into(),
-                format!("environment variable {var} is not set, and {user} uses the hash action"),
-            ))
-        }
-        (Some(user), Some(k)) if k.len() < 16 => {
-            return Err(err(
-                "redaction.hash_key_env".into(),
-                format!("the key in {var} (used by {user}) must hold at least 16 bytes"),
-            ))
-        }
-        (Some(_), Some(k)) => Some(HashKey::new(k)),
-    };
-    Ok(Compiled {
-        rules,
-        detectors,
-        detector_actions,
-        custom,
-        hash_key,
-    })
+    match (uses_hash, hash_key) {
+        (None, _) => Ok(None),
+        (Some(user), None) => Err(err(
+            "redaction.hash_key_env".into(),
+            format!("environment variable {var} is not set, and {user} uses the hash action"),
+        )),
+        (Some(user), Some(k)) if k.len() < 16 => Err(err(
+            "redaction.hash_key_env".into(),
+            format!("the key in {var} (used by {user}) must hold at least 16 bytes"),
+        )),
+        (Some(_), Some(k)) => Ok(Some(HashKey::new(k))),
+    }
 }
 
 fn compile_rule(rule: &Rule) -> Result<CompiledRule, String> {
