@@ -15,7 +15,11 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS := -C target-feature=+simd1
 # wasm-bindgen-cli must match the wasm-bindgen crate exactly.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: wasm venv tools lint unit wasm-unit e2e test demo fuzz bench-redact clean sysdeps oci bench bench-tools
+.PHONY: help wasm venv tools lint unit wasm-unit e2e test demo fuzz bench-redact clean sysdeps oci bench bench-tools
+
+## help: this list: every target with what it does
+help:
+	@awk '/^## [a-z][a-z-]*: /{t = $$2; sub(/:$$/, "", t); sub(/^## [a-z][a-z-]*: /, ""); printf "  %-14s %s\n", t, $$0; next} /^## /{sub(/^## /, ""); printf "  %-14s %s\n", "", $$0}' $(MAKEFILE_LIST)
 
 ## wasm: the filter, release build (LTO, panic=abort); prints its size
 wasm:
