@@ -42,6 +42,9 @@ pub const DEFAULT_PARAMS: &[&str] = &[
     "x-amz-signature",
     "x-amz-credential",
     "x-amz-security-token",
+    "authorization",
+    "sessionid",
+    "phpsessid",
 ];
 /// JSON body fields redacted by default, at any depth.
 pub const DEFAULT_JSON_FIELDS: &[&str] = &[
@@ -57,6 +60,11 @@ pub const DEFAULT_JSON_FIELDS: &[&str] = &[
     "apikey",
     "cvv",
     "cvc",
+    "authorization",
+    "cookie",
+    "private_key",
+    "credential",
+    "sessionid",
 ];
 /// Every cookie, in `cookie` and `set-cookie`.
 pub const ALL_COOKIES: &str = "*";
