@@ -2,10 +2,11 @@
 //! without nightly (which `cargo fuzz` needs for its sanitizers and coverage):
 //!
 //! ```sh
-//! cargo run --release --no-default-features --manifest-path fuzz/Cargo.toml --example smoke -- 60
+//! cargo run --release --no-default-features --manifest-path fuzz/Cargo.toml --example smoke -- 60 [TARGET...]
 //! ```
 //!
-//! For each target (`config`, `redact`), for the given seconds (default 60): every seed in
+//! For each target (`config`, `redact`, `parsers`, `json_walker`; or only those named after
+//! the seconds), for the given seconds (default 60): every seed in
 //! `fuzz/seeds/TARGET/` and every input in `fuzz/corpus/TARGET/`, then random mutations of them
 //! (bit flips, byte edits, splices, tokens of `fuzz/dict/TARGET.dict`) from a fixed-seed PRNG,
 //! so a run is reproducible. No coverage feedback: this finds less than libFuzzer, but runs the
@@ -20,9 +21,11 @@ use std::time::{Duration, Instant};
 
 type Body = fn(&[u8]);
 
-const TARGETS: [(&str, Body); 2] = [
+const TARGETS: [(&str, Body); 4] = [
     ("config", meshaudit_fuzz::config),
     ("redact", meshaudit_fuzz::redact),
+    ("parsers", meshaudit_fuzz::parsers),
+    ("json_walker", meshaudit_fuzz::json_walker),
 ];
 
 /// xorshift64*: small, fast, reproducible.
@@ -197,9 +200,16 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x6d65_7368_6175_6474);
+    let only: Vec<String> = std::env::args().skip(2).collect();
+    if let Some(unknown) = only.iter().find(|n| !TARGETS.iter().any(|(t, _)| t == n)) {
+        eprintln!("smoke: no target {unknown:?}");
+        return ExitCode::FAILURE;
+    }
     let mut ok = true;
     for (name, body) in TARGETS {
-        ok &= run(name, body, seconds, seed);
+        if only.is_empty() || only.iter().any(|n| n == name) {
+            ok &= run(name, body, seconds, seed);
+        }
     }
     if ok {
         ExitCode::SUCCESS

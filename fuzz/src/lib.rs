@@ -16,6 +16,27 @@
 //!      contain (or, through percent-decoding or a `remove` joining two pieces, produce) the
 //!      secret in a form redaction keeps, such as `id4111111111111111`; both events then hold
 //!      it equally often, and only a planted secret that survives makes the counts differ.
+//!      The same holds for a token planted as the password of a URL in a header (`x-callback`).
+//!
+//!   The request body is JSON, text or multipart form data, the response body form pairs, text
+//!   or multipart (picked by a field), and URLs come in headers (`referer`, `location`), so
+//!   that redaction reads text by what it is.
+//! - [`parsers`]: any bytes through the text parsers one by one (see [`parsers`](mod@parsers)).
+//! - [`json_walker`]: the JSON walker checked against serde_json on valid documents (see
+//!   [`json_walker`](mod@json_walker)).
+
+pub mod json_walker;
+pub mod parsers;
+
+pub use json_walker::json_walker;
+pub use parsers::parsers;
+
+/// Whether to skip the checks of bugs found and reported but not yet fixed
+/// (`FUZZ_SKIP_KNOWN=1`), so that a run can look for others. Off by default.
+pub fn skip_known() -> bool {
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var_os("FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"))
+}
 
 use std::cell::RefCell;
 
@@ -117,17 +138,26 @@ fn sample_event() -> AuditEvent {
     e.set(attr::SERVER_ADDRESS, s("api.example.com"));
     e.set(attr::URL_PATH, s("/users/42/cards/7"));
     e.set(attr::URL_QUERY, s("api_key=k&page=2&email=a%40example.com"));
-    e.set("http.request.header.authorization", l(&["Bearer abcdefgh123"]));
+    e.set(
+        "http.request.header.authorization",
+        l(&["Bearer abcdefgh123"]),
+    );
     e.set("http.request.header.cookie", l(&["session=1; lang=en"]));
     e.set("http.response.header.set-cookie", l(&["sid=2; Path=/"]));
     e.set("http.request.header.x-user", l(&["alice", "bob"]));
-    e.set(attr::USER_AGENT, s("curl/8 alice@example.com 4111 1111 1111 1111"));
+    e.set(
+        attr::USER_AGENT,
+        s("curl/8 alice@example.com 4111 1111 1111 1111"),
+    );
     e.set(
         attr::REQUEST_BODY,
         s(r#"{"password":"p","card":{"number":"4000 0000 0000 0002"},"items":[{"token":"t"}]}"#),
     );
     e.set(attr::REQUEST_BODY_TYPE, s("json"));
-    e.set(attr::RESPONSE_BODY, s("pan=5555555555554444&ok=1&password=x"));
+    e.set(
+        attr::RESPONSE_BODY,
+        s("pan=5555555555554444&ok=1&password=x"),
+    );
     e.set(attr::RESPONSE_BODY_TYPE, s("form"));
     e
 }
@@ -151,6 +181,13 @@ pub struct Fields {
     pub user_agent: String,
     pub request_id: String,
     pub peer_subject: String,
+    /// `referer` (request) and `location` (response) header values, one a line.
+    pub urls: String,
+    /// The body kinds: the first byte picks the request body's (`json`, `text`, `multipart`),
+    /// the second the response body's (`form`, `text`, `multipart`).
+    pub kinds: String,
+    /// After the planted password of the `x-callback` URL (path, query, fragment).
+    pub callback: String,
 }
 
 impl Fields {
@@ -176,6 +213,9 @@ impl Fields {
             user_agent: next(),
             request_id: next(),
             peer_subject: next(),
+            urls: next(),
+            kinds: next(),
+            callback: next(),
         }
     }
 }
@@ -190,6 +230,32 @@ pub fn plant(before: &str, after: &str, card: &str, token: &str) -> String {
 
 fn list(s: &str) -> Value {
     Value::StrList(s.split('\n').map(str::to_string).collect())
+}
+
+/// A header that holds a URL whose user-information password is the planted token: no rule
+/// names it, so only the URL reading (and detectors) protect it.
+pub const CALLBACK_HEADER: &str = "http.request.header.x-callback";
+
+/// The multipart boundary of multipart bodies.
+pub const BOUNDARY: &str = "fuzzB0undary";
+
+/// `parts` (name, content) as a multipart body; `cut`: the closing delimiter is missing.
+pub fn multipart_body(parts: &[(&str, &str)], cut: bool) -> String {
+    let mut out = String::new();
+    for (name, content) in parts {
+        let ct = if name.starts_with("json") {
+            "\r\nContent-Type: application/json"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"{ct}\r\n\r\n{content}\r\n"
+        ));
+    }
+    if !cut {
+        out.push_str(&format!("--{BOUNDARY}--\r\n"));
+    }
+    out
 }
 
 /// The event of a `redact` input, with the planted secrets or their decoys.
@@ -214,14 +280,53 @@ pub fn event(f: &Fields, card: &str, token: &str) -> AuditEvent {
     e.set(CANARY_HEADER, Value::StrList(vec![planted.clone()]));
     // The JSON body: the planted text in a member no rule names, then the fuzz bytes as they
     // are (often not JSON: redaction cuts it there, after the planted member).
-    let note = serde_json::Value::String(planted).to_string();
+    let note = serde_json::Value::String(planted.clone()).to_string();
+    let json = format!(r#"{{"note":{note},"data":{}}}"#, f.json);
+    let mut kinds = f.kinds.bytes();
+    let (request_kind, response_kind) = (kinds.next().unwrap_or(0), kinds.next().unwrap_or(0));
+    let cut = kinds.next().unwrap_or(0) & 1 == 1;
+    let (request_body, request_type) = match request_kind % 3 {
+        0 => (json, "json"),
+        1 => (json, "text"),
+        // The planted text in a part no rule names, then the fuzz bytes as a JSON part and as
+        // a part named by a form rule (`pan`).
+        _ => (
+            multipart_body(
+                &[("note", &planted), ("json-data", &f.json), ("pan", &f.form)],
+                cut,
+            ),
+            "multipart",
+        ),
+    };
+    e.set(attr::REQUEST_BODY, s(&request_body));
+    e.set(attr::REQUEST_BODY_TYPE, s(request_type));
+    let (response_body, response_type) = match response_kind % 3 {
+        0 => (f.form.clone(), "form"),
+        1 => (f.form.clone(), "text"),
+        _ => (
+            multipart_body(&[("holder", &f.form), ("data", &f.json)], cut),
+            "multipart",
+        ),
+    };
+    e.set(attr::RESPONSE_BODY, s(&response_body));
+    e.set(attr::RESPONSE_BODY_TYPE, s(response_type));
+    let mut urls = f.urls.split('\n');
     e.set(
-        attr::REQUEST_BODY,
-        s(&format!(r#"{{"note":{note},"data":{}}}"#, f.json)),
+        "http.request.header.referer",
+        list(urls.next().unwrap_or_default()),
     );
-    e.set(attr::REQUEST_BODY_TYPE, s("json"));
-    e.set(attr::RESPONSE_BODY, s(&f.form));
-    e.set(attr::RESPONSE_BODY_TYPE, s("form"));
+    e.set(
+        "http.response.header.location",
+        list(urls.next().unwrap_or_default()),
+    );
+    // The planted token as a URL's password: the authority is fixed, the fuzz bytes follow it.
+    e.set(
+        CALLBACK_HEADER,
+        Value::StrList(vec![format!(
+            "https://svc:{token}@hooks.example.com/{}",
+            f.callback
+        )]),
+    );
     e.set("meshaudit.peer.subject", s(&f.peer_subject));
     e.set(attr::REQUEST_ID, s(&f.request_id));
     e
@@ -238,12 +343,11 @@ pub fn redact(data: &[u8]) {
     let mut decoy = event(&fields, CARD_DECOY, TOKEN_DECOY);
     REDACTOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let redactor = slot.get_or_insert_with(|| {
-            match pipeline::load(REDACT_CONFIG.as_bytes(), env) {
+        let redactor =
+            slot.get_or_insert_with(|| match pipeline::load(REDACT_CONFIG.as_bytes(), env) {
                 Ok(l) => l.redactor,
                 Err(e) => panic!("REDACT_CONFIG does not load: {e}"),
-            }
-        });
+            });
         redactor.redact(&mut planted);
         redactor.redact(&mut decoy);
     });
