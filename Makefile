@@ -73,8 +73,7 @@ demo: wasm venv
 
 ## fuzz: each fuzz target (fuzz/) for FUZZ_SECONDS seconds: cargo-fuzz (libFuzzer + ASan) on a
 ## nightly toolchain; without nightly, the same bodies as a bounded randomized run on stable.
-## Not part of `make test`. Crashes land in fuzz/artifacts/TARGET/. FUZZ_SKIP_KNOWN=1 skips the
-## checks of reported, unfixed bugs (fuzz/README.md).
+## Not part of `make test`. Crashes land in fuzz/artifacts/TARGET/.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= config redact parsers json_walker
 fuzz:

@@ -31,13 +31,6 @@ pub mod parsers;
 pub use json_walker::json_walker;
 pub use parsers::parsers;
 
-/// Whether to skip the checks of bugs found and reported but not yet fixed
-/// (`FUZZ_SKIP_KNOWN=1`), so that a run can look for others. Off by default.
-pub fn skip_known() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var_os("FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"))
-}
-
 use std::cell::RefCell;
 
 use meshaudit::event::{attr, AuditEvent, EventKind, Value};

@@ -244,7 +244,9 @@ pub fn redact(body: &str, paths: &[JsonPath], visit: impl Visit) -> Option<Redac
 
 /// `body` up to `cut` with the edits applied.
 fn apply(body: &str, mut edits: Vec<Edit>, cut: usize) -> String {
-    edits.sort_by_key(|e| e.0);
+    // Of edits that start together the widest goes first and the ones inside it are skipped: a
+    // removed member wins over the rewrite of its key.
+    edits.sort_by_key(|e| (e.0, std::cmp::Reverse(e.1)));
     let mut text = String::with_capacity(cut);
     let mut at = 0;
     for (start, end, replacement) in edits {
@@ -446,6 +448,9 @@ impl<V: Visit> Walker<'_, '_, V> {
     /// Reads `"key"` and `:`; pushes the key onto `loc`. A body truncated inside a key ends
     /// here harmlessly.
     fn read_key(&mut self) -> Result<(), Malformed> {
+        if self.pos >= self.b.len() {
+            return Ok(());
+        }
         if self.b.get(self.pos) != Some(&b'"') {
             return self.bad();
         }
@@ -479,9 +484,11 @@ fn valid_scalar(token: &str, at_end: bool) -> bool {
     {
         return true;
     }
+    let number = |t: &str| t.parse::<f64>().is_ok() && !t.starts_with('+');
+    // A number cut short (`-`, `1.`, `1e`, `-1E+`) is one once a digit follows.
     matches!(token, "true" | "false" | "null")
-        || (token.parse::<f64>().is_ok() && !token.starts_with('+'))
-        || (at_end && token == "-")
+        || number(token)
+        || (at_end && number(&format!("{token}0")))
 }
 
 fn skip_ws(b: &[u8], mut pos: usize) -> usize {
@@ -624,6 +631,42 @@ mod tests {
             "{\"password\":\"s"
         );
         assert_eq!(string_content("42"), "42");
+    }
+
+    #[test]
+    fn cuts_after_a_comma_or_inside_a_number_are_not_malformed() {
+        for body in [
+            "{\"a\":1,",
+            "{\"a\":1, ",
+            "[1,",
+            "[1e",
+            "{\"a\":-1E+",
+            "[1.",
+            "{\"a\":-",
+        ] {
+            let out = run(body, &["$.zzz"], Some("X"));
+            assert!(
+                out.as_ref().is_none_or(|o| !o.malformed),
+                "{body}: {:?}",
+                out
+            );
+        }
+    }
+
+    #[test]
+    fn a_removed_member_goes_whole_even_when_its_key_was_rewritten() {
+        struct RewriteKeys;
+        impl Visit for RewriteKeys {
+            fn matched(&mut self, _: Matched<'_>) -> Option<String> {
+                None
+            }
+            fn string(&mut self, content: &str, _: bool) -> Option<String> {
+                Some(content.replace("alice", "[REDACTED]"))
+            }
+        }
+        let paths = [JsonPath::parse("$..password").unwrap()];
+        let out = redact(r#"{"alice password":"hunter2","b":1}"#, &paths, RewriteKeys).unwrap();
+        assert_eq!(out.text, r#"{"b":1}"#);
     }
 
     #[test]
