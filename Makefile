@@ -93,7 +93,7 @@ fuzz:
 	fi
 
 ## bench-redact: criterion benchmark of Redactor::redact per typical event (benches/redaction.rs),
-## then a summary (µs/event, MB/s, events/s); the latest figures are in README, "Performance"
+## then a summary (µs/event, MB/s, events/s); the latest figures are in docs/performance.md#redaction
 bench-redact:
 	cargo bench --bench redaction
 	@$(PYTHON) benches/summary.py

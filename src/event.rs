@@ -2,7 +2,8 @@
 //! named after the OpenTelemetry semantic conventions, plus the few fields OTLP carries on the
 //! log record itself (timestamps, trace context).
 //!
-//! Names we add where no convention exists start with `meshaudit.`; README lists them all.
+//! Names we add where no convention exists start with `meshaudit.`; docs/event-schema.md (HTTP)
+//! and docs/tcp.md (connections) list them all.
 
 use std::borrow::Cow;
 

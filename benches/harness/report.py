@@ -14,7 +14,7 @@ from pathlib import Path
 
 MIB = 1024.0
 
-# The targets, as ratios to the no-audit-logging arm of the same run (see README / the issue).
+# The targets, as ratios to the no-audit-logging arm of the same run (see docs/performance.md / the issue).
 TARGETS = {
     "throughput": {"meshaudit_default": 0.90, "meshaudit_log": 0.90, "meshaudit_default_mtls": 0.95},
     "cpu_ratio_max": 1.10,

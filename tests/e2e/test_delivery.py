@@ -1,4 +1,4 @@
-"""End-to-end proof of meshaudit's delivery guarantees (README "Delivery").
+"""End-to-end proof of meshaudit's delivery guarantees (docs/delivery-and-metrics.md#delivery).
 
 Real parts only: Envoy 1.40 running the filter, the Rotel collector (OTLP/HTTP and OTLP/gRPC,
 its debug log shows each record), a second Envoy as TLS terminator, ClickHouse (Debian's
@@ -1007,7 +1007,7 @@ def stopped_while_holding(app, wasm, parts, tmp_path, rotel, name: str, **plugin
 @pytest.mark.xfail(strict=True, reason=(
     "Envoy 1.40 calls proxy_on_done on SIGTERM, but destroys the worker's VM right after the filter "
     "returns false (drain pending) and exits within ~100 ms: the export dispatched from on_done never "
-    "completes. Without the log fallback what a worker holds then is lost (README, Delivery); with it, see "
+    "completes. Without the log fallback what a worker holds then is lost (docs/delivery-and-metrics.md#delivery); with it, see "
     "the next test."))
 def test_envoy_stop_drains_what_it_holds(app, wasm, parts, tmp_path, run_id):
     rotel = started(parts, RestartableRotel(tmp_path).start())

@@ -1,4 +1,4 @@
-"""End-to-end tests of meshaudit's redaction engine and body capture (README "Redaction").
+"""End-to-end tests of meshaudit's redaction engine and body capture (docs/redaction.md).
 
 One Envoy (envoy/sidecar.yaml, plaintext and mTLS chains) runs a configuration with body
 capture, user rules of every kind (path, JSON paths, form field, header, cookie), the default

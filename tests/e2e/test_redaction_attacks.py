@@ -1,5 +1,5 @@
-"""Adversarial leak tests of meshaudit's redaction (README "Redaction" and "Body capture"),
-against a real Envoy and the real Rotel collector.
+"""Adversarial leak tests of meshaudit's redaction (docs/redaction.md, including its "Body
+capture"), against a real Envoy and the real Rotel collector.
 
 One Envoy (envoy/sidecar.yaml, plaintext chain) runs meshaudit with the default rule, two user
 rules (`session-id`: query `jsessionid`; `otp`: form and JSON `otp`, `truncate` keeping 8) and
@@ -51,7 +51,7 @@ from harness import MASK, b64url, card_number, de_iban, leak_sites, leaks, rules
 
 CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
 CUT_BYTES = 64  # body capture limit of /cut/
-HEADER_LIMIT = 8192  # README: header values longer than 8 KiB are cut
+HEADER_LIMIT = 8192  # header values longer than 8 KiB are cut: docs/redaction.md#cuts-redact-first-cut-second
 FRAGMENT = 8  # no fragment of a secret this long may reach the collector
 TRUNCATE_KEEP = 8
 DEEP_STEPS = 12

@@ -330,7 +330,7 @@ def test_tcp_yaml_passes_envoy_validate(wasm, tcp_pki, tmp_path):
     assert names == [harness.WASM_NETWORK_FILTER, "envoy.filters.network.tcp_proxy"], names
     assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
     # The SNI needs the tls_inspector; the client's identity on a connection whose upstream
-    # fails needs the upstream connected only after the handshake (README, TCP section).
+    # fails needs the upstream connected only after the handshake (docs/tcp.md#when-the-upstream-fails).
     assert [f["name"] for f in listener.get("listener_filters", [])] == [TLS_INSPECTOR], listener.get("listener_filters")
     proxy = chain["filters"][-1]["typed_config"]
     assert proxy.get("upstream_connect_mode") == "ON_DOWNSTREAM_TLS_HANDSHAKE", proxy
