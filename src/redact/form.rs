@@ -113,15 +113,15 @@ fn pairs(input: &str, kind: ListKind) -> impl Iterator<Item = Pair<'_>> {
         start = (end < bytes.len()).then_some(end + 1);
         let piece = input.get(s..end).unwrap_or("");
         let lead = match kind {
-            ListKind::Cookie => piece.len() - piece.trim_start().len(),
+            ListKind::Cookie => piece.len() - piece.trim_ascii_start().len(),
             ListKind::Query => 0,
         };
         let pair = piece.get(lead..).unwrap_or("");
         let pair = match kind {
-            ListKind::Cookie => pair.trim_end(),
+            ListKind::Cookie => pair.trim_ascii_end(),
             ListKind::Query => pair,
         };
-        let (name, value, value_at) = match pair.find('=') {
+        let (name, value, value_at) = match pair.bytes().position(|b| b == b'=') {
             Some(eq) => (
                 pair.get(..eq).unwrap_or(""),
                 pair.get(eq + 1..).unwrap_or(""),

@@ -274,35 +274,37 @@ impl<'r> Pass<'r> {
     /// Text of unknown form, read by what it holds: a URL, JSON, multipart form data, or form
     /// pairs. `None` when nothing changed (or it is none of these).
     fn nested(&mut self, text: &str, depth: u8) -> Option<String> {
-        // Each reading below rejects ordinary text by its first bytes: no pass over the text.
+        // Each reading rejects ordinary text by its first bytes: no pass over the text.
         if depth > MAX_NESTING || text.len() < 3 {
             return None;
         }
-        let trimmed = text.trim_start();
-        if trimmed.starts_with(['{', '[']) {
-            if let Some(out) = self.json(text, depth, false) {
-                return Some(out);
+        match Shape::of(text) {
+            Shape::Json => self
+                .json(text, depth, false)
+                .or_else(|| self.nested_pairs(text, depth)),
+            Shape::Url => {
+                let mut password = false;
+                let out = url::rewrite_url(
+                    text,
+                    &mut |n, v| self.pair(n, v, Names::Query, depth),
+                    &mut || password = true,
+                );
+                if password {
+                    self.fired.add(Fire::UrlPassword);
+                }
+                out
             }
+            Shape::Multipart => self.multipart(text, depth),
+            Shape::Pairs => self.nested_pairs(text, depth),
+            Shape::Plain => None,
         }
-        if url::looks_like_url(text) {
-            let mut password = false;
-            let out = url::rewrite_url(
-                text,
-                &mut |n, v| self.pair(n, v, Names::Query, depth),
-                &mut || password = true,
-            );
-            if password {
-                self.fired.add(Fire::UrlPassword);
-            }
-            return out;
+    }
+
+    fn nested_pairs(&mut self, text: &str, depth: u8) -> Option<String> {
+        if !looks_like_pairs(text) {
+            return None;
         }
-        if multipart::looks_like_multipart(text) {
-            return self.multipart(text, depth);
-        }
-        if looks_like_pairs(text) {
-            return self.list(text, ListKind::Query, Names::Params, depth);
-        }
-        None
+        self.list(text, ListKind::Query, Names::Params, depth)
     }
 
     /// A JSON document. `cut_malformed`: a body labelled JSON is cut where it stops being
@@ -422,15 +424,42 @@ fn action_of(r: &Redactor, s: Source) -> Action {
     }
 }
 
+/// Whether `c` may be in a field name as pairs are written: letters, digits, `_ - . [ ]` and
+/// `%` escapes.
+fn is_name_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'[' | b']' | b'%')
+}
+
+/// What a text may be, told from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Json,
+    Url,
+    Multipart,
+    Pairs,
+    Plain,
+}
+
+impl Shape {
+    fn of(text: &str) -> Shape {
+        let b = text.as_bytes();
+        let first_non_space = b.iter().find(|c| !c.is_ascii_whitespace());
+        match b.first() {
+            _ if matches!(first_non_space, Some(b'{' | b'[')) => Shape::Json,
+            Some(b'-') if multipart::looks_like_multipart(text) => Shape::Multipart,
+            Some(b'/') | Some(b'a'..=b'z' | b'A'..=b'Z') if url::looks_like_url(text) => Shape::Url,
+            Some(&c) if is_name_byte(c) => Shape::Pairs,
+            _ => Shape::Plain,
+        }
+    }
+}
+
 /// Whether text reads as form pairs: it starts with a field name (letters, digits, `_ - . [ ]`
 /// and percent-escapes) and `=` (so `text/html;q=0.9` does not), and holds no space: pieces
 /// `name=value` joined by `&` or `;`.
 fn looks_like_pairs(text: &str) -> bool {
     let b = text.as_bytes();
-    let name = b
-        .iter()
-        .take_while(|c| c.is_ascii_alphanumeric() || b"_-.[]%".contains(c))
-        .count();
+    let name = b.iter().take_while(|&&c| is_name_byte(c)).count();
     name > 0
         && b.get(name) == Some(&b'=')
         && !text
