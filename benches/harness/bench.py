@@ -28,7 +28,6 @@ import argparse
 import atexit
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -43,16 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import testkit
+from meshbench import arms as A
+from meshbench import code_profile as CP
+from meshbench import report
+from meshbench import tools as T
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-sys.path.insert(0, str(HERE))
-
-import harness as h  # noqa: E402  (tests/e2e/harness.py: render_envoy, Envoy, make_pki, ...)
-import arms as A  # noqa: E402
-import code_profile as CP  # noqa: E402
-import report  # noqa: E402
-import tools as T  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -115,8 +112,8 @@ def _on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class PinnedEnvoy(h.Envoy):
-    """The e2e harness's Envoy, started under `taskset -c CPU` (taskset execs Envoy, so the
+class PinnedEnvoy(testkit.Envoy):
+    """The test kit's Envoy, started under `taskset -c CPU` (taskset execs Envoy, so the
     child's pid is Envoy's)."""
 
     def __init__(self, *args, cpu: int | None, **kwargs) -> None:
@@ -126,71 +123,53 @@ class PinnedEnvoy(h.Envoy):
     def command(self) -> list[str]:
         return T.pin(self.cpu) + super().command()
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def __repr__(self) -> str:
         return f"Envoy({self.config.name})"
 
 
-class CountingRotel:
+class CountingRotel(testkit.Process):
     """Rotel (PyPI `rotel`, the e2e suite's collector) with a blackhole exporter and the basic
-    debug log: one line per batch received, `Received logs. ... logs=N`, which `received()` sums."""
+    debug log: one line per batch received, `Received logs. ... logs=N`, which `received()` sums.
+    Pinned to `cpu`; ready when both its OTLP ports accept."""
 
     LINE = re.compile(r"Received logs\..*?(?<![\w.])logs=(\d+)")
     ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
     def __init__(self, workdir: Path, name: str, cpu: int | None) -> None:
+        super().__init__(workdir / f"{name}.out")
         self.name = name
         self.cpu = cpu
-        self.http_port = h.free_port()
-        self.grpc_port = h.free_port()
-        self.out_path = workdir / f"{name}.out"
-        self.proc: subprocess.Popen | None = None
-        self._out = None
+        self.http_port = testkit.free_port()
+        self.grpc_port = testkit.free_port()
+        self.out_path = self.log_path
 
-    def start(self, timeout: float = 30.0) -> "CountingRotel":
-        self._out = open(self.out_path, "wb")
-        self.proc = subprocess.Popen(
-            T.pin(self.cpu)
-            + [
-                str(h.rotel_bin()),
-                "start",
-                "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
-                "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
-                "--exporter", "blackhole",
-                "--debug-log", "logs",
-                "--debug-log-verbosity", "basic",
-                "--pid-file", str(self.out_path.with_suffix(".pid")),
-                "--log-file", str(self.out_path.with_suffix(".log")),
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.out_path.parent,
-        )
+    def command(self) -> list[str]:
+        return T.pin(self.cpu) + [
+            str(testkit.rotel_bin()),
+            "start",
+            "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
+            "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
+            "--exporter", "blackhole",
+            "--debug-log", "logs",
+            "--debug-log-verbosity", "basic",
+            "--pid-file", str(self.out_path.with_suffix(".pid")),
+            "--log-file", str(self.out_path.with_suffix(".log")),
+        ]
 
-        def up():
-            if self.proc.poll() is not None:
-                raise h.HarnessError(f"rotel exited with {self.proc.returncode}: {h._tail(self.out_path)}")
-            return h.port_open(self.http_port) and h.port_open(self.grpc_port)
+    def is_ready(self) -> bool:
+        return testkit.port_open(self.http_port) and testkit.port_open(self.grpc_port)
 
-        h.wait_for(up, timeout, 0.05, f"rotel {self.name} listening")
-        T.boost(self.proc.pid)
+    def waiting_for(self) -> str:
+        return f"rotel {self.name} listening"
+
+    def start(self, timeout: float | None = None) -> "CountingRotel":
+        super().start(timeout)
+        T.boost(self.pid)
         return self
 
     def received(self) -> int:
         text = self.ANSI.sub("", self.out_path.read_text(errors="replace"))
         return sum(int(m.group(1)) for m in self.LINE.finditer(text))
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            h._stop(self.proc)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
 
     def __repr__(self) -> str:
         return f"Rotel({self.name})"
@@ -220,7 +199,7 @@ class LoadResult:
 
 
 class LoadGen:
-    def __init__(self, oha: Path, cpu: int | None, workdir: Path, pki: h.Pki, client: h.Cert) -> None:
+    def __init__(self, oha: Path, cpu: int | None, workdir: Path, pki: testkit.Pki, client: testkit.Cert) -> None:
         self.oha = oha
         self.cpu = cpu
         self.body_path = workdir / "body.json"
@@ -366,7 +345,7 @@ def git_describe() -> dict:
 
 
 def envoy_version() -> str:
-    out = subprocess.run([str(h.envoy_bin()), "--version"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([str(testkit.envoy_bin()), "--version"], capture_output=True, text=True, timeout=60)
     m = re.search(r"version:\s*(\S+)", out.stdout)
     return m.group(1) if m else out.stdout.strip()
 
@@ -517,13 +496,13 @@ BREAKDOWN_ARMS = ("plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshau
 PROFILE_LINE = re.compile(r"meshaudit-probe-profile (requests=\d+ .*)$", re.M)
 
 
-def profile_hostcalls(workdir: Path, gen: LoadGen, plan: Plan, probe: Path, wasm: Path, pki: h.Pki, up_port: int,
+def profile_hostcalls(workdir: Path, gen: LoadGen, plan: Plan, probe: Path, wasm: Path, pki: testkit.Pki, up_port: int,
                       proxy_cpu: int | None) -> dict | None:
     """Runs the probe filter in `profile` mode under a light fixed load and returns its last
     report: mean ns per call of each host call meshaudit makes per request."""
     arm = A.Arm("wasm_profile", "Wasm probe: host call timing", "probe", probe_mode="profile", access_log=True,
                 diagnostic=True)
-    admin, port = h.free_port(), h.free_port()
+    admin, port = testkit.free_port(), testkit.free_port()
     config = A.proxy_config(arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
                             collector_port=None, wasm=wasm, certs_dir=pki.directory, probe_wasm=probe)
     envoy = PinnedEnvoy(config, admin, workdir / "proxy-wasm_profile.log", listener_ports={A.LISTENER: port},
@@ -549,7 +528,7 @@ def profile_hostcalls(workdir: Path, gen: LoadGen, plan: Plan, probe: Path, wasm
             "note": "mean wall-clock ns per call inside the Wasm VM, light load (1000 req/s), clock cost subtracted"}
 
 
-def measure_rss_scaling(workdir: Path, gen: LoadGen, plan: Plan, wasm: Path, pki: h.Pki, up_port: int,
+def measure_rss_scaling(workdir: Path, gen: LoadGen, plan: Plan, wasm: Path, pki: testkit.Pki, up_port: int,
                         rotel: CountingRotel | None, proxy_cpu: int | None) -> dict:
     """VmRSS of Envoy with no logging and with meshaudit (default) at 1, 2 and 4 workers, each
     after a short saturated run: the slope is what each further worker costs."""
@@ -559,7 +538,7 @@ def measure_rss_scaling(workdir: Path, gen: LoadGen, plan: Plan, wasm: Path, pki
         arm = A.ARMS_BY_NAME[name]
         out[name] = {}
         for n in workers:
-            admin, port = h.free_port(), h.free_port()
+            admin, port = testkit.free_port(), testkit.free_port()
             collector = rotel.http_port if (arm.kind == "meshaudit" and rotel is not None) else None
             config = A.proxy_config(arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
                                     collector_port=collector, wasm=wasm, certs_dir=pki.directory)
@@ -645,10 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         selected = [a for a in A.ARMS if a.name in need]
 
     oha = T.oha_bin(install=not args.no_install)
-    wasm_built = h.require_wasm()
+    wasm_built = testkit.require_wasm()
     probe = T.probe_wasm(REPO) if any(a.kind == "probe" for a in selected) else None
-    envoy_bin = h.envoy_bin()
-    h.rotel_bin()
+    envoy_bin = testkit.envoy_bin()
+    testkit.rotel_bin()
 
     tmp = None
     if args.workdir:
@@ -690,11 +669,11 @@ def main(argv: list[str] | None = None) -> int:
     hostcall_profile: dict | None = None
     rss_scaling: dict | None = None
     try:
-        pki = h.make_pki(workdir / "certs")
+        pki = testkit.make_pki(workdir / "certs")
         client = pki.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
 
         # upstream: the application, never the bottleneck
-        up_admin, up_port = h.free_port(), h.free_port()
+        up_admin, up_port = testkit.free_port(), testkit.free_port()
         upstream = PinnedEnvoy(
             A.upstream_config(workdir, admin_port=up_admin, port=up_port), up_admin, workdir / "upstream.log",
             listener_ports={"app": up_port}, cpu=load_cpu,
@@ -709,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
                 rotel = CountingRotel(workdir, f"rotel-{arm.name}", load_cpu)
                 _STARTED.append(rotel)
                 rotel.start()
-            admin, port = h.free_port(), h.free_port()
+            admin, port = testkit.free_port(), testkit.free_port()
             collector_port = None if rotel is None else (rotel.grpc_port if arm.kind == "otel" else rotel.http_port)
             config = A.proxy_config(
                 arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
@@ -721,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             envoy.start()
             T.boost(envoy.pid)
             if T.proc_comm(envoy.pid) != "envoy":
-                raise h.HarnessError(f"pid {envoy.pid} is {T.proc_comm(envoy.pid)!r}, not envoy")
+                raise testkit.HarnessError(f"pid {envoy.pid} is {T.proc_comm(envoy.pid)!r}, not envoy")
             access_log = workdir / f"access-{arm.name}.log" if arm.kind == "file" else None
             run = ArmRun(arm, envoy, port, rotel, access_log, rss_start_kib=T.proc_rss_kib(envoy.pid))
             runs[arm.name] = run
@@ -739,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
             res = max(tries, key=lambda r: r.rps)
             run.settle(5.0)
             if res.ok == 0:
-                raise h.HarnessError(f"calibration of {base}: no successful response ({res.status}, {res.error_kinds})")
+                raise testkit.HarnessError(f"calibration of {base}: no successful response ({res.status}, {res.error_kinds})")
             rates[base] = max(1.0, res.rps / 2)
             run.calibration = {**res.as_dict(), "tries_rps": [t.rps for t in tries]}
             log(f"calibration {base}: {' / '.join(f'{t.rps:.0f}' for t in tries)} req/s saturated -> "
