@@ -196,3 +196,44 @@ def test_edge_config_serves_without_the_plugin(binaries, tmp_path):
         with testkit.Envoy(cfg, admin, tmp_path / "envoy.log", listener_ports={"edge_http": port}):
             r = testkit.request(port, "/hello?x=1", host="anything.example")
             assert r.status == 200 and r.body == b"upstream GET /hello?x=1\n"
+
+
+class _Sh(testkit.Process):
+    """A shell one-liner as a kit process: ready once `marker` exists."""
+
+    name = "sh"
+
+    def __init__(self, tmp_path, script: str, marker=None) -> None:
+        super().__init__(tmp_path / "sh.log")
+        self.script = script
+        self.marker = marker
+
+    def command(self) -> list[str]:
+        return ["/bin/sh", "-c", self.script]
+
+    def is_ready(self) -> bool:
+        return self.marker is None or self.marker.exists()
+
+
+def test_process_start_waits_until_ready_and_stop_ends_it(tmp_path):
+    marker = tmp_path / "ready"
+    with _Sh(tmp_path, f"echo up; sleep 0.3; touch {marker}; exec sleep 60", marker) as p:
+        assert marker.exists() and p.running()
+        pid = p.pid
+    assert not p.running() and p.proc.returncode is not None and p.proc.pid == pid
+    assert "up" in p.log_path.read_text()
+    assert p.stop() == p.proc.returncode  # a second stop is harmless
+
+
+def test_process_that_exits_before_ready_fails_start_with_its_log(tmp_path):
+    p = _Sh(tmp_path, "echo 'no config here' >&2; exit 3", tmp_path / "never")
+    with pytest.raises(testkit.HarnessError, match=r"sh exited with 3:\n.*no config here"):
+        p.start()
+    assert not p.running()
+
+
+def test_process_never_ready_is_stopped_when_the_wait_times_out(tmp_path):
+    p = _Sh(tmp_path, "exec sleep 60", tmp_path / "never")
+    with pytest.raises(TimeoutError, match="sh ready"):
+        p.start(timeout=0.3)
+    assert not p.running()
