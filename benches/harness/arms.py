@@ -1,7 +1,7 @@
 """The arms of the side-by-side benchmark and the Envoy configurations they run.
 
 Every proxy under test is envoy/sidecar.yaml (the Istio-sidecar-shaped inbound listener with an
-mTLS and a plaintext filter chain), rendered by the e2e harness's `render_envoy` (127.0.0.1,
+mTLS and a plaintext filter chain), rendered by the test kit's `render_envoy` (127.0.0.1,
 free ports, absolute paths), then changed only in what the arm is about:
 
 - no audit logging: the meshaudit filter removed (`drop_wasm`);
@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
-import harness as h  # tests/e2e/harness.py, put on sys.path by bench.py
+import testkit
 
-LISTENER = h.SIDECAR["listener"]  # virtualInbound
-APP_CLUSTER = h.SIDECAR["app_cluster"]  # inbound|8080||
-COLLECTOR_CLUSTER = h.COLLECTOR_CLUSTER  # meshaudit_collector
+LISTENER = testkit.SIDECAR["listener"]  # virtualInbound
+APP_CLUSTER = testkit.SIDECAR["app_cluster"]  # inbound|8080||
+COLLECTOR_CLUSTER = testkit.COLLECTOR_CLUSTER  # meshaudit_collector
 OTEL_CLUSTER = "otel_access_log"
 HCM_STAT_PREFIX = "inbound_0.0.0.0_8080"
 
@@ -251,7 +251,7 @@ ARMS_BY_NAME = {a.name: a for a in ARMS}
 
 def _hcms(cfg: dict) -> list[dict]:
     out = []
-    for node in h._walk(cfg):
+    for node in testkit.walk(cfg):
         if isinstance(node, dict) and node.get("name") == "envoy.filters.network.http_connection_manager":
             out.append(node["typed_config"])
     return out
@@ -322,11 +322,11 @@ def proxy_config(
     replace = None
     if arm.kind == "probe":
         if probe_wasm is None:
-            raise h.HarnessError(f"arm {arm.name} needs the probe filter (benches/harness/probe-filter)")
+            raise testkit.HarnessError(f"arm {arm.name} needs the probe filter (benches/harness/probe-filter)")
         wasm, replace = probe_wasm, arm.probe_mode
-    dummy_collector = collector_port if (arm.kind == "meshaudit" and collector_port) else h.free_port()
-    config = h.render_envoy(
-        h.ENVOY_DIR / h.SIDECAR["yaml"],
+    dummy_collector = collector_port if (arm.kind == "meshaudit" and collector_port) else testkit.free_port()
+    config = testkit.render_envoy(
+        testkit.ENVOY_DIR / testkit.SIDECAR["yaml"],
         workdir,
         admin_port=admin_port,
         listener_ports={LISTENER: listener_port},
@@ -349,7 +349,7 @@ def proxy_config(
             hcm["access_log"] = [file_access_log(workdir / f"access-{arm.name}.log")]
     elif arm.kind == "otel":
         if collector_port is None:
-            raise h.HarnessError("the OpenTelemetry arm needs a collector gRPC port")
+            raise testkit.HarnessError("the OpenTelemetry arm needs a collector gRPC port")
         clusters.append(_static_cluster(OTEL_CLUSTER, collector_port, http2=True))
         for hcm in _hcms(cfg):
             hcm["access_log"] = [otel_access_log()]

@@ -28,7 +28,6 @@ import argparse
 import atexit
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -43,16 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import testkit
+from meshbench import arms as A
+from meshbench import code_profile as CP
+from meshbench import report
+from meshbench import tools as T
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-sys.path.insert(0, str(HERE))
-
-import harness as h  # noqa: E402  (tests/e2e/harness.py: render_envoy, Envoy, make_pki, ...)
-import arms as A  # noqa: E402
-import code_profile as CP  # noqa: E402
-import report  # noqa: E402
-import tools as T  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -115,8 +112,8 @@ def _on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class PinnedEnvoy(h.Envoy):
-    """The e2e harness's Envoy, started under `taskset -c CPU` (taskset execs Envoy, so the
+class PinnedEnvoy(testkit.Envoy):
+    """The test kit's Envoy, started under `taskset -c CPU` (taskset execs Envoy, so the
     child's pid is Envoy's)."""
 
     def __init__(self, *args, cpu: int | None, **kwargs) -> None:
@@ -126,71 +123,53 @@ class PinnedEnvoy(h.Envoy):
     def command(self) -> list[str]:
         return T.pin(self.cpu) + super().command()
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
     def __repr__(self) -> str:
         return f"Envoy({self.config.name})"
 
 
-class CountingRotel:
+class CountingRotel(testkit.Process):
     """Rotel (PyPI `rotel`, the e2e suite's collector) with a blackhole exporter and the basic
-    debug log: one line per batch received, `Received logs. ... logs=N`, which `received()` sums."""
+    debug log: one line per batch received, `Received logs. ... logs=N`, which `received()` sums.
+    Pinned to `cpu`; ready when both its OTLP ports accept."""
 
     LINE = re.compile(r"Received logs\..*?(?<![\w.])logs=(\d+)")
     ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
     def __init__(self, workdir: Path, name: str, cpu: int | None) -> None:
+        super().__init__(workdir / f"{name}.out")
         self.name = name
         self.cpu = cpu
-        self.http_port = h.free_port()
-        self.grpc_port = h.free_port()
-        self.out_path = workdir / f"{name}.out"
-        self.proc: subprocess.Popen | None = None
-        self._out = None
+        self.http_port = testkit.free_port()
+        self.grpc_port = testkit.free_port()
+        self.out_path = self.log_path
 
-    def start(self, timeout: float = 30.0) -> "CountingRotel":
-        self._out = open(self.out_path, "wb")
-        self.proc = subprocess.Popen(
-            T.pin(self.cpu)
-            + [
-                str(h.rotel_bin()),
-                "start",
-                "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
-                "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
-                "--exporter", "blackhole",
-                "--debug-log", "logs",
-                "--debug-log-verbosity", "basic",
-                "--pid-file", str(self.out_path.with_suffix(".pid")),
-                "--log-file", str(self.out_path.with_suffix(".log")),
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=self.out_path.parent,
-        )
+    def command(self) -> list[str]:
+        return T.pin(self.cpu) + [
+            str(testkit.rotel_bin()),
+            "start",
+            "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
+            "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
+            "--exporter", "blackhole",
+            "--debug-log", "logs",
+            "--debug-log-verbosity", "basic",
+            "--pid-file", str(self.out_path.with_suffix(".pid")),
+            "--log-file", str(self.out_path.with_suffix(".log")),
+        ]
 
-        def up():
-            if self.proc.poll() is not None:
-                raise h.HarnessError(f"rotel exited with {self.proc.returncode}: {h._tail(self.out_path)}")
-            return h.port_open(self.http_port) and h.port_open(self.grpc_port)
+    def is_ready(self) -> bool:
+        return testkit.port_open(self.http_port) and testkit.port_open(self.grpc_port)
 
-        h.wait_for(up, timeout, 0.05, f"rotel {self.name} listening")
-        T.boost(self.proc.pid)
+    def waiting_for(self) -> str:
+        return f"rotel {self.name} listening"
+
+    def start(self, timeout: float | None = None) -> "CountingRotel":
+        super().start(timeout)
+        T.boost(self.pid)
         return self
 
     def received(self) -> int:
         text = self.ANSI.sub("", self.out_path.read_text(errors="replace"))
         return sum(int(m.group(1)) for m in self.LINE.finditer(text))
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            h._stop(self.proc)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
 
     def __repr__(self) -> str:
         return f"Rotel({self.name})"
@@ -220,7 +199,7 @@ class LoadResult:
 
 
 class LoadGen:
-    def __init__(self, oha: Path, cpu: int | None, workdir: Path, pki: h.Pki, client: h.Cert) -> None:
+    def __init__(self, oha: Path, cpu: int | None, workdir: Path, pki: testkit.Pki, client: testkit.Cert) -> None:
         self.oha = oha
         self.cpu = cpu
         self.body_path = workdir / "body.json"
@@ -366,7 +345,7 @@ def git_describe() -> dict:
 
 
 def envoy_version() -> str:
-    out = subprocess.run([str(h.envoy_bin()), "--version"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([str(testkit.envoy_bin()), "--version"], capture_output=True, text=True, timeout=60)
     m = re.search(r"version:\s*(\S+)", out.stdout)
     return m.group(1) if m else out.stdout.strip()
 
@@ -517,13 +496,13 @@ BREAKDOWN_ARMS = ("plain", "wasm_noop", "wasm_cel", "meshaudit_minimal", "meshau
 PROFILE_LINE = re.compile(r"meshaudit-probe-profile (requests=\d+ .*)$", re.M)
 
 
-def profile_hostcalls(workdir: Path, gen: LoadGen, plan: Plan, probe: Path, wasm: Path, pki: h.Pki, up_port: int,
+def profile_hostcalls(workdir: Path, gen: LoadGen, plan: Plan, probe: Path, wasm: Path, pki: testkit.Pki, up_port: int,
                       proxy_cpu: int | None) -> dict | None:
     """Runs the probe filter in `profile` mode under a light fixed load and returns its last
     report: mean ns per call of each host call meshaudit makes per request."""
     arm = A.Arm("wasm_profile", "Wasm probe: host call timing", "probe", probe_mode="profile", access_log=True,
                 diagnostic=True)
-    admin, port = h.free_port(), h.free_port()
+    admin, port = testkit.free_port(), testkit.free_port()
     config = A.proxy_config(arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
                             collector_port=None, wasm=wasm, certs_dir=pki.directory, probe_wasm=probe)
     envoy = PinnedEnvoy(config, admin, workdir / "proxy-wasm_profile.log", listener_ports={A.LISTENER: port},
@@ -549,7 +528,7 @@ def profile_hostcalls(workdir: Path, gen: LoadGen, plan: Plan, probe: Path, wasm
             "note": "mean wall-clock ns per call inside the Wasm VM, light load (1000 req/s), clock cost subtracted"}
 
 
-def measure_rss_scaling(workdir: Path, gen: LoadGen, plan: Plan, wasm: Path, pki: h.Pki, up_port: int,
+def measure_rss_scaling(workdir: Path, gen: LoadGen, plan: Plan, wasm: Path, pki: testkit.Pki, up_port: int,
                         rotel: CountingRotel | None, proxy_cpu: int | None) -> dict:
     """VmRSS of Envoy with no logging and with meshaudit (default) at 1, 2 and 4 workers, each
     after a short saturated run: the slope is what each further worker costs."""
@@ -559,7 +538,7 @@ def measure_rss_scaling(workdir: Path, gen: LoadGen, plan: Plan, wasm: Path, pki
         arm = A.ARMS_BY_NAME[name]
         out[name] = {}
         for n in workers:
-            admin, port = h.free_port(), h.free_port()
+            admin, port = testkit.free_port(), testkit.free_port()
             collector = rotel.http_port if (arm.kind == "meshaudit" and rotel is not None) else None
             config = A.proxy_config(arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
                                     collector_port=collector, wasm=wasm, certs_dir=pki.directory)
@@ -606,7 +585,12 @@ def summarize(run: ArmRun) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+# --------------------------------------------------------------------------------------------
+# main, step by step
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK", "") not in ("", "0"))
     ap.add_argument("--rounds", type=int)
@@ -616,16 +600,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-install", action="store_true", help="fail instead of installing oha")
     ap.add_argument("--proxy-cpu", type=int, default=int(os.environ.get("BENCH_PROXY_CPU", "0")))
     ap.add_argument("--load-cpu", type=int, default=int(os.environ.get("BENCH_LOAD_CPU", "1")))
-    args = ap.parse_args(argv)
+    return ap, ap.parse_args(argv)
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGHUP, _on_signal)
+
+def choose_plan(args: argparse.Namespace) -> tuple[Plan, Path]:
+    """The durations (full or quick, --rounds) and the output directory."""
     plan = QUICK if args.quick else FULL
     if args.rounds:
         plan = Plan(**{**plan.__dict__, "rounds": args.rounds})
     out_dir = args.out or (REPO / "target" / "bench-quick" if plan.quick else HERE.parent / "results")
-    out_dir = out_dir.resolve()
+    return plan, out_dir.resolve()
 
+
+def pin_cpus(args: argparse.Namespace) -> tuple[int, int | None, int | None]:
+    """(usable CPUs, the proxies' core, the load/upstream/collector core); both cores None
+    (unpinned) with fewer than 2 CPUs. This script moves to the load core."""
     ncpu = len(os.sched_getaffinity(0))
     proxy_cpu: int | None = args.proxy_cpu
     load_cpu: int | None = args.load_cpu
@@ -634,7 +623,11 @@ def main(argv: list[str] | None = None) -> int:
         proxy_cpu = load_cpu = None
     else:
         os.sched_setaffinity(0, {load_cpu})  # this script stays off the proxy's core
+    return ncpu, proxy_cpu, load_cpu
 
+
+def select_arms(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[A.Arm]:
+    """The arms of --arms (every arm by default), with the baselines they need."""
     selected = list(A.ARMS)
     if args.arms:
         want = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -643,12 +636,29 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown arms {unknown}; known: {[a.name for a in A.ARMS]}")
         need = set(want) | {A.ARMS_BY_NAME[w].baseline for w in want}
         selected = [a for a in A.ARMS if a.name in need]
+    return selected
 
+
+@dataclass
+class Workspace:
+    """Where the run keeps its files, and the modules every proxy of the run loads (copies,
+    so a rebuild meanwhile changes nothing)."""
+
+    workdir: Path
+    tmp: tempfile.TemporaryDirectory | None
+    wasm_built: Path  # the filter as built (recorded in the results)
+    wasm: Path  # its copy in workdir
+    probe: Path | None  # the probe filter's copy, if a selected arm runs it
+
+
+def prepare_workspace(args: argparse.Namespace, selected: list[A.Arm]) -> tuple[Workspace, Path]:
+    """Finds (or installs) oha and the modules, checks Envoy and Rotel, sets up the work
+    directory. Returns it and oha's path."""
     oha = T.oha_bin(install=not args.no_install)
-    wasm_built = h.require_wasm()
+    wasm_built = testkit.require_wasm()
     probe = T.probe_wasm(REPO) if any(a.kind == "probe" for a in selected) else None
-    envoy_bin = h.envoy_bin()
-    h.rotel_bin()
+    testkit.envoy_bin()
+    testkit.rotel_bin()
 
     tmp = None
     if args.workdir:
@@ -663,8 +673,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(wasm_built, wasm)
     if probe is not None:
         probe = Path(shutil.copyfile(probe, workdir / "probe.wasm"))
-    started = dt.datetime.now(dt.timezone.utc)
-    meta = {
+    return Workspace(workdir, tmp, wasm_built, wasm, probe), oha
+
+
+def run_metadata(plan: Plan, ws: Workspace, oha: Path, ncpu: int, proxy_cpu: int | None,
+                 load_cpu: int | None, started: dt.datetime) -> dict:
+    """What the results record about the run: when, what was measured with what, where."""
+    wasm_built, wasm = ws.wasm_built, ws.wasm
+    return {
         "started": started.isoformat(timespec="seconds"),
         "mode": "quick" if plan.quick else "full",
         "plan": plan.__dict__,
@@ -681,144 +697,155 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_start": os.getloadavg(),
         "requests": {"get": f"GET {A.GET_PATH}", "post": f"POST {A.POST_PATH} ({A.BODY_BYTES}-byte JSON body)"},
     }
-    log(f"{meta['mode']} run: {plan.describe()}; arms: {', '.join(a.name for a in selected)}")
-    log(f"envoy {meta['envoy']}, {meta['load_generator']}, wasm {meta['wasm']['bytes']} bytes; workdir {workdir}")
 
+
+def start_upstream(workdir: Path, load_cpu: int | None) -> int:
+    """The application behind every proxy (an Envoy answering from direct_response routes, on
+    the load core): never the bottleneck. Returns its port."""
+    up_admin, up_port = testkit.free_port(), testkit.free_port()
+    upstream = PinnedEnvoy(
+        A.upstream_config(workdir, admin_port=up_admin, port=up_port), up_admin, workdir / "upstream.log",
+        listener_ports={"app": up_port}, cpu=load_cpu,
+    )
+    _STARTED.append(upstream)
+    upstream.start()
+    T.boost(upstream.pid)
+    return up_port
+
+
+def start_arms(selected: list[A.Arm], ws: Workspace, pki: testkit.Pki, up_port: int, proxy_cpu: int | None,
+               load_cpu: int | None) -> dict[str, ArmRun]:
+    """Each arm's collector (if it has one) and proxy, started once for the whole run."""
     runs: dict[str, ArmRun] = {}
-    together: list[dict] = []
-    breakdown: dict | None = None
-    hostcall_profile: dict | None = None
-    rss_scaling: dict | None = None
-    try:
-        pki = h.make_pki(workdir / "certs")
-        client = pki.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
-
-        # upstream: the application, never the bottleneck
-        up_admin, up_port = h.free_port(), h.free_port()
-        upstream = PinnedEnvoy(
-            A.upstream_config(workdir, admin_port=up_admin, port=up_port), up_admin, workdir / "upstream.log",
-            listener_ports={"app": up_port}, cpu=load_cpu,
+    workdir = ws.workdir
+    for arm in selected:
+        rotel = None
+        if arm.collector == "rotel":
+            rotel = CountingRotel(workdir, f"rotel-{arm.name}", load_cpu)
+            _STARTED.append(rotel)
+            rotel.start()
+        admin, port = testkit.free_port(), testkit.free_port()
+        collector_port = None if rotel is None else (rotel.grpc_port if arm.kind == "otel" else rotel.http_port)
+        config = A.proxy_config(
+            arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
+            collector_port=collector_port, wasm=ws.wasm, certs_dir=pki.directory, probe_wasm=ws.probe,
         )
-        _STARTED.append(upstream)
-        upstream.start()
-        T.boost(upstream.pid)
+        envoy = PinnedEnvoy(config, admin, workdir / f"proxy-{arm.name}.log", listener_ports={A.LISTENER: port},
+                            cpu=proxy_cpu)
+        _STARTED.append(envoy)
+        envoy.start()
+        T.boost(envoy.pid)
+        if T.proc_comm(envoy.pid) != "envoy":
+            raise testkit.HarnessError(f"pid {envoy.pid} is {T.proc_comm(envoy.pid)!r}, not envoy")
+        access_log = workdir / f"access-{arm.name}.log" if arm.kind == "file" else None
+        run = ArmRun(arm, envoy, port, rotel, access_log, rss_start_kib=T.proc_rss_kib(envoy.pid))
+        runs[arm.name] = run
+        log(f"started {arm.name}: proxy pid {envoy.pid} on :{port}, RSS {run.rss_start_kib / 1024:.1f} MiB")
+    return runs
 
-        for arm in selected:
-            rotel = None
-            if arm.collector == "rotel":
-                rotel = CountingRotel(workdir, f"rotel-{arm.name}", load_cpu)
-                _STARTED.append(rotel)
-                rotel.start()
-            admin, port = h.free_port(), h.free_port()
-            collector_port = None if rotel is None else (rotel.grpc_port if arm.kind == "otel" else rotel.http_port)
-            config = A.proxy_config(
-                arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
-                collector_port=collector_port, wasm=wasm, certs_dir=pki.directory, probe_wasm=probe,
+
+def calibrate(runs: dict[str, ArmRun], selected: list[A.Arm], gen: LoadGen, plan: Plan) -> dict[str, float]:
+    """Each baseline's saturated maximum sets its family's fixed rate (half of it)."""
+    rates: dict[str, float] = {}
+    for base in sorted({a.baseline for a in selected}):
+        run = runs[base]
+        gen.run(run.arm, run.port, plan.warmup_s, plan.connections)
+        # the best of a few short runs: other work on the machine only ever lowers it
+        tries = [gen.run(run.arm, run.port, plan.calibrate_s / 3, plan.connections) for _ in range(3)]
+        res = max(tries, key=lambda r: r.rps)
+        run.settle(5.0)
+        if res.ok == 0:
+            raise testkit.HarnessError(f"calibration of {base}: no successful response ({res.status}, {res.error_kinds})")
+        rates[base] = max(1.0, res.rps / 2)
+        run.calibration = {**res.as_dict(), "tries_rps": [t.rps for t in tries]}
+        log(f"calibration {base}: {' / '.join(f'{t.rps:.0f}' for t in tries)} req/s saturated -> "
+            f"fixed rate {rates[base]:.0f} req/s")
+    return rates
+
+
+def run_rounds(runs: dict[str, ArmRun], selected: list[A.Arm], gen: LoadGen, plan: Plan, rates: dict[str, float],
+               proxy_cpu: int | None) -> None:
+    """The interleaved rounds: every arm once per round, the order rotated each round."""
+    for rnd in range(plan.rounds):
+        k = rnd % len(selected)
+        order = selected[k:] + selected[:k]
+        for arm in order:
+            run = runs[arm.name]
+            r = measure_round(run, gen, plan, rates[arm.baseline], proxy_cpu)
+            r["round"] = rnd + 1
+            run.rounds.append(r)
+            util = r["proxy_cores"] or 0
+            log(
+                f"round {rnd + 1}/{plan.rounds} {arm.name:24} {r['rps']:8.0f} req/s  "
+                f"{(r['cpu_us_per_req'] or 0):6.1f} µs/req  proxy {util:.2f} cores  "
+                f"p99 {r['p99_ms'] or 0:.2f} ms @ {r['fixed_rate']:.0f}/s  "
+                f"softirq {r['softirq_on_proxy_core'] or 0:.2f}, other processes {r['other_load_on_proxy_core'] or 0:.2f}"
             )
-            envoy = PinnedEnvoy(config, admin, workdir / f"proxy-{arm.name}.log", listener_ports={A.LISTENER: port},
-                                cpu=proxy_cpu)
-            _STARTED.append(envoy)
-            envoy.start()
-            T.boost(envoy.pid)
-            if T.proc_comm(envoy.pid) != "envoy":
-                raise h.HarnessError(f"pid {envoy.pid} is {T.proc_comm(envoy.pid)!r}, not envoy")
-            access_log = workdir / f"access-{arm.name}.log" if arm.kind == "file" else None
-            run = ArmRun(arm, envoy, port, rotel, access_log, rss_start_kib=T.proc_rss_kib(envoy.pid))
-            runs[arm.name] = run
-            log(f"started {arm.name}: proxy pid {envoy.pid} on :{port}, RSS {run.rss_start_kib / 1024:.1f} MiB")
 
-        gen = LoadGen(oha, load_cpu, workdir, pki, client)
 
-        # calibration: each baseline's saturated maximum sets its family's fixed rate (half of it)
-        rates: dict[str, float] = {}
-        for base in sorted({a.baseline for a in selected}):
-            run = runs[base]
-            gen.run(run.arm, run.port, plan.warmup_s, plan.connections)
-            # the best of a few short runs: other work on the machine only ever lowers it
-            tries = [gen.run(run.arm, run.port, plan.calibrate_s / 3, plan.connections) for _ in range(3)]
-            res = max(tries, key=lambda r: r.rps)
-            run.settle(5.0)
-            if res.ok == 0:
-                raise h.HarnessError(f"calibration of {base}: no successful response ({res.status}, {res.error_kinds})")
-            rates[base] = max(1.0, res.rps / 2)
-            run.calibration = {**res.as_dict(), "tries_rps": [t.rps for t in tries]}
-            log(f"calibration {base}: {' / '.join(f'{t.rps:.0f}' for t in tries)} req/s saturated -> "
-                f"fixed rate {rates[base]:.0f} req/s")
+def run_together(runs: dict[str, ArmRun], gen: LoadGen, plan: Plan) -> list[dict]:
+    """Pairs on one core at the same time (TOGETHER): redaction's cost, meshaudit against no
+    logging."""
+    together: list[dict] = []
+    for first, second in TOGETHER:
+        if first in runs and second in runs:
+            pair = measure_together(runs[first], runs[second], gen, plan, windows=plan.rounds)
+            together.append(pair)
+            log(f"together: {first} / {second} throughput "
+                + ", ".join(f"{w['throughput_ratio'] or 0:.3f}" for w in pair["windows"])
+                + f" (median {pair['throughput_ratio'] or 0:.3f})")
+    return together
 
-        for rnd in range(plan.rounds):
-            k = rnd % len(selected)
-            order = selected[k:] + selected[:k]
-            for arm in order:
-                run = runs[arm.name]
-                r = measure_round(run, gen, plan, rates[arm.baseline], proxy_cpu)
-                r["round"] = rnd + 1
-                run.rounds.append(r)
-                util = r["proxy_cores"] or 0
-                log(
-                    f"round {rnd + 1}/{plan.rounds} {arm.name:24} {r['rps']:8.0f} req/s  "
-                    f"{(r['cpu_us_per_req'] or 0):6.1f} µs/req  proxy {util:.2f} cores  "
-                    f"p99 {r['p99_ms'] or 0:.2f} ms @ {r['fixed_rate']:.0f}/s  "
-                    f"softirq {r['softirq_on_proxy_core'] or 0:.2f}, other processes {r['other_load_on_proxy_core'] or 0:.2f}"
-                )
 
-        # pairs on one core at the same time: redaction's cost, meshaudit against no logging
-        for first, second in TOGETHER:
-            if first in runs and second in runs:
-                pair = measure_together(runs[first], runs[second], gen, plan, windows=plan.rounds)
-                together.append(pair)
-                log(f"together: {first} / {second} throughput "
-                    + ", ".join(f"{w['throughput_ratio'] or 0:.3f}" for w in pair["windows"])
-                    + f" (median {pair['throughput_ratio'] or 0:.3f})")
-        # the breakdown: each step side by side with the step before, its CPU split by code
-        if all(n in runs for n in BREAKDOWN_ARMS):
-            perf, why = CP.perf_bin()
-            if perf is None:
-                log(f"CPU by code not measured: {why}")
-            steps = []
-            for prev, cur in zip(BREAKDOWN_ARMS, BREAKDOWN_ARMS[1:]):
-                pair = measure_together(runs[cur], runs[prev], gen, plan, windows=plan.rounds, perf=perf)
-                steps.append(pair)
-                log(f"step {cur} over {prev}: CPU ×{pair['cpu_ratio'] or 0:.3f}, "
-                    f"{pair['median_added_us_per_req'] or 0:+.1f} µs/req"
-                    + "".join(f", {k} {v or 0:+.1f}" for k, v in (pair.get("median_added_by_code") or {}).items()))
-            breakdown = {"steps": steps, "perf_skipped": why, "sample_hz": CP.SAMPLE_HZ}
+def run_breakdown(runs: dict[str, ArmRun], gen: LoadGen, plan: Plan) -> dict | None:
+    """The breakdown (BREAKDOWN_ARMS): each step side by side with the step before, its CPU
+    split by code where perf can sample. None unless every step's arm ran."""
+    if not all(n in runs for n in BREAKDOWN_ARMS):
+        return None
+    perf, why = CP.perf_bin()
+    if perf is None:
+        log(f"CPU by code not measured: {why}")
+    steps = []
+    for prev, cur in zip(BREAKDOWN_ARMS, BREAKDOWN_ARMS[1:]):
+        pair = measure_together(runs[cur], runs[prev], gen, plan, windows=plan.rounds, perf=perf)
+        steps.append(pair)
+        log(f"step {cur} over {prev}: CPU ×{pair['cpu_ratio'] or 0:.3f}, "
+            f"{pair['median_added_us_per_req'] or 0:+.1f} µs/req"
+            + "".join(f", {k} {v or 0:+.1f}" for k, v in (pair.get("median_added_by_code") or {}).items()))
+    return {"steps": steps, "perf_skipped": why, "sample_hz": CP.SAMPLE_HZ}
 
-        # final figures: settle, collector counts, RSS
-        for run in runs.values():
-            st = run.settle(30.0)
-            count = run.collector_count()
-            run.final = {
-                "responses": st.get(RQ_COMPLETED, 0),
-                "responses_2xx": st.get(RQ_2XX, 0),
-                "collector_received": count,
-                "rss_start_kib": run.rss_start_kib,
-                "rss_end_kib": T.proc_rss_kib(run.envoy.pid),
-                "load_seconds": sum(plan.warmup_s + plan.saturated_s + plan.fixed_s for _ in run.rounds),
-            }
-            if run.arm.kind == "meshaudit":
-                run.final.update(
-                    events_captured=run.ma(st, "events_captured"),
-                    events_sent=run.ma(st, "events_sent"),
-                    events_dropped=run.ma(st, "events_dropped"),
-                    batches_sent=run.ma(st, "batches_sent"),
-                    batches_failed=run.ma(st, "batches_failed"),
-                    bytes_sent=run.ma(st, "bytes_sent"),
-                )
-            if run.arm.kind == "otel":
-                run.final.update({k: v for k, v in st.items() if "access_log" in k})
-        # diagnostic: the cost of each host call meshaudit makes, timed inside the Wasm VM
-        if probe is not None and "plain" in runs:
-            hostcall_profile = profile_hostcalls(workdir, gen, plan, probe, wasm, pki, up_port, proxy_cpu)
-        # diagnostic: RSS against the number of workers (what one more worker costs)
-        if "plain" in runs and "meshaudit_default" in runs:
-            rss_scaling = measure_rss_scaling(workdir, gen, plan, wasm, pki, up_port,
-                                              runs["meshaudit_default"].rotel, proxy_cpu)
-    finally:
-        meta["loadavg_end"] = os.getloadavg()
-        _stop_all()
 
-    meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    result = {
+def record_final_figures(runs: dict[str, ArmRun], plan: Plan) -> None:
+    """After the rounds, per arm: settle, then responses, collector counts, RSS (and
+    meshaudit's delivery counters, the OTel logger's stats) into `run.final`."""
+    for run in runs.values():
+        st = run.settle(30.0)
+        count = run.collector_count()
+        run.final = {
+            "responses": st.get(RQ_COMPLETED, 0),
+            "responses_2xx": st.get(RQ_2XX, 0),
+            "collector_received": count,
+            "rss_start_kib": run.rss_start_kib,
+            "rss_end_kib": T.proc_rss_kib(run.envoy.pid),
+            "load_seconds": sum(plan.warmup_s + plan.saturated_s + plan.fixed_s for _ in run.rounds),
+        }
+        if run.arm.kind == "meshaudit":
+            run.final.update(
+                events_captured=run.ma(st, "events_captured"),
+                events_sent=run.ma(st, "events_sent"),
+                events_dropped=run.ma(st, "events_dropped"),
+                batches_sent=run.ma(st, "batches_sent"),
+                batches_failed=run.ma(st, "batches_failed"),
+                bytes_sent=run.ma(st, "bytes_sent"),
+            )
+        if run.arm.kind == "otel":
+            run.final.update({k: v for k, v in st.items() if "access_log" in k})
+
+
+def assemble_result(meta: dict, rates: dict[str, float], together: list[dict], breakdown: dict | None,
+                    hostcall_profile: dict | None, rss_scaling: dict | None, runs: dict[str, ArmRun]) -> dict:
+    """The results document (latest.json) before report.add_derived."""
+    return {
         "meta": meta,
         "rates": rates,
         "together": together,
@@ -842,13 +869,60 @@ def main(argv: list[str] | None = None) -> int:
             for name, run in runs.items()
         },
     }
+
+
+def write_outputs(result: dict, out_dir: Path, started: dt.datetime) -> None:
+    """latest.{json,md,svg} and their dated copies in `out_dir`; the Markdown on stdout."""
     report.add_derived(result)
     paths = report.write_all(result, out_dir, stamp=started.strftime("%Y%m%dT%H%M%SZ"))
     print(report.markdown(result))
     for p in paths:
         log(f"wrote {p}")
-    if tmp is not None:
-        tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap, args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+    plan, out_dir = choose_plan(args)
+    ncpu, proxy_cpu, load_cpu = pin_cpus(args)
+    selected = select_arms(ap, args)
+    ws, oha = prepare_workspace(args, selected)
+    started = dt.datetime.now(dt.timezone.utc)
+    meta = run_metadata(plan, ws, oha, ncpu, proxy_cpu, load_cpu, started)
+    log(f"{meta['mode']} run: {plan.describe()}; arms: {', '.join(a.name for a in selected)}")
+    log(f"envoy {meta['envoy']}, {meta['load_generator']}, wasm {meta['wasm']['bytes']} bytes; workdir {ws.workdir}")
+
+    runs: dict[str, ArmRun] = {}
+    hostcall_profile: dict | None = None
+    rss_scaling: dict | None = None
+    try:
+        pki = testkit.make_pki(ws.workdir / "certs")
+        client = pki.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
+        up_port = start_upstream(ws.workdir, load_cpu)
+        runs = start_arms(selected, ws, pki, up_port, proxy_cpu, load_cpu)
+        gen = LoadGen(oha, load_cpu, ws.workdir, pki, client)
+        rates = calibrate(runs, selected, gen, plan)
+        run_rounds(runs, selected, gen, plan, rates, proxy_cpu)
+        together = run_together(runs, gen, plan)
+        breakdown = run_breakdown(runs, gen, plan)
+        record_final_figures(runs, plan)
+        # diagnostic: the cost of each host call meshaudit makes, timed inside the Wasm VM
+        if ws.probe is not None and "plain" in runs:
+            hostcall_profile = profile_hostcalls(ws.workdir, gen, plan, ws.probe, ws.wasm, pki, up_port, proxy_cpu)
+        # diagnostic: RSS against the number of workers (what one more worker costs)
+        if "plain" in runs and "meshaudit_default" in runs:
+            rss_scaling = measure_rss_scaling(ws.workdir, gen, plan, ws.wasm, pki, up_port,
+                                              runs["meshaudit_default"].rotel, proxy_cpu)
+    finally:
+        meta["loadavg_end"] = os.getloadavg()
+        _stop_all()
+
+    meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    result = assemble_result(meta, rates, together, breakdown, hostcall_profile, rss_scaling, runs)
+    write_outputs(result, out_dir, started)
+    if ws.tmp is not None:
+        ws.tmp.cleanup()
     return 0
 
 

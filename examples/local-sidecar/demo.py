@@ -13,10 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-
-import harness  # noqa: E402
+import testkit
 
 SHOWN = [
     "http.request.method", "url.path", "url.query", "http.response.status_code",
@@ -28,13 +25,13 @@ SHOWN = [
 
 
 def main() -> int:
-    wasm = harness.require_wasm()
+    wasm = testkit.require_wasm()
     with tempfile.TemporaryDirectory(prefix="meshaudit-demo-") as tmp:
         work = Path(tmp)
-        pki = harness.make_pki(work / "certs")
+        pki = testkit.make_pki(work / "certs")
         web = pki.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
-        stack = harness.Stack(
-            work, kind=harness.SIDECAR, wasm=wasm, pki=pki,
+        stack = testkit.Stack(
+            work, kind=testkit.SIDECAR, wasm=wasm, pki=pki,
             plugin_config_overrides={"flush_interval_ms": 200},
         )
         with stack:
@@ -53,7 +50,7 @@ def main() -> int:
             for what, send in sent:
                 resp = send()
                 print(f"-> {what}: HTTP {resp.status}")
-            harness.wait_for(lambda: len(stack.rotel.records()) >= len(sent), timeout=20,
+            testkit.wait_for(lambda: len(stack.rotel.records()) >= len(sent), timeout=20,
                              message="events at the collector")
             records = stack.rotel.records()
             print(f"\nThe collector received {len(records)} audit events.")
@@ -67,8 +64,8 @@ def main() -> int:
                         print(f"    {key} = {r.attributes[key]}")
             leaked = "demo-secret-token" in stack.rotel.raw()
             print(f"\nauthorization value present anywhere in what the collector received: {leaked}")
-            stats = harness.wait_for(
-                lambda: (s := stack.envoy.stats()) and harness.metric(s, "meshaudit.events_sent") >= len(records) and s,
+            stats = testkit.wait_for(
+                lambda: (s := stack.envoy.stats()) and testkit.metric(s, "meshaudit.events_sent") >= len(records) and s,
                 timeout=20, message="events_sent to be published")
             print("Envoy metrics: " + ", ".join(
                 f"{k.removeprefix('wasmcustom.')}={v}" for k, v in sorted(stats.items())

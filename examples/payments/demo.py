@@ -28,10 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-
-import harness  # noqa: E402
+import testkit
 
 # The demo's only changes to the manifest's pluginConfig: flush sooner, and a buffer small
 # enough that a collector outage fills it within a few payments (production: 8 MiB).
@@ -59,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-rule", action="append", default=[], metavar="NAME",
                     help="remove this redaction rule from the pluginConfig, to see what it protects")
     args = ap.parse_args(argv)
-    wasm = harness.require_wasm()
-    manifest = harness.istio_manifest(harness.ISTIO_DIR / "wasmplugin-http.yaml", "WasmPlugin", "meshaudit-http")
-    plugin_config = harness.deep_merge(manifest["spec"]["pluginConfig"], DEMO_OVERRIDES)
+    wasm = testkit.require_wasm()
+    manifest = testkit.istio_manifest(testkit.ISTIO_DIR / "wasmplugin-http.yaml", "WasmPlugin", "meshaudit-http")
+    plugin_config = testkit.deep_merge(manifest["spec"]["pluginConfig"], DEMO_OVERRIDES)
     rules = plugin_config["redaction"]["rules"]
     unknown = set(args.drop_rule) - {r["name"] for r in rules}
     if unknown:
@@ -84,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="meshaudit-payments-") as tmp:
         work = Path(tmp)
-        pki = harness.make_pki(work / "certs")
+        pki = testkit.make_pki(work / "certs")
         web = pki.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
-        sc = harness.IstioSidecar(work, manifest, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": hash_key})
+        sc = testkit.IstioSidecar(work, manifest, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": hash_key})
         sc.start(first_plugin_config=plugin_config)
         try:
             print(f"payments-api sidecar (Envoy) on 127.0.0.1:{sc.listener_port}, filter "
-                  f"{sc.plugin.resource_name} over ECDS, collector cluster {harness.ISTIO_COLLECTOR_CLUSTER} "
+                  f"{sc.plugin.resource_name} over ECDS, collector cluster {testkit.ISTIO_COLLECTOR_CLUSTER} "
                   f"-> Rotel :{sc.rotel.http_port}")
             print(f"pluginConfig: istio/wasmplugin-http.yaml with {json.dumps(DEMO_OVERRIDES)}"
                   + (f", without the rules {', '.join(args.drop_rule)}" if args.drop_rule else "") + "\n")

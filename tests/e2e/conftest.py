@@ -8,16 +8,26 @@ binary or wasm fails the tests with a message that says what to build or install
 
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+try:
+    import testkit
+except ModuleNotFoundError as e:
+    if e.name != "testkit":
+        raise
+    raise ModuleNotFoundError(
+        "the test kit (tests/testkit, package `testkit`) is not installed in this Python: run "
+        "`make venv` and `.venv/bin/python -m pytest tests/e2e`"
+    ) from e
 
-import harness  # noqa: E402
-
+if testkit.REPO != Path(__file__).resolve().parents[2]:
+    raise RuntimeError(
+        f"testkit is installed from {testkit.REPO}, not from this checkout: `make venv` here "
+        f"(or `pip install -e tests/testkit -e benches/harness` into the virtualenv you use)"
+    )
 
 
 def _fail_setup(e: Exception) -> None:
@@ -27,16 +37,16 @@ def _fail_setup(e: Exception) -> None:
 @pytest.fixture(scope="session")
 def binaries() -> dict[str, Path]:
     try:
-        return {"envoy": harness.envoy_bin(), "rotel": harness.rotel_bin()}
-    except harness.HarnessError as e:
+        return {"envoy": testkit.envoy_bin(), "rotel": testkit.rotel_bin()}
+    except testkit.HarnessError as e:
         _fail_setup(e)
 
 
 @pytest.fixture(scope="session")
 def wasm(binaries) -> Path:
     try:
-        return harness.require_wasm()
-    except harness.HarnessError as e:
+        return testkit.require_wasm()
+    except testkit.HarnessError as e:
         _fail_setup(e)
 
 
@@ -47,8 +57,8 @@ def run_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory) -> harness.Pki:
-    p = harness.make_pki(tmp_path_factory.mktemp("certs"))
+def pki(tmp_path_factory) -> testkit.Pki:
+    p = testkit.make_pki(tmp_path_factory.mktemp("certs"))
     p.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
     p.issue_client(
         "multi",
@@ -59,51 +69,51 @@ def pki(tmp_path_factory) -> harness.Pki:
 
 
 @pytest.fixture(scope="module", params=["filter", "access_log"])
-def sidecar(request, tmp_path_factory, wasm, pki) -> harness.Stack:
+def sidecar(request, tmp_path_factory, wasm, pki) -> testkit.Stack:
     """envoy/sidecar.yaml + meshaudit (OTLP) -> Rotel, in front of a live application; every test
     using it runs twice: meshaudit loaded as the HTTP filter, and as an access logger."""
-    stack = harness.Stack(
+    stack = testkit.Stack(
         tmp_path_factory.mktemp(f"sidecar-{request.param}"),
-        kind=harness.SIDECAR,
+        kind=testkit.SIDECAR,
         wasm=wasm,
         pki=pki,
-        plugin_config_overrides={**harness.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log"},
+        plugin_config_overrides={**testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log"},
         access_log=request.param == "access_log",
     )
-    with harness.running(stack):
+    with testkit.running(stack):
         yield stack
 
 
 @pytest.fixture(scope="module")
-def sidecar_dead_upstream(tmp_path_factory, wasm, pki) -> harness.Stack:
+def sidecar_dead_upstream(tmp_path_factory, wasm, pki) -> testkit.Stack:
     """envoy/sidecar.yaml with `inbound|8080||` pointing at a port nothing listens on."""
-    stack = harness.Stack(
+    stack = testkit.Stack(
         tmp_path_factory.mktemp("sidecar-dead"),
-        kind=harness.SIDECAR,
+        kind=testkit.SIDECAR,
         wasm=wasm,
         pki=pki,
-        plugin_config_overrides=harness.TEST_PLUGIN_CONFIG,
+        plugin_config_overrides=testkit.TEST_PLUGIN_CONFIG,
         dead_upstream=True,
     )
-    with harness.running(stack):
+    with testkit.running(stack):
         yield stack
 
 
 @pytest.fixture(scope="module")
-def edge_json(tmp_path_factory, wasm) -> harness.Stack:
+def edge_json(tmp_path_factory, wasm) -> testkit.Stack:
     """envoy/edge.yaml + meshaudit with format json -> a JSON-lines receiver."""
-    stack = harness.Stack(
+    stack = testkit.Stack(
         tmp_path_factory.mktemp("edge-json"),
-        kind=harness.EDGE,
+        kind=testkit.EDGE,
         wasm=wasm,
         pki=None,
         plugin_config_overrides={
             "format": "json",
             "flush_interval_ms": 200,
-            "collector": {"authority": harness.JSON_SINK_AUTHORITY},
+            "collector": {"authority": testkit.JSON_SINK_AUTHORITY},
             "request_headers": ["user-agent"],
         },
         collector="json",
     )
-    with harness.running(stack):
+    with testkit.running(stack):
         yield stack

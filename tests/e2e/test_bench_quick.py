@@ -11,26 +11,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-import harness
+import testkit
+from meshbench import arms as bench_arms
 
-BENCH = harness.REPO / "benches" / "harness" / "bench.py"
-sys.path.insert(0, str(BENCH.parent))
-
-import arms as bench_arms  # noqa: E402
+BENCH = testkit.REPO / "benches" / "harness" / "bench.py"
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, wasm) -> Path:
     out = tmp_path_factory.mktemp("bench-out")
     work = tmp_path_factory.mktemp("bench-work")
-    cmd = [str(harness.venv_python()), str(BENCH), "--quick", "--no-install", "--out", str(out), "--workdir", str(work)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=harness.REPO,
+    cmd = [str(testkit.venv_python()), str(BENCH), "--quick", "--no-install", "--out", str(out), "--workdir", str(work)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=testkit.REPO,
                           env={**os.environ, "MESHAUDIT_WASM": str(wasm)})
     if proc.returncode != 0:
         pytest.fail(

@@ -23,8 +23,8 @@ import threading
 
 import pytest
 
-import harness
-from harness import GaugeSampler, wait_for
+import testkit
+from testkit import GaugeSampler, wait_for
 
 BUDGET = 1 << 20
 MAX_BYTES = 64 * 1024
@@ -55,14 +55,14 @@ def text(n: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, wasm, pki):
-    s = harness.Stack(
+    s = testkit.Stack(
         tmp_path_factory.mktemp("body-budget"),
-        kind=harness.SIDECAR,
+        kind=testkit.SIDECAR,
         wasm=wasm,
         pki=pki,
         plugin_config_overrides=PLUGIN,
     )
-    with harness.running(s):
+    with testkit.running(s):
         yield s
 
 
@@ -124,8 +124,8 @@ class Uploads:
         self.thread.join(timeout)
 
 
-def body_stat(envoy: harness.Envoy, suffix: str) -> int:
-    return harness.metric(envoy.all_stats("meshaudit"), suffix)
+def body_stat(envoy: testkit.Envoy, suffix: str) -> int:
+    return testkit.metric(envoy.all_stats("meshaudit"), suffix)
 
 
 def test_many_endless_uploads_stay_within_the_body_budget(stack, run_id):
@@ -230,4 +230,4 @@ def test_many_endless_uploads_stay_within_the_body_budget(stack, run_id):
     )
     log = envoy.log_text()
     for sign in ("panicked", "Uncaught", "Function: proxy_on"):
-        assert sign not in log, f"{sign!r} in the Envoy log:\n{harness._tail(envoy.log_path, 20)}"
+        assert sign not in log, f"{sign!r} in the Envoy log:\n{testkit.log_tail(envoy.log_path, 20)}"

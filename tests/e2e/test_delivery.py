@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import harness
-from harness import (
+import testkit
+from testkit import (
     ClickHouse,
     GaugeSampler,
     HangingCollectorStandIn,
@@ -54,7 +54,7 @@ FAST = {
     "request_headers": ["content-type"],
 }
 
-CLICKHOUSE_EXAMPLE = harness.REPO / "examples" / "clickhouse"
+CLICKHOUSE_EXAMPLE = testkit.REPO / "examples" / "clickhouse"
 COLLECTOR_DNS = "otel-collector.observability.svc.cluster.local"
 
 
@@ -63,15 +63,15 @@ COLLECTOR_DNS = "otel-collector.observability.svc.cluster.local"
 # ---------------------------------------------------------------------------------------------
 
 
-class _QuickUpstreamHandler(harness._UpstreamHandler):
-    # The harness upstream writes headers and body in two sends; with Nagle on, the body waits
+class _QuickUpstreamHandler(testkit.UpstreamHandler):
+    # The testkit upstream writes headers and body in two sends; with Nagle on, the body waits
     # for Envoy's delayed ACK (~40 ms a request). TCP_NODELAY removes that wait.
     disable_nagle_algorithm = True
 
 
 @pytest.fixture(scope="module")
 def app():
-    server = harness.HttpServerThread(_QuickUpstreamHandler).start()
+    server = testkit.HttpServerThread(_QuickUpstreamHandler).start()
     yield server
     server.stop()
 
@@ -89,15 +89,15 @@ def started(parts: contextlib.ExitStack, part):
     return part
 
 
-def stats(envoy: harness.Envoy) -> dict[str, int]:
+def stats(envoy: testkit.Envoy) -> dict[str, int]:
     return envoy.all_stats(r"^wasmcustom\.meshaudit\.")
 
 
 def get(st: dict[str, int], name: str) -> int:
-    return harness.metric(st, "meshaudit." + name)
+    return testkit.metric(st, "meshaudit." + name)
 
 
-def wait_stats(envoy: harness.Envoy, predicate, timeout: float = 15.0, what: str = "meshaudit stats"):
+def wait_stats(envoy: testkit.Envoy, predicate, timeout: float = 15.0, what: str = "meshaudit stats"):
     last: dict[str, int] = {}
 
     def check():
@@ -108,13 +108,13 @@ def wait_stats(envoy: harness.Envoy, predicate, timeout: float = 15.0, what: str
         except AssertionError:  # a metric not published yet
             return None
 
-    return wait_for(check, timeout, 0.05, lambda: f"{what}; last stats {last}\nenvoy log:\n{harness._tail(envoy.log_path, 15)}")
+    return wait_for(check, timeout, 0.05, lambda: f"{what}; last stats {last}\nenvoy log:\n{testkit.log_tail(envoy.log_path, 15)}")
 
 
-def send(envoy: harness.Envoy, path: str, rid: str, **kwargs) -> harness.Response:
+def send(envoy: testkit.Envoy, path: str, rid: str, **kwargs) -> testkit.Response:
     port = next(iter(envoy.listener_ports.values()))
     headers = {"x-request-id": rid, **kwargs.pop("headers", {})}
-    return harness.request(port, path, headers=headers, **kwargs)
+    return testkit.request(port, path, headers=headers, **kwargs)
 
 
 def http_events(records) -> list:
@@ -544,7 +544,7 @@ def test_grpc_delivery_to_rotel(app, wasm, parts, tmp_path, run_id):
     rotel = started(parts, RestartableRotel(tmp_path).start())
     envoy = started(parts, edge_envoy(
         tmp_path, wasm=wasm, app_port=app.port, collector_port=rotel.grpc_port,
-        collector_patch=harness.HTTP2_CLUSTER_PATCH,
+        collector_patch=testkit.HTTP2_CLUSTER_PATCH,
         plugin_config={**FAST, "protocol": "grpc", "max_batch_events": 4},
     ))
     n = 12
@@ -567,22 +567,22 @@ def test_grpc_delivery_to_rotel(app, wasm, parts, tmp_path, run_id):
 # 8. Collector behind TLS (envoy/collector-tls.yaml)
 # ---------------------------------------------------------------------------------------------
 
-TLS_YAML = harness.ENVOY_DIR / "collector-tls.yaml"
+TLS_YAML = testkit.ENVOY_DIR / "collector-tls.yaml"
 
 
 @pytest.fixture(scope="module")
-def collector_pki(tmp_path_factory) -> harness.Pki:
+def collector_pki(tmp_path_factory) -> testkit.Pki:
     """A CA, the workload's certificate (server.pem, the mTLS client certificate) and the
     collector's certificate with its DNS name."""
-    pki = harness.make_pki(tmp_path_factory.mktemp("collector-certs"))
+    pki = testkit.make_pki(tmp_path_factory.mktemp("collector-certs"))
     pki.issue_client("collector", cn="otel-collector.observability", uri_sans=[], dns_sans=[COLLECTOR_DNS])
     return pki
 
 
-def render_collector_tls(workdir: Path, wasm: Path, pki: harness.Pki, *, app_port: int,
+def render_collector_tls(workdir: Path, wasm: Path, pki: testkit.Pki, *, app_port: int,
                          collector_ports: dict[str, int], plugin_config: dict | None = None):
     admin, port = free_port(), free_port()
-    config = harness.render_envoy(
+    config = testkit.render_envoy(
         TLS_YAML, workdir, admin_port=admin, listener_ports={"edge_http": port},
         cluster_overrides={"app": app_port, **collector_ports}, wasm=wasm, certs_dir=pki.directory,
         plugin_config_overrides=plugin_config,
@@ -603,18 +603,18 @@ def test_collector_tls_config_validates(wasm, collector_pki, tmp_path):
             {"san_type": "DNS", "matcher": {"exact": COLLECTOR_DNS}}]
     assert "tls_certificates" not in clusters["meshaudit_collector"]["transport_socket"]["typed_config"]["common_tls_context"]
     assert clusters["meshaudit_collector_mtls"]["transport_socket"]["typed_config"]["common_tls_context"]["tls_certificates"]
-    assert harness.plugin_config_of(cfg)["collector"]["cluster"] == "meshaudit_collector"
+    assert testkit.plugin_config_of(cfg)["collector"]["cluster"] == "meshaudit_collector"
 
     config, _, _ = render_collector_tls(
         tmp_path, wasm, collector_pki, app_port=free_port(),
         collector_ports={"meshaudit_collector": free_port(), "meshaudit_collector_mtls": free_port()},
     )
-    proc = harness.run_envoy_validate(config, tmp_path / "validate.log")
+    proc = testkit.run_envoy_validate(config, tmp_path / "validate.log")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "OK" in proc.stdout
 
 
-def tls_terminator(workdir: Path, pki: harness.Pki, rotel_port: int) -> tuple[harness.Envoy, int, int]:
+def tls_terminator(workdir: Path, pki: testkit.Pki, rotel_port: int) -> tuple[testkit.Envoy, int, int]:
     """A second, plain Envoy (no meshaudit): TLS listeners in front of Rotel's OTLP/HTTP port,
     one SIMPLE (server certificate only), one requiring a client certificate from our CA."""
     collector = pki.clients["collector"]
@@ -652,7 +652,7 @@ def tls_terminator(workdir: Path, pki: harness.Pki, rotel_port: int) -> tuple[ha
     }
     path = workdir / "tls-terminator.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    envoy = harness.Envoy(path, admin, workdir / "tls-terminator.log",
+    envoy = testkit.Envoy(path, admin, workdir / "tls-terminator.log",
                           listener_ports={"otlp_tls": simple, "otlp_mtls": mutual}).start()
     return envoy, simple, mutual
 
@@ -668,7 +668,7 @@ def test_collector_behind_tls(cluster, app, wasm, collector_pki, parts, tmp_path
         collector_ports={"meshaudit_collector": target, "meshaudit_collector_mtls": target},
         plugin_config={**FAST, "collector": {"cluster": cluster}},
     )
-    envoy = started(parts, harness.Envoy(config, admin, tmp_path / "envoy.log", listener_ports={"edge_http": port}).start())
+    envoy = started(parts, testkit.Envoy(config, admin, tmp_path / "envoy.log", listener_ports={"edge_http": port}).start())
     rids = [f"{run_id}-{cluster}-{i}" for i in range(5)]
     for i, rid in enumerate(rids):
         assert send(envoy, f"/tls/{i}", rid).status == 200
@@ -693,7 +693,7 @@ def test_mtls_collector_refuses_the_simple_tls_cluster(app, wasm, collector_pki,
         collector_ports={"meshaudit_collector": mutual_port, "meshaudit_collector_mtls": mutual_port},
         plugin_config={**FAST, "collector": {"cluster": "meshaudit_collector"}},
     )
-    envoy = started(parts, harness.Envoy(config, admin, tmp_path / "envoy.log", listener_ports={"edge_http": port}).start())
+    envoy = started(parts, testkit.Envoy(config, admin, tmp_path / "envoy.log", listener_ports={"edge_http": port}).start())
     for i in range(3):
         assert send(envoy, f"/tls-refused/{i}", f"{run_id}-tls-refused-{i}").status == 200
     st = wait_stats(envoy, lambda s: get(s, "batches_failed") >= 2 and get(s, "retries") >= 2,
@@ -732,7 +732,7 @@ def rfc3339(t: dt.datetime) -> str:
 def clickhouse(tmp_path_factory):
     try:
         server = ClickHouse(tmp_path_factory.mktemp("clickhouse")).start()
-    except harness.HarnessError as e:
+    except testkit.HarnessError as e:
         pytest.fail(f"ClickHouse not usable: {e}", pytrace=False)
     yield server
     server.stop()
@@ -751,8 +751,8 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
 
     # The sidecar of service "checkout", shipping JSON lines straight into ClickHouse.
     admin, port = free_port(), free_port()
-    config = harness.render_envoy(
-        harness.ENVOY_DIR / "sidecar.yaml", tmp_path, admin_port=admin,
+    config = testkit.render_envoy(
+        testkit.ENVOY_DIR / "sidecar.yaml", tmp_path, admin_port=admin,
         listener_ports={"virtualInbound": port},
         cluster_overrides={"inbound|8080||": app.port, "meshaudit_collector": clickhouse.http_port},
         wasm=wasm, certs_dir=pki.directory,
@@ -762,10 +762,10 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
             "request_headers": ["content-type", "authorization", "user-agent"],
         },
     )
-    envoy = started(parts, harness.Envoy(config, admin, tmp_path / "envoy.log",
+    envoy = started(parts, testkit.Envoy(config, admin, tmp_path / "envoy.log",
                                          listener_ports={"virtualInbound": port}).start())
-    web = harness.TlsClient(ca=pki.ca_path, cert=pki.clients["web"].cert_path, key=pki.clients["web"].key_path)
-    batch = harness.TlsClient(ca=pki.ca_path, cert=pki.clients["multi"].cert_path, key=pki.clients["multi"].key_path)
+    web = testkit.TlsClient(ca=pki.ca_path, cert=pki.clients["web"].cert_path, key=pki.clients["web"].key_path)
+    batch = testkit.TlsClient(ca=pki.ca_path, cert=pki.clients["multi"].cert_path, key=pki.clients["multi"].key_path)
     t0 = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=1)
     calls = [  # (client, method, path, extra headers, expected status)
         (web, "GET", "/orders/1", {}, 200), (web, "GET", "/orders/2", {}, 200),
@@ -774,7 +774,7 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
         (None, "GET", "/health", {}, 200),
     ]
     for i, (client, method, path, headers, status) in enumerate(calls):
-        resp = harness.request(port, path, method=method, tls=client,
+        resp = testkit.request(port, path, method=method, tls=client,
                                headers={"x-request-id": f"{run_id}-ch-{i}", **headers},
                                body=b"{}" if method == "POST" else None)
         assert resp.status == status, resp
@@ -785,7 +785,7 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
             f"SELECT count() FROM meshaudit.events WHERE `meshaudit.request.id` LIKE '{run_id}-ch-%'").strip())
 
     wait_for(lambda: rows_in() == len(calls), 20, 0.1, lambda: f"{len(calls)} rows in ClickHouse, have {rows_in()}; "
-             f"stats {stats(envoy)}; envoy log:\n{harness._tail(envoy.log_path, 10)}")
+             f"stats {stats(envoy)}; envoy log:\n{testkit.log_tail(envoy.log_path, 10)}")
     st = wait_stats(envoy, lambda s: get(s, "events_sent") == len(calls))
     assert get(st, "batches_failed") == 0 and get(st, "events_dropped") == 0
     stored = [json.loads(line) for line in clickhouse.query(
@@ -854,10 +854,10 @@ def test_clickhouse_schema_ttl_on_a_current_clickhouse(app, wasm, parts, tmp_pat
     assert "TTL event_date + toIntervalDay(365)" in created, created
 
     # Real lines from the filter (format json) into a JSON-lines receiver.
-    sink = started(parts, harness.JsonLinesSink().start())
+    sink = started(parts, testkit.JsonLinesSink().start())
     envoy = started(parts, edge_envoy(
         tmp_path, wasm=wasm, app_port=app.port, collector_port=sink.port,
-        plugin_config={**FAST, "format": "json", "collector": {"authority": harness.JSON_SINK_AUTHORITY},
+        plugin_config={**FAST, "format": "json", "collector": {"authority": testkit.JSON_SINK_AUTHORITY},
                        "request_headers": ["content-type", "user-agent", "authorization", "x-tag"],
                        "response_headers": ["content-type"]},
     ))
@@ -868,7 +868,7 @@ def test_clickhouse_schema_ttl_on_a_current_clickhouse(app, wasm, parts, tmp_pat
                    ("x-tag", "a"), ("x-tag", "b")]
         if i % 2:
             headers.append(("authorization", "Bearer e2e-chdb-canary"))
-        assert harness.request(port, f"/chdb/{i}", headers=headers).status == 200
+        assert testkit.request(port, f"/chdb/{i}", headers=headers).status == 200
     wait_stats(envoy, lambda s: get(s, "events_sent") == n)
     objects = sink.objects()
     lines = [json.dumps(o) for o in objects]
@@ -915,8 +915,8 @@ def lds_envoy(workdir: Path, wasm: Path, app_port: int, collector_port: int, plu
     """envoy/edge.yaml with its listener served from a file (LDS), so the meshaudit
     configuration can be replaced at run time as a control plane would."""
     admin, port = free_port(), free_port()
-    config = harness.render_envoy(
-        harness.ENVOY_DIR / "edge.yaml", workdir, admin_port=admin, listener_ports={"edge_http": port},
+    config = testkit.render_envoy(
+        testkit.ENVOY_DIR / "edge.yaml", workdir, admin_port=admin, listener_ports={"edge_http": port},
         cluster_overrides={"app": app_port, "meshaudit_collector": collector_port}, wasm=wasm,
         plugin_config_overrides=plugin_config,
     )
@@ -927,9 +927,9 @@ def lds_envoy(workdir: Path, wasm: Path, app_port: int, collector_port: int, plu
 
     def publish(overrides: dict) -> None:
         fresh = json.loads(json.dumps(listener))
-        for tc in harness.meshaudit_filters(fresh):
+        for tc in testkit.meshaudit_filters(fresh):
             conf = tc["config"]["configuration"]
-            conf["value"] = json.dumps(harness.deep_merge(json.loads(conf["value"]), overrides))
+            conf["value"] = json.dumps(testkit.deep_merge(json.loads(conf["value"]), overrides))
         fresh["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
         tmp = lds_dir / "lds.yaml.tmp"
         tmp.write_text(yaml.safe_dump({"resources": [fresh]}, sort_keys=False))
@@ -939,7 +939,7 @@ def lds_envoy(workdir: Path, wasm: Path, app_port: int, collector_port: int, plu
     boot["dynamic_resources"] = {"lds_config": {"resource_api_version": "V3", "path_config_source": {
         "path": str(lds_dir / "lds.yaml"), "watched_directory": {"path": str(lds_dir)}}}}
     config.write_text(yaml.safe_dump(boot, sort_keys=False))
-    envoy = harness.Envoy(config, admin, workdir / "envoy.log", listener_ports={"edge_http": port},
+    envoy = testkit.Envoy(config, admin, workdir / "envoy.log", listener_ports={"edge_http": port},
                           extra_args=["--drain-time-s", "1"])
     return envoy, publish
 

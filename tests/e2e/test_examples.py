@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import harness
+import testkit
 
 
 def test_local_sidecar_demo(wasm):
     proc = subprocess.run(
-        [sys.executable, str(harness.REPO / "examples" / "local-sidecar" / "demo.py")],
+        [sys.executable, str(testkit.REPO / "examples" / "local-sidecar" / "demo.py")],
         capture_output=True, text=True, timeout=120,
     )
     out = proc.stdout

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from cryptography import x509
 
-import harness
+import testkit
 
 OTLP_JSON = {
     "resourceLogs": [
@@ -70,7 +70,7 @@ OTLP_JSON = {
 
 
 def test_rotel_debug_log_parser_against_real_rotel(binaries, tmp_path):
-    with harness.Rotel(tmp_path) as rotel:
+    with testkit.Rotel(tmp_path) as rotel:
         req = urllib.request.Request(
             f"http://127.0.0.1:{rotel.http_port}/v1/logs",
             data=json.dumps(OTLP_JSON).encode(),
@@ -79,7 +79,7 @@ def test_rotel_debug_log_parser_against_real_rotel(binaries, tmp_path):
         )
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 200
-        records = harness.wait_for(lambda: len(rotel.records()) >= 2 and rotel.records(), 10, message="2 records")
+        records = testkit.wait_for(lambda: len(rotel.records()) >= 2 and rotel.records(), 10, message="2 records")
     assert len(records) == 2
     a, b = records
     assert a.resource == {"k8s.namespace.name": "payments", "service.name": "checkout"}
@@ -101,18 +101,18 @@ def test_rotel_debug_log_parser_against_real_rotel(binaries, tmp_path):
 
 
 def test_parse_value_types():
-    assert harness.parse_value("Str(a b)") == "a b"
-    assert harness.parse_value("Int(-3)") == -3
-    assert harness.parse_value("Bool(true)") is True
-    assert harness.parse_value("Slice(Str(a), Int(2))") == ["a", 2]
-    assert harness.parse_value("Slice()") == []
+    assert testkit.parse_value("Str(a b)") == "a b"
+    assert testkit.parse_value("Int(-3)") == -3
+    assert testkit.parse_value("Bool(true)") is True
+    assert testkit.parse_value("Slice(Str(a), Int(2))") == ["a", 2]
+    assert testkit.parse_value("Slice()") == []
 
 
 def test_certificates(pki):
     server = x509.load_pem_x509_certificate(pki.server.cert_path.read_bytes())
     san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [harness.SERVER_SPIFFE]
-    assert san.get_values_for_type(x509.DNSName) == [harness.SERVER_DNS]
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [testkit.SERVER_SPIFFE]
+    assert san.get_values_for_type(x509.DNSName) == [testkit.SERVER_DNS]
     multi = x509.load_pem_x509_certificate(pki.clients["multi"].cert_path.read_bytes())
     uris = multi.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert len(uris.get_values_for_type(x509.UniformResourceIdentifier)) == 2
@@ -122,14 +122,14 @@ def test_certificates(pki):
 
 
 def test_render_refuses_unmapped_listener_or_cluster(tmp_path):
-    with pytest.raises(harness.HarnessError, match="listener"):
-        harness.render_envoy(
-            harness.ENVOY_DIR / "edge.yaml", tmp_path, admin_port=1, listener_ports={},
+    with pytest.raises(testkit.HarnessError, match="listener"):
+        testkit.render_envoy(
+            testkit.ENVOY_DIR / "edge.yaml", tmp_path, admin_port=1, listener_ports={},
             cluster_overrides={"app": 1, "meshaudit_collector": 2}, drop_wasm=True,
         )
-    with pytest.raises(harness.HarnessError, match="cluster"):
-        harness.render_envoy(
-            harness.ENVOY_DIR / "edge.yaml", tmp_path, admin_port=1, listener_ports={"edge_http": 3},
+    with pytest.raises(testkit.HarnessError, match="cluster"):
+        testkit.render_envoy(
+            testkit.ENVOY_DIR / "edge.yaml", tmp_path, admin_port=1, listener_ports={"edge_http": 3},
             cluster_overrides={"app": 1}, drop_wasm=True,
         )
 
@@ -138,16 +138,16 @@ def test_render_merges_plugin_config(tmp_path):
     # certificate files must exist for rendering; placeholders do here
     for name in ("server.pem", "server-key.pem", "ca.pem"):
         (tmp_path / name).write_text("x")
-    out = harness.render_envoy(
-        harness.ENVOY_DIR / "sidecar.yaml", tmp_path / "out", admin_port=1, listener_ports={"virtualInbound": 2},
+    out = testkit.render_envoy(
+        testkit.ENVOY_DIR / "sidecar.yaml", tmp_path / "out", admin_port=1, listener_ports={"virtualInbound": 2},
         cluster_overrides={"inbound|8080||": 3, "meshaudit_collector": 4}, wasm=tmp_path / "x.wasm",
         certs_dir=tmp_path, plugin_config_overrides={"flush_interval_ms": 7, "collector": {"path": "/p"},
-                                                     "format": harness.DELETE},
+                                                     "format": testkit.DELETE},
     )
     import yaml
 
     cfg = yaml.safe_load(out.read_text())
-    filters = harness.meshaudit_filters(cfg)
+    filters = testkit.meshaudit_filters(cfg)
     assert len(filters) == 2  # both filter chains
     for tc in filters:
         plugin = json.loads(tc["config"]["configuration"]["value"])
@@ -160,39 +160,80 @@ def test_render_merges_plugin_config(tmp_path):
 def test_sidecar_config_serves_without_the_plugin(binaries, pki, tmp_path):
     """sidecar.yaml minus meshaudit: mTLS chain requires a client cert, plaintext chain works,
     unknown Host gets 404, the SPIFFE server certificate is presented."""
-    with harness.upstream_server() as up:
-        admin, port = harness.free_port(), harness.free_port()
-        cfg = harness.render_envoy(
-            harness.ENVOY_DIR / "sidecar.yaml", tmp_path, admin_port=admin, listener_ports={"virtualInbound": port},
-            cluster_overrides={"inbound|8080||": up.port, "meshaudit_collector": harness.free_port()},
+    with testkit.upstream_server() as up:
+        admin, port = testkit.free_port(), testkit.free_port()
+        cfg = testkit.render_envoy(
+            testkit.ENVOY_DIR / "sidecar.yaml", tmp_path, admin_port=admin, listener_ports={"virtualInbound": port},
+            cluster_overrides={"inbound|8080||": up.port, "meshaudit_collector": testkit.free_port()},
             certs_dir=pki.directory, drop_wasm=True,
         )
         assert "envoy.filters.http.wasm" not in cfg.read_text()
-        with harness.Envoy(cfg, admin, tmp_path / "envoy.log", listener_ports={"virtualInbound": port}) as envoy:
+        with testkit.Envoy(cfg, admin, tmp_path / "envoy.log", listener_ports={"virtualInbound": port}) as envoy:
             web = pki.clients["web"]
-            tls = harness.TlsClient(pki.ca_path, web.cert_path, web.key_path)
-            r = harness.request(port, "/tls", host="checkout.payments.svc.cluster.local:8080", tls=tls)
+            tls = testkit.TlsClient(pki.ca_path, web.cert_path, web.key_path)
+            r = testkit.request(port, "/tls", host="checkout.payments.svc.cluster.local:8080", tls=tls)
             assert r.status == 200 and r.body == b"upstream GET /tls\n" and r.tls_version == "TLSv1.3"
             server_cert = x509.load_der_x509_certificate(r.server_cert_der)
             assert server_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
                 x509.UniformResourceIdentifier
-            ) == [harness.SERVER_SPIFFE]
+            ) == [testkit.SERVER_SPIFFE]
             with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-                harness.request(port, "/anonymous", tls=harness.TlsClient(pki.ca_path))
-            assert harness.request(port, "/plain", host="checkout").status == 200
-            assert harness.request(port, "/nr", host="nobody.example.invalid").status == 404
+                testkit.request(port, "/anonymous", tls=testkit.TlsClient(pki.ca_path))
+            assert testkit.request(port, "/plain", host="checkout").status == 200
+            assert testkit.request(port, "/nr", host="nobody.example.invalid").status == 404
             seen = [q.path for q in up.requests]
             assert seen == ["/tls", "/plain"], seen
             assert envoy.is_ready()
 
 
 def test_edge_config_serves_without_the_plugin(binaries, tmp_path):
-    with harness.upstream_server() as up:
-        admin, port = harness.free_port(), harness.free_port()
-        cfg = harness.render_envoy(
-            harness.ENVOY_DIR / "edge.yaml", tmp_path, admin_port=admin, listener_ports={"edge_http": port},
-            cluster_overrides={"app": up.port, "meshaudit_collector": harness.free_port()}, drop_wasm=True,
+    with testkit.upstream_server() as up:
+        admin, port = testkit.free_port(), testkit.free_port()
+        cfg = testkit.render_envoy(
+            testkit.ENVOY_DIR / "edge.yaml", tmp_path, admin_port=admin, listener_ports={"edge_http": port},
+            cluster_overrides={"app": up.port, "meshaudit_collector": testkit.free_port()}, drop_wasm=True,
         )
-        with harness.Envoy(cfg, admin, tmp_path / "envoy.log", listener_ports={"edge_http": port}):
-            r = harness.request(port, "/hello?x=1", host="anything.example")
+        with testkit.Envoy(cfg, admin, tmp_path / "envoy.log", listener_ports={"edge_http": port}):
+            r = testkit.request(port, "/hello?x=1", host="anything.example")
             assert r.status == 200 and r.body == b"upstream GET /hello?x=1\n"
+
+
+class _Sh(testkit.Process):
+    """A shell one-liner as a kit process: ready once `marker` exists."""
+
+    name = "sh"
+
+    def __init__(self, tmp_path, script: str, marker=None) -> None:
+        super().__init__(tmp_path / "sh.log")
+        self.script = script
+        self.marker = marker
+
+    def command(self) -> list[str]:
+        return ["/bin/sh", "-c", self.script]
+
+    def is_ready(self) -> bool:
+        return self.marker is None or self.marker.exists()
+
+
+def test_process_start_waits_until_ready_and_stop_ends_it(tmp_path):
+    marker = tmp_path / "ready"
+    with _Sh(tmp_path, f"echo up; sleep 0.3; touch {marker}; exec sleep 60", marker) as p:
+        assert marker.exists() and p.running()
+        pid = p.pid
+    assert not p.running() and p.proc.returncode is not None and p.proc.pid == pid
+    assert "up" in p.log_path.read_text()
+    assert p.stop() == p.proc.returncode  # a second stop is harmless
+
+
+def test_process_that_exits_before_ready_fails_start_with_its_log(tmp_path):
+    p = _Sh(tmp_path, "echo 'no config here' >&2; exit 3", tmp_path / "never")
+    with pytest.raises(testkit.HarnessError, match=r"sh exited with 3:\n.*no config here"):
+        p.start()
+    assert not p.running()
+
+
+def test_process_never_ready_is_stopped_when_the_wait_times_out(tmp_path):
+    p = _Sh(tmp_path, "exec sleep 60", tmp_path / "never")
+    with pytest.raises(TimeoutError, match="sh ready"):
+        p.start(timeout=0.3)
+    assert not p.running()

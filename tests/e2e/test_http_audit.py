@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-import harness
-from harness import JSON_SINK_AUTHORITY, TEST_PLUGIN_CONFIG
+import testkit
+from testkit import JSON_SINK_AUTHORITY, TEST_PLUGIN_CONFIG
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -54,7 +54,7 @@ def peer_keys(rec) -> list[str]:
 # Configuration files
 # ---------------------------------------------------------------------------------------------
 
-CONFIG_FILES = sorted(p.name for p in harness.ENVOY_DIR.glob("*.yaml"))
+CONFIG_FILES = sorted(p.name for p in testkit.ENVOY_DIR.glob("*.yaml"))
 
 
 def test_config_files_exist():
@@ -64,21 +64,21 @@ def test_config_files_exist():
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_config_passes_envoy_validate(name, wasm, pki, tmp_path):
     """Every envoy/*.yaml, as shipped (its own plugin configuration), validates in Envoy."""
-    src = harness.ENVOY_DIR / name
-    listeners, clusters = harness.config_names(src)
-    rendered = harness.render_envoy(
+    src = testkit.ENVOY_DIR / name
+    listeners, clusters = testkit.config_names(src)
+    rendered = testkit.render_envoy(
         src,
         tmp_path,
-        admin_port=harness.free_port(),
-        listener_ports={n: harness.free_port() for n in listeners},
-        cluster_overrides={n: harness.free_port() for n in clusters},
+        admin_port=testkit.free_port(),
+        listener_ports={n: testkit.free_port() for n in listeners},
+        cluster_overrides={n: testkit.free_port() for n in clusters},
         wasm=wasm,
         certs_dir=pki.directory,
     )
     text = rendered.read_text()
     assert "certs/" not in text.replace(str(pki.directory), ""), "a certificate path was not rewritten"
     assert str(wasm) in text
-    proc = harness.run_envoy_validate(rendered, tmp_path / "validate.log")
+    proc = testkit.run_envoy_validate(rendered, tmp_path / "validate.log")
     assert proc.returncode == 0, f"envoy --mode validate failed for {name}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "OK" in proc.stdout
 
@@ -87,7 +87,7 @@ def test_sidecar_yaml_shape():
     """The things a user copies sidecar.yaml for: Istio names and node metadata."""
     import yaml
 
-    cfg = yaml.safe_load((harness.ENVOY_DIR / "sidecar.yaml").read_text())
+    cfg = yaml.safe_load((testkit.ENVOY_DIR / "sidecar.yaml").read_text())
     md = cfg["node"]["metadata"]
     assert md["NAMESPACE"] == "payments" and md["WORKLOAD_NAME"] == "checkout"
     assert md["LABELS"] == {"app": "checkout", "version": "v1"}
@@ -95,10 +95,10 @@ def test_sidecar_yaml_shape():
     assert listener["name"] == "virtualInbound" and listener["traffic_direction"] == "INBOUND"
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15006}
     assert {c["name"] for c in cfg["static_resources"]["clusters"]} == {"inbound|8080||", "meshaudit_collector"}
-    plugin = harness.plugin_config_of(cfg)
+    plugin = testkit.plugin_config_of(cfg)
     assert plugin["collector"]["cluster"] == "meshaudit_collector"
     assert plugin["mode"] == "http", "an HTTP filter says so: no host call per request to tell"
-    for tc in harness.meshaudit_filters(cfg):
+    for tc in testkit.meshaudit_filters(cfg):
         vm = tc["config"]["vm_config"]
         assert vm["runtime"] == "envoy.wasm.runtime.v8" and vm["vm_id"] == ""
         assert vm["code"]["local"]["filename"] == "target/wasm32-wasip1/release/meshaudit.wasm"
@@ -137,7 +137,7 @@ def test_each_request_yields_exactly_one_event(sidecar, run_id):
     stats = sidecar.wait_settled()
     records = [r for r in sidecar.records() if mine(r)]
     assert len(records) == BULK_N, f"expected exactly {BULK_N} events, got {len(records)}"
-    assert harness.metric(stats, "meshaudit.events_sent") == len(sidecar.records())
+    assert testkit.metric(stats, "meshaudit.events_sent") == len(sidecar.records())
 
     by_path = {}
     for r in records:
@@ -244,7 +244,7 @@ def test_mtls_peer_identity(sidecar, pki, run_id):
     assert a.get("meshaudit.tls.mtls") is True, a
     assert a.get("url.scheme") == "https", a
     assert a.get("tls.protocol.version") == "1.3", a
-    assert a.get("tls.client.server_name") == harness.SERVER_DNS, a
+    assert a.get("tls.client.server_name") == testkit.SERVER_DNS, a
     assert a.get("server.address") == "checkout.payments.svc.cluster.local", a
     assert a.get("server.port") == 8080, a
     assert a.get("meshaudit.peer.spiffe_id") == "spiffe://cluster.local/ns/frontend/sa/web", a
@@ -260,15 +260,15 @@ def test_mtls_peer_identity(sidecar, pki, run_id):
     local_ids = {k: v for k, v in a.items() if k.startswith("meshaudit.local.")}
     assert "meshaudit.local.spiffe_id" in local_ids or "meshaudit.local.uri_sans" in local_ids, local_ids
     if "meshaudit.local.spiffe_id" in local_ids:
-        assert local_ids["meshaudit.local.spiffe_id"] == harness.SERVER_SPIFFE, local_ids
+        assert local_ids["meshaudit.local.spiffe_id"] == testkit.SERVER_SPIFFE, local_ids
     if "meshaudit.local.uri_sans" in local_ids:
-        assert local_ids["meshaudit.local.uri_sans"] == [harness.SERVER_SPIFFE], local_ids
+        assert local_ids["meshaudit.local.uri_sans"] == [testkit.SERVER_SPIFFE], local_ids
     if "meshaudit.local.namespace" in local_ids:
         assert local_ids["meshaudit.local.namespace"] == "payments", local_ids
     if "meshaudit.local.service_account" in local_ids:
         assert local_ids["meshaudit.local.service_account"] == "checkout", local_ids
     if "meshaudit.local.dns_sans" in local_ids:
-        assert local_ids["meshaudit.local.dns_sans"] == [harness.SERVER_DNS], local_ids
+        assert local_ids["meshaudit.local.dns_sans"] == [testkit.SERVER_DNS], local_ids
 
 
 def test_mtls_client_with_two_uri_sans(sidecar, pki, run_id):
@@ -291,7 +291,7 @@ def test_tls_chain_rejects_client_without_certificate(sidecar, run_id):
     """require_client_certificate holds: no HTTP exchange, so no event and no count."""
     path = f"/mtls/{run_id}/anonymous"
     with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException, OSError)):
-        harness.request(sidecar.listener_port, path, tls=sidecar.tls(None))
+        testkit.request(sidecar.listener_port, path, tls=sidecar.tls(None))
     # A later request on the same listener is audited; the rejected one never is.
     marker = f"/mtls/{run_id}/after-anonymous"
     assert sidecar.request(marker).status == 200
@@ -358,7 +358,7 @@ def test_dead_upstream_is_503_with_UF(sidecar_dead_upstream, run_id):
     assert "connection" in (a.get("meshaudit.envoy.response_code_details") or ""), a
     assert a.get("meshaudit.envoy.upstream_cluster") == "inbound|8080||", a
     stats = stack.wait_settled()
-    assert harness.metric(stats, "meshaudit.events_sent") == 1
+    assert testkit.metric(stats, "meshaudit.events_sent") == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,15 +426,15 @@ def test_bad_configuration_refuses_to_start(override, field, wasm, pki, tmp_path
     """Envoy 1.40 runs on_configure on the main thread while loading a static listener; a
     `false` there fails the filter factory ("Unable to create Wasm plugin meshaudit") and
     Envoy exits non-zero without ever serving. `--mode validate` fails the same way."""
-    config, listener_port = harness.render_sidecar_alone(tmp_path, wasm, pki, override)
+    config, listener_port = testkit.render_sidecar_alone(tmp_path, wasm, pki, override)
     field_line = re.compile(r"meshaudit: invalid configuration: " + re.escape(field) + r": \S")
 
-    validate = harness.run_envoy_validate(config, tmp_path / "validate.log")
+    validate = testkit.run_envoy_validate(config, tmp_path / "validate.log")
     vlog = validate.stdout + validate.stderr
     assert validate.returncode != 0, f"envoy --mode validate accepted {override}:\n{vlog[-2000:]}"
     assert field_line.search(vlog), f"validate log does not name {field!r}:\n{vlog[-3000:]}"
 
-    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
+    rc, log = testkit.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with bad config:\n{log[-2000:]}"
     assert field_line.search(log), f"Envoy log does not name {field!r}:\n{log[-3000:]}"
     assert "Unable to create Wasm plugin meshaudit" in log
@@ -477,12 +477,12 @@ def test_json_format_posts_ndjson(edge_json, run_id):
         lines = [l for l in p.body.decode().split("\n") if l.strip()]
         assert lines and all(isinstance(json.loads(l), dict) for l in lines), p.body[:500]
     # One POST per batch (polled: the counter may move only when Envoy has the sink's reply).
-    harness.wait_for(
+    testkit.wait_for(
         lambda: stack.envoy.metric("meshaudit.batches_sent") == len(stack.sink.requests),
         10,
         message=lambda: f"batches_sent == POSTs received ({len(stack.sink.requests)}): {stack.envoy.plugin_stats()}",
     )
-    assert harness.metric(stats, "meshaudit.events_sent") == JSON_N
+    assert testkit.metric(stats, "meshaudit.events_sent") == JSON_N
 
     by_path = {o.get("url.path"): o for o in objs}
     assert set(by_path) == set(sent), by_path.keys()
@@ -533,17 +533,17 @@ def test_metrics_match_traffic(sidecar, run_id):
         "meshaudit.events_dropped",
         "meshaudit.bytes_sent",
     ):
-        harness.metric(stats, suffix)  # exactly one such stat
-    assert harness.metric(stats, "meshaudit.events_captured") == sidecar.responses, names
-    assert harness.metric(stats, "meshaudit.events_sent") == sidecar.responses
-    assert harness.metric(stats, "meshaudit.batches_sent") > 0
-    assert harness.metric(stats, "meshaudit.batches_failed") == 0
-    assert harness.metric(stats, "meshaudit.events_dropped") == 0
-    assert harness.metric(stats, "meshaudit.bytes_sent") > 0
+        testkit.metric(stats, suffix)  # exactly one such stat
+    assert testkit.metric(stats, "meshaudit.events_captured") == sidecar.responses, names
+    assert testkit.metric(stats, "meshaudit.events_sent") == sidecar.responses
+    assert testkit.metric(stats, "meshaudit.batches_sent") > 0
+    assert testkit.metric(stats, "meshaudit.batches_failed") == 0
+    assert testkit.metric(stats, "meshaudit.events_dropped") == 0
+    assert testkit.metric(stats, "meshaudit.bytes_sent") > 0
     assert len(sidecar.records()) == sidecar.responses
     # Envoy's own view of the export traffic agrees: every batch was a 2xx at the collector.
-    batches = harness.metric(stats, "meshaudit.batches_sent")
-    harness.wait_for(
+    batches = testkit.metric(stats, "meshaudit.batches_sent")
+    testkit.wait_for(
         lambda: sidecar.envoy.all_stats("cluster.meshaudit_collector.upstream_rq_2xx").get(
             "cluster.meshaudit_collector.upstream_rq_2xx", 0
         )
@@ -559,10 +559,10 @@ def test_auto_mode_audits_http_requests(wasm, pki, tmp_path, run_id):
     runs as an HTTP filter (the shipped configurations say `"mode": "http"`)."""
     import yaml
 
-    stack = harness.Stack(tmp_path, kind=harness.SIDECAR, wasm=wasm, pki=pki,
-                          plugin_config_overrides={**harness.TEST_PLUGIN_CONFIG, "mode": harness.DELETE})
-    with harness.running(stack):
-        assert "mode" not in harness.plugin_config_of(yaml.safe_load(stack.envoy.config.read_text()))
+    stack = testkit.Stack(tmp_path, kind=testkit.SIDECAR, wasm=wasm, pki=pki,
+                          plugin_config_overrides={**testkit.TEST_PLUGIN_CONFIG, "mode": testkit.DELETE})
+    with testkit.running(stack):
+        assert "mode" not in testkit.plugin_config_of(yaml.safe_load(stack.envoy.config.read_text()))
         path = f"/auto/{run_id}"
         assert stack.request(path, method="PUT", body=b"x").status == 200
         (rec,) = stack.records_for_path(path)
@@ -597,20 +597,20 @@ def test_sidecar_fixture_loads_meshaudit_as_filter_or_access_logger(sidecar):
     import yaml
 
     cfg = yaml.safe_load(sidecar.envoy.config.read_text())
-    kinds = {n.get("name") for n in harness._walk(cfg) if isinstance(n, dict)}
-    mode = harness.plugin_config_of(cfg)["mode"]
+    kinds = {n.get("name") for n in testkit.walk(cfg) if isinstance(n, dict)}
+    mode = testkit.plugin_config_of(cfg)["mode"]
     if sidecar.access_log:
-        assert (harness.WASM_FILTER in kinds, harness.WASM_ACCESS_LOGGER in kinds, mode) == (False, True, "access_log")
+        assert (testkit.WASM_FILTER in kinds, testkit.WASM_ACCESS_LOGGER in kinds, mode) == (False, True, "access_log")
     else:
-        assert (harness.WASM_FILTER in kinds, harness.WASM_ACCESS_LOGGER in kinds, mode) == (True, False, "http")
+        assert (testkit.WASM_FILTER in kinds, testkit.WASM_ACCESS_LOGGER in kinds, mode) == (True, False, "http")
 
 
 def test_access_logger_refuses_body_capture_at_load(wasm, pki, tmp_path):
     """With `"mode": "access_log"`, what only the HTTP filter can do is refused at load."""
-    config, listener_port = harness.render_sidecar_alone(
+    config, listener_port = testkit.render_sidecar_alone(
         tmp_path, wasm, pki, {"mode": "access_log", "body_capture": BODY_CAPTURE}, access_log=True
     )
-    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
+    rc, log = testkit.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with bad config:\n{log[-2000:]}"
     assert re.search(r"meshaudit: invalid configuration: body_capture: needs the HTTP filter", log), log[-3000:]
 
@@ -619,10 +619,10 @@ def test_access_logger_says_once_what_it_ignores(wasm, pki, tmp_path, run_id):
     """Loaded as an access logger with a configuration that does not say so (`"mode": "http"`)
     and asks for body capture: requests are audited, and Envoy's log says once that
     `body_capture` is ignored."""
-    stack = harness.Stack(tmp_path, kind=harness.SIDECAR, wasm=wasm, pki=pki, access_log=True,
-                          plugin_config_overrides={**harness.TEST_PLUGIN_CONFIG, "mode": "http",
+    stack = testkit.Stack(tmp_path, kind=testkit.SIDECAR, wasm=wasm, pki=pki, access_log=True,
+                          plugin_config_overrides={**testkit.TEST_PLUGIN_CONFIG, "mode": "http",
                                                    "body_capture": BODY_CAPTURE})
-    with harness.running(stack):
+    with testkit.running(stack):
         paths = [f"/v1/ignored/{run_id}/{i}" for i in range(3)]
         for p in paths:
             assert stack.request(p, method="POST", body=b'{"a": 1}').status == 200

@@ -50,10 +50,10 @@ import jsonschema
 import pytest
 import yaml
 
-import harness
+import testkit
 
-FIXTURES = harness.REPO / "tests" / "fixtures"
-ISTIO = harness.REPO / "istio"
+FIXTURES = testkit.REPO / "tests" / "fixtures"
+ISTIO = testkit.REPO / "istio"
 HTTP_FILE = ISTIO / "wasmplugin-http.yaml"
 NETWORK_FILE = ISTIO / "wasmplugin-network.yaml"
 TE_FILE = ISTIO / "trafficextension.yaml"
@@ -409,7 +409,7 @@ def validation_errors(doc: Any, schemas: dict[str, dict]) -> list[str]:
 def all_documents() -> list[tuple[str, int, dict]]:
     out = []
     for path in sorted(ISTIO.glob("*.yaml")):
-        for i, doc in enumerate(harness.istio_manifests(path)):
+        for i, doc in enumerate(testkit.istio_manifests(path)):
             out.append((path.name, i, doc))
     return out
 
@@ -500,7 +500,7 @@ BROKEN = [
 
 @pytest.mark.parametrize("fname,index,mutate,expected", BROKEN)
 def test_validator_refuses_broken_manifests(fname, index, mutate, expected, schemas):
-    doc = copy.deepcopy(harness.istio_manifests(ISTIO / fname)[index])
+    doc = copy.deepcopy(testkit.istio_manifests(ISTIO / fname)[index])
     assert not validation_errors(doc, schemas), "the unbroken document must pass first"
     mutate(doc)
     errors = validation_errors(doc, schemas)
@@ -519,13 +519,13 @@ ACCEPTED = [
 
 @pytest.mark.parametrize("mutate", ACCEPTED)
 def test_validator_accepts_what_kubernetes_accepts(mutate, schemas):
-    doc = copy.deepcopy(harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"))
+    doc = copy.deepcopy(testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"))
     mutate(doc)
     assert not validation_errors(doc, schemas)
 
 
 def test_int_or_string_refuses_other_types(schemas):
-    doc = copy.deepcopy(harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"))
+    doc = copy.deepcopy(testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"))
     doc["status"] = {"observedGeneration": ["3"]}
     assert any("observedGeneration" in e for e in validation_errors(doc, schemas))
 
@@ -543,8 +543,8 @@ def test_converter_refuses_what_it_does_not_implement():
 
 def test_hash_key_comes_from_the_sidecar_environment_only():
     for path in (HTTP_FILE, TE_FILE):
-        for doc in harness.istio_manifests(path):
-            plugin = harness.istio_plugin(doc)
+        for doc in testkit.istio_manifests(path):
+            plugin = testkit.istio_plugin(doc)
             pc = plugin.wasm.get("pluginConfig", {})
             env = (plugin.wasm.get("vmConfig") or {}).get("env") or []
             if plugin.plugin_type == "HTTP":
@@ -557,23 +557,23 @@ def test_hash_key_comes_from_the_sidecar_environment_only():
 
 def test_collector_cluster_is_written_istios_way():
     for path in (HTTP_FILE, NETWORK_FILE, TE_FILE):
-        for doc in harness.istio_manifests(path):
-            c = harness.istio_plugin(doc).wasm["pluginConfig"]["collector"]
-            assert c["cluster"] == harness.ISTIO_COLLECTOR_CLUSTER
+        for doc in testkit.istio_manifests(path):
+            c = testkit.istio_plugin(doc).wasm["pluginConfig"]["collector"]
+            assert c["cluster"] == testkit.ISTIO_COLLECTOR_CLUSTER
             assert c["authority"] == "otel-collector.observability.svc.cluster.local"
 
 
 def test_trafficextension_renders_the_same_filters_as_the_wasmplugins():
     """Apply either file: the Envoy filter a sidecar gets is the same."""
     pairs = [
-        (harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"),
-         harness.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-http")),
-        (harness.istio_manifest(NETWORK_FILE, "WasmPlugin", "meshaudit-tcp"),
-         harness.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-tcp")),
+        (testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"),
+         testkit.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-http")),
+        (testkit.istio_manifest(NETWORK_FILE, "WasmPlugin", "meshaudit-tcp"),
+         testkit.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-tcp")),
     ]
     for wp, te in pairs:
-        a, b = harness.istio_plugin(wp), harness.istio_plugin(te)
-        assert harness.istiod_wasm_filter(a) == harness.istiod_wasm_filter(b)
+        a, b = testkit.istio_plugin(wp), testkit.istio_plugin(te)
+        assert testkit.istiod_wasm_filter(a) == testkit.istiod_wasm_filter(b)
         assert (a.resource_name, b.resource_name) == (
             f"payments.{wp['metadata']['name']}",
             f"extensions.istio.io/trafficextension/payments.{te['metadata']['name']}",
@@ -597,12 +597,12 @@ def test_trafficextension_renders_the_same_filters_as_the_wasmplugins():
 def test_struct_numbers_render_as_doubles(value, go, double):
     """golang/protobuf's jsonpb writes a Struct number with Go's encoding/json float64 format
     (so 500 stays `500`, a 19-digit id loses precision); `double` is the stricter `500.0`."""
-    assert harness.go_json_number(value, "go") == go
-    assert harness.go_json_number(value, "double") == double
+    assert testkit.go_json_number(value, "go") == go
+    assert testkit.go_json_number(value, "double") == double
 
 
 def test_struct_json_is_compact_sorted_and_html_safe():
-    got = harness.istio_struct_json({"b": [1, True, None], "a": {"y": "<x&y>", "x": 2.5}})
+    got = testkit.istio_struct_json({"b": [1, True, None], "a": {"y": "<x&y>", "x": 2.5}})
     assert got == '{"a":{"x":2.5,"y":"\\u003cx\\u0026y\\u003e"},"b":[1,true,null]}'
     assert json.loads(got) == {"a": {"x": 2.5, "y": "<x&y>"}, "b": [1, True, None]}
 
@@ -616,10 +616,10 @@ def hmac_token(key: str, value: str) -> str:
 
 
 def test_rendered_http_filter_is_what_istiod_and_the_agent_send():
-    plugin = harness.istio_plugin(harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"), "4711")
-    sent = harness.istiod_wasm_filter(plugin, "double")
+    plugin = testkit.istio_plugin(testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http"), "4711")
+    sent = testkit.istiod_wasm_filter(plugin, "double")
     cfg = sent["config"]
-    assert sent["@type"] == harness.ISTIO_WASM_HTTP_TYPE
+    assert sent["@type"] == testkit.ISTIO_WASM_HTTP_TYPE
     assert cfg["name"] == "payments.meshaudit-http" and cfg["root_id"] == "meshaudit"
     assert "vm_id" not in cfg["vm_config"]
     assert cfg["failure_policy"] == "FAIL_CLOSED"
@@ -638,9 +638,9 @@ def test_rendered_http_filter_is_what_istiod_and_the_agent_send():
     # Without pluginName istiod leaves root_id empty (it does not fall back to the name).
     unnamed = copy.deepcopy(plugin)
     del unnamed.wasm["pluginName"]
-    assert "root_id" not in harness.istiod_wasm_filter(unnamed)["config"]
-    local = harness.istio_agent_rewrite(sent, harness.wasm_path())["config"]["vm_config"]
-    assert local["code"] == {"local": {"filename": str(harness.wasm_path().resolve())}}
+    assert "root_id" not in testkit.istiod_wasm_filter(unnamed)["config"]
+    local = testkit.istio_agent_rewrite(sent, testkit.wasm_path())["config"]["vm_config"]
+    assert local["code"] == {"local": {"filename": str(testkit.wasm_path().resolve())}}
     assert local["environment_variables"] == {"host_env_keys": ["MESHAUDIT_HASH_KEY"]}
 
 
@@ -648,8 +648,8 @@ def test_http_wasmplugin_audits_in_a_sidecar(wasm, pki, tmp_path, run_id):
     """wasmplugin-http.yaml as a sidecar gets it: mTLS traffic, body capture, card, hash and
     detector rules, the key from Envoy's environment only; events reach Rotel."""
     key = secrets.token_hex(16)
-    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
-    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key}, numbers="double")
+    doc = testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    sc = testkit.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key}, numbers="double")
     assert key not in json.dumps(sc.wasm_filter())
     web = pki.clients["web"]
     customer, card_id = f"cust_{run_id}", f"card_{run_id}"
@@ -709,12 +709,12 @@ def test_http_wasmplugin_audits_in_a_sidecar(wasm, pki, tmp_path, run_id):
 def test_network_wasmplugin_audits_in_a_sidecar(plugin_name, wasm, pki, tmp_path):
     """wasmplugin-network.yaml (type NETWORK, mode tcp) in front of a TCP service; also with
     pluginName left out (an empty root_id works too)."""
-    doc = copy.deepcopy(harness.istio_manifest(NETWORK_FILE, "WasmPlugin", "meshaudit-tcp"))
+    doc = copy.deepcopy(testkit.istio_manifest(NETWORK_FILE, "WasmPlugin", "meshaudit-tcp"))
     if not plugin_name:
         del doc["spec"]["pluginName"]
-    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, numbers="double")
-    sent = harness.istiod_wasm_filter(sc.plugin, "double")
-    assert sent["@type"] == harness.ISTIO_WASM_NETWORK_TYPE
+    sc = testkit.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, numbers="double")
+    sent = testkit.istiod_wasm_filter(sc.plugin, "double")
+    assert sent["@type"] == testkit.ISTIO_WASM_NETWORK_TYPE
     assert sent["config"]["name"] == "payments.meshaudit-tcp"
     assert sent["config"].get("root_id") == ("meshaudit" if plugin_name else None)
     assert "environment_variables" not in sc.wasm_filter()["config"]["vm_config"]  # only ISTIO_META_* were there
@@ -730,7 +730,7 @@ def test_network_wasmplugin_audits_in_a_sidecar(plugin_name, wasm, pki, tmp_path
         assert close.attr("meshaudit.tcp.upstream.received_bytes") == close.attr("meshaudit.tcp.downstream.sent_bytes") > 0
         assert close.attr("meshaudit.envoy.upstream_cluster") == "inbound|5432||"
         # An Istio sidecar's inbound listener has the tls_inspector (envoy/tcp.yaml too): the SNI.
-        assert close.attr("tls.client.server_name") == harness.SERVER_DNS
+        assert close.attr("tls.client.server_name") == testkit.SERVER_DNS
         assert close.attr("meshaudit.tls.handshake") == "complete"
         opened = sc.wait_records(
             lambda r: r.attr("meshaudit.connection.id") == cid and r.attr("meshaudit.tcp.phase") == "open",
@@ -779,9 +779,9 @@ def apply_envoyfilter(cfg: dict, doc: dict) -> int:
     return patched
 
 
-class _ModuleHandler(harness._BaseHandler):
+class _ModuleHandler(testkit.RecordingHandler):
     def do_GET(self) -> None:
-        self._read_and_record()
+        self.record_request()
         module = self.server.module
         self.send_response(200)
         self.send_header("content-type", "application/wasm")
@@ -790,23 +790,23 @@ class _ModuleHandler(harness._BaseHandler):
         self.wfile.write(module)
 
 
-def module_server(module: bytes) -> harness.HttpServerThread:
+def module_server(module: bytes) -> testkit.HttpServerThread:
     """Serves the module over HTTP, standing in for the mesh service the EnvoyFilter names;
     its `requests` are the fetches."""
-    server = harness.HttpServerThread(_ModuleHandler)
+    server = testkit.HttpServerThread(_ModuleHandler)
     server.server.module = module
     return server.start()
 
 
 def test_envoyfilter_loads_an_access_logger_not_a_filter():
-    doc = harness.istio_manifest(EF_FILE, "EnvoyFilter", "meshaudit-access-log")
+    doc = testkit.istio_manifest(EF_FILE, "EnvoyFilter", "meshaudit-access-log")
     (cp,) = doc["spec"]["configPatches"]
     (logger,) = cp["patch"]["value"]["typed_config"]["access_log"]
-    assert logger["name"] == harness.WASM_ACCESS_LOGGER
+    assert logger["name"] == testkit.WASM_ACCESS_LOGGER
     config = logger["typed_config"]["config"]
     assert config["root_id"] == "meshaudit"
     plugin = json.loads(config["configuration"]["value"])
-    assert plugin["mode"] == "access_log" and plugin["collector"]["cluster"] == harness.ISTIO_COLLECTOR_CLUSTER
+    assert plugin["mode"] == "access_log" and plugin["collector"]["cluster"] == testkit.ISTIO_COLLECTOR_CLUSTER
     assert "body_capture" not in plugin and "routes" not in plugin
     assert config["vm_config"]["environment_variables"] == {"host_env_keys": ["MESHAUDIT_HASH_KEY"]}
 
@@ -817,26 +817,26 @@ def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_
     cluster the EnvoyFilter names (a local server standing in for the mesh service; `sha256` set
     to the module's digest, as the manifest says), and inbound requests, plaintext and mTLS,
     reach Rotel as events, the customer id hashed with the key from Envoy's environment only."""
-    doc = copy.deepcopy(harness.istio_manifest(EF_FILE, "EnvoyFilter", "meshaudit-access-log"))
+    doc = copy.deepcopy(testkit.istio_manifest(EF_FILE, "EnvoyFilter", "meshaudit-access-log"))
     logger = doc["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["access_log"][0]
     remote = logger["typed_config"]["config"]["vm_config"]["code"]["remote"]
     module = wasm.read_bytes()
     remote["sha256"] = hashlib.sha256(module).hexdigest()
     key = secrets.token_hex(16)
     customer = f"cust_{run_id}"
-    upstream = harness.upstream_server().start()
-    rotel = harness.Rotel(tmp_path).start()
+    upstream = testkit.upstream_server().start()
+    rotel = testkit.Rotel(tmp_path).start()
     modules = module_server(module)
     envoy = None
     try:
-        admin, port = harness.free_port(), harness.free_port()
-        cfg_path = harness.render_envoy(
-            harness.ENVOY_DIR / "sidecar.yaml", tmp_path, admin_port=admin, listener_ports={"virtualInbound": port},
-            cluster_overrides={"inbound|8080||": upstream.port, harness.COLLECTOR_CLUSTER: rotel.http_port},
+        admin, port = testkit.free_port(), testkit.free_port()
+        cfg_path = testkit.render_envoy(
+            testkit.ENVOY_DIR / "sidecar.yaml", tmp_path, admin_port=admin, listener_ports={"virtualInbound": port},
+            cluster_overrides={"inbound|8080||": upstream.port, testkit.COLLECTOR_CLUSTER: rotel.http_port},
             wasm=wasm, certs_dir=pki.directory, drop_wasm=True, name="istio-envoyfilter.yaml",
         )
         cfg = yaml.safe_load(cfg_path.read_text())
-        harness._rename_cluster(cfg, harness.COLLECTOR_CLUSTER, harness.ISTIO_COLLECTOR_CLUSTER)
+        testkit.rename_cluster(cfg, testkit.COLLECTOR_CLUSTER, testkit.ISTIO_COLLECTOR_CLUSTER)
         assert apply_envoyfilter(cfg, doc) == 2  # the mTLS and the plaintext filter chain
         cluster = remote["http_uri"]["cluster"]
         cfg["static_resources"]["clusters"].append({
@@ -844,17 +844,17 @@ def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_
             "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [
                 {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": modules.port}}}}]}]},
         })
-        names = {n.get("name") for n in harness._walk(cfg) if isinstance(n, dict)}
-        assert harness.WASM_FILTER not in names and harness.WASM_ACCESS_LOGGER in names
+        names = {n.get("name") for n in testkit.walk(cfg) if isinstance(n, dict)}
+        assert testkit.WASM_FILTER not in names and testkit.WASM_ACCESS_LOGGER in names
         cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        envoy = harness.HostEnvEnvoy(cfg_path, admin, tmp_path / "envoy.log", listener_ports={"virtualInbound": port},
+        envoy = testkit.Envoy(cfg_path, admin, tmp_path / "envoy.log", listener_ports={"virtualInbound": port},
                                      env={"MESHAUDIT_HASH_KEY": key}).start()
         fetched = [r.path for r in modules.requests]
         assert fetched and set(fetched) == {"/meshaudit-0.1.0.wasm"}, fetched
 
-        plain = harness.request(port, f"/v1/customers/{customer}", headers={"x-customer-id": customer})
-        mtls = harness.request(port, f"/v1/orders/{run_id}", tls=harness.TlsClient(
-            ca=pki.ca_path, cert=pki.clients["web"].cert_path, key=pki.clients["web"].key_path, sni=harness.SERVER_DNS))
+        plain = testkit.request(port, f"/v1/customers/{customer}", headers={"x-customer-id": customer})
+        mtls = testkit.request(port, f"/v1/orders/{run_id}", tls=testkit.TlsClient(
+            ca=pki.ca_path, cert=pki.clients["web"].cert_path, key=pki.clients["web"].key_path, sni=testkit.SERVER_DNS))
         assert (plain.status, mtls.status) == (200, 200)
 
         def both():
@@ -863,7 +863,7 @@ def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_
             o = [r for r in recs if r.attr("url.path") == f"/v1/orders/{run_id}"]
             return (c[0], o[0]) if c and o else None
 
-        cust, order = harness.wait_for(both, 20.0, 0.1, lambda: f"two events at Rotel; log:\n{envoy.log_text()[-3000:]}")
+        cust, order = testkit.wait_for(both, 20.0, 0.1, lambda: f"two events at Rotel; log:\n{envoy.log_text()[-3000:]}")
         assert cust.attr("http.request.header.x-customer-id") == [hmac_token(key, customer)], cust.attributes
         assert cust.attr("url.path") == f"/v1/customers/{hmac_token(key, customer)}", cust.attributes
         assert cust.attr("meshaudit.tls.mtls") is False
@@ -874,7 +874,7 @@ def test_access_logger_envoyfilter_audits_in_a_sidecar(wasm, pki, tmp_path, run_
         assert key not in cfg_path.read_text()
         assert "invalid configuration" not in envoy.log_text()
     finally:
-        harness.stop_all(envoy, rotel, upstream, modules)
+        testkit.stop_all(envoy, rotel, upstream, modules)
 
 
 # =============================================================================================
@@ -885,7 +885,7 @@ def _rule(pc: dict, name: str) -> dict:
     return next(r for r in pc["redaction"]["rules"] if r["name"] == name)
 
 
-def _customer_header(sc: harness.IstioSidecar, customer: str, tls: bool, pki) -> list:
+def _customer_header(sc: testkit.IstioSidecar, customer: str, tls: bool, pki) -> list:
     resp = sc.request(f"/v1/orders/{customer}", headers={"x-customer-id": customer},
                       tls=sc.tls(pki.clients["web"]) if tls else None)
     assert resp.status == 200, f"{resp.status} {resp.body!r}"
@@ -898,9 +898,9 @@ def test_invalid_plugin_config_change_keeps_the_last_good_one(wasm, pki, tmp_pat
     new requests; an invalid one is rejected by Envoy: the last good configuration stays in
     force (traffic keeps flowing and being audited by it) and the log names the field."""
     key = secrets.token_hex(16)
-    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    doc = testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
     base = doc["spec"]["pluginConfig"]
-    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key}, numbers="go")
+    sc = testkit.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key}, numbers="go")
     sc.start()
     try:
         st = sc.wait_ecds("update_success", 1)
@@ -950,17 +950,17 @@ def test_new_sidecar_with_invalid_plugin_config_fails_closed_until_fixed(wasm, p
     rejection) and answers every request with 500 itself: nothing reaches the application
     unaudited, and the pod looks ready. A valid configuration, once pushed, takes over."""
     key = secrets.token_hex(16)
-    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    doc = testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
     broken = copy.deepcopy(doc["spec"]["pluginConfig"])
     broken["max_batch_events"] = "lots"
-    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key})
+    sc = testkit.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key})
     sc.start(first_plugin_config=broken, wait_ready=False)
     try:
-        harness.wait_for(lambda: harness.port_open(sc.admin_port), 30, 0.05, "envoy admin")
+        testkit.wait_for(lambda: testkit.port_open(sc.admin_port), 30, 0.05, "envoy admin")
         st = sc.wait_ecds("update_rejected", 1)
         assert st.get("update_success", 0) == 0
-        harness.wait_for(lambda: harness.port_open(sc.listener_port), 30, 0.05, "listener open")
-        assert harness.http_get(sc.envoy.admin_url + "/ready") == (200, "LIVE\n")
+        testkit.wait_for(lambda: testkit.port_open(sc.listener_port), 30, 0.05, "listener open")
+        assert testkit.http_get(sc.envoy.admin_url + "/ready") == (200, "LIVE\n")
         assert re.search(r"meshaudit: invalid configuration: max_batch_events: ", sc.envoy.log_text())
         for tls in (None, sc.tls(pki.clients["web"])):
             resp = sc.request(f"/v1/orders/n0-{run_id}", tls=tls)
@@ -981,7 +981,7 @@ def test_new_sidecar_with_invalid_plugin_config_fails_closed_until_fixed(wasm, p
 
 def test_payments_example(wasm):
     proc = subprocess.run(
-        [sys.executable, str(harness.REPO / "examples" / "payments" / "demo.py")],
+        [sys.executable, str(testkit.REPO / "examples" / "payments" / "demo.py")],
         capture_output=True, text=True, timeout=300,
     )
     out = proc.stdout
@@ -997,7 +997,7 @@ def test_payments_example_exits_non_zero_when_a_secret_leaks(wasm):
     """The example's leak check is real: without the customer-id rule the raw id reaches the
     collector, and the script says so and exits 1."""
     proc = subprocess.run(
-        [sys.executable, str(harness.REPO / "examples" / "payments" / "demo.py"), "--drop-rule", "customer-id"],
+        [sys.executable, str(testkit.REPO / "examples" / "payments" / "demo.py"), "--drop-rule", "customer-id"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -1007,12 +1007,12 @@ def test_payments_example_exits_non_zero_when_a_secret_leaks(wasm):
 def test_hash_key_missing_from_the_sidecar_environment_is_refused(wasm, pki, tmp_path):
     """`valueFrom: HOST` is the key's only way in: a sidecar whose environment lacks it
     refuses the configuration and the log says which variable is missing."""
-    doc = harness.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
-    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={})
+    doc = testkit.istio_manifest(HTTP_FILE, "WasmPlugin", "meshaudit-http")
+    sc = testkit.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={})
     assert "MESHAUDIT_HASH_KEY" not in os.environ, "the test process must not carry the key"
     sc.start(wait_ready=False)
     try:
-        harness.wait_for(lambda: harness.port_open(sc.admin_port), 30, 0.05, "envoy admin")
+        testkit.wait_for(lambda: testkit.port_open(sc.admin_port), 30, 0.05, "envoy admin")
         sc.wait_ecds("update_rejected", 1)
         line = next(l for l in sc.envoy.log_text().splitlines() if "meshaudit: invalid configuration: " in l)
         assert "MESHAUDIT_HASH_KEY" in line and "customer-id" in line, line
@@ -1024,8 +1024,8 @@ def test_trafficextension_audits_in_a_sidecar(wasm, pki, tmp_path, run_id):
     """trafficextension.yaml's HTTP extension in Envoy: its ECDS resource carries the
     TrafficExtension prefix; the filter inside is the WasmPlugin's."""
     key = secrets.token_hex(16)
-    doc = harness.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-http")
-    sc = harness.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key})
+    doc = testkit.istio_manifest(TE_FILE, "TrafficExtension", "meshaudit-http")
+    sc = testkit.IstioSidecar(tmp_path, doc, wasm=wasm, pki=pki, host_env={"MESHAUDIT_HASH_KEY": key})
     assert sc.plugin.resource_name == "extensions.istio.io/trafficextension/payments.meshaudit-http"
     sc.start()
     try:

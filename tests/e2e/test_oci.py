@@ -28,16 +28,16 @@ from pathlib import Path
 
 import pytest
 
-import harness
+import testkit
 
-BUILD = harness.REPO / "tests" / "oci" / "build_image.py"
+BUILD = testkit.REPO / "tests" / "oci" / "build_image.py"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 
 
 def cargo_version() -> str:
-    m = re.search(r'^version = "([^"]+)"', (harness.REPO / "Cargo.toml").read_text(), re.M)
+    m = re.search(r'^version = "([^"]+)"', (testkit.REPO / "Cargo.toml").read_text(), re.M)
     assert m, "no version in Cargo.toml"
     return m.group(1)
 
@@ -132,7 +132,7 @@ def test_make_oci_prints_the_digest_of_the_built_module(wasm, tmp_path):
     out = tmp_path / "make-oci"
     proc = subprocess.run(
         ["make", "--no-print-directory", "oci", f"OCI_DIR={out}", f"WASM={wasm}"],
-        cwd=harness.REPO, capture_output=True, text=True, timeout=600,
+        cwd=testkit.REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     m = re.search(r"WasmPlugin\.spec\.sha256: ([0-9a-f]{64})", proc.stdout)
@@ -145,11 +145,11 @@ def test_istio_manifests_reference_the_image_make_oci_tags():
     """url tags follow Cargo's version (what `make oci` tags), sha256 has the CRD's form."""
     version = cargo_version()
     seen = 0
-    for path in sorted(harness.ISTIO_DIR.glob("*.yaml")):
-        for doc in harness.istio_manifests(path):
+    for path in sorted(testkit.ISTIO_DIR.glob("*.yaml")):
+        for doc in testkit.istio_manifests(path):
             if doc["kind"] not in ("WasmPlugin", "TrafficExtension"):
                 continue
-            w = harness.istio_plugin(doc).wasm
+            w = testkit.istio_plugin(doc).wasm
             assert re.fullmatch(r"oci://[a-z0-9.-]+(:\d+)?/([a-z0-9._-]+/)*meshaudit:" + re.escape(version), w["url"]), w["url"]
             assert re.fullmatch(r"[0-9a-f]{64}", w["sha256"]), w["sha256"]
             seen += 1
@@ -168,58 +168,46 @@ def _tool(name: str) -> str:
     return path
 
 
-class Registry:
+class Registry(testkit.Process):
     """The CNCF distribution registry (Debian docker-registry) on 127.0.0.1, storage in a
     temporary directory, no auth, plain HTTP."""
 
+    name = "docker-registry"
+
     def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir / "registry.log", cwd=workdir)
         self.dir = workdir
-        self.port = harness.free_port()
-        self.proc: subprocess.Popen | None = None
-        self._log = None
+        self.port = testkit.free_port()
+        self.config = workdir / "config.yml"
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "Registry":
+    def spawn(self):
         (self.dir / "storage").mkdir(parents=True, exist_ok=True)
-        config = self.dir / "config.yml"
-        config.write_text(
+        self.config.write_text(
             "version: 0.1\n"
             "log:\n  level: info\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.dir / 'storage'}\n"
             f"http:\n  addr: {self.host}\n"
         )
-        self._log = open(self.dir / "registry.log", "wb")
-        self.proc = subprocess.Popen(
-            [_tool("docker-registry"), "serve", str(config)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.dir,
-        )
+        return super().spawn()
 
-        def up():
-            if self.proc.poll() is not None:
-                raise harness.HarnessError(
-                    f"docker-registry exited with {self.proc.returncode}:\n{(self.dir / 'registry.log').read_text()[-2000:]}"
-                )
-            try:
-                return harness.http_get(f"http://{self.host}/v2/", timeout=1.0)[0] == 200
-            except OSError:
-                return False
+    def command(self) -> list[str]:
+        return [_tool("docker-registry"), "serve", str(self.config)]
 
+    def is_ready(self) -> bool:
         try:
-            harness.wait_for(up, 30, 0.05, f"registry on {self.host}")
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            return testkit.http_get(f"http://{self.host}/v2/", timeout=1.0)[0] == 200
+        except OSError:
+            return False
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            harness._stop(self.proc)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def waiting_for(self) -> str:
+        return f"registry on {self.host}"
+
+    def log_tails(self) -> str:
+        return self.log_path.read_text()[-2000:]
 
     def manifest(self, repo: str, ref: str) -> tuple[str, bytes]:
         req = urllib.request.Request(f"http://{self.host}/v2/{repo}/manifests/{ref}", headers={"Accept": MANIFEST_TYPE})

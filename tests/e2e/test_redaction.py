@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, quote, urlencode
 
 import pytest
 
-import harness
-from harness import (
+import testkit
+from testkit import (
     MASK,
     b64url,
     card_number,
@@ -88,24 +88,24 @@ PLUGIN = {
 @pytest.fixture(scope="module")
 def redacting(tmp_path_factory, wasm, pki):
     """sidecar.yaml + meshaudit with the full redaction configuration -> Rotel."""
-    stack = harness.Stack(
+    stack = testkit.Stack(
         tmp_path_factory.mktemp("redaction"),
-        kind=harness.SIDECAR,
+        kind=testkit.SIDECAR,
         wasm=wasm,
         pki=pki,
         plugin_config_overrides=PLUGIN,
         vm_env={"MESHAUDIT_HASH_KEY": HASH_KEY},
     )
-    with harness.running(stack):
+    with testkit.running(stack):
         yield stack
 
 
 @pytest.fixture(scope="module")
 def no_defaults(tmp_path_factory, wasm, pki):
     """The same sidecar with `redaction.defaults: false` (detectors stay on)."""
-    stack = harness.Stack(
+    stack = testkit.Stack(
         tmp_path_factory.mktemp("redaction-nodefaults"),
-        kind=harness.SIDECAR,
+        kind=testkit.SIDECAR,
         wasm=wasm,
         pki=pki,
         plugin_config_overrides={
@@ -114,7 +114,7 @@ def no_defaults(tmp_path_factory, wasm, pki):
             "redaction": {"defaults": False},
         },
     )
-    with harness.running(stack):
+    with testkit.running(stack):
         yield stack
 
 
@@ -437,7 +437,7 @@ def test_leak_events_all_arrived(leak, redacting):
         for r in leak.events[chan].values():
             assert r.attr("meshaudit.tls.mtls") is (chan == "mtls"), r.attributes
             assert r.attr("http.response.status_code") == 200, r.attributes
-    assert harness.metric(leak.stats, "meshaudit.events_dropped") == 0
+    assert testkit.metric(leak.stats, "meshaudit.events_dropped") == 0
     up_text = "\n".join(
         f"{q.path}\n{json.dumps(q.headers)}\n{q.body.decode(errors='replace')}" for q in redacting.upstream.requests
     )
@@ -832,8 +832,8 @@ def test_bad_rules_refuse_to_start(redaction, names, reasons, wasm, pki, tmp_pat
     """Envoy runs on_configure while loading the static listener and exits non-zero when it
     fails; the log's one `invalid configuration` line names the rule and the reason. (The
     hash case starts fine with the key in the VM environment: that is the `redacting` stack.)"""
-    config, listener_port = harness.render_sidecar_alone(tmp_path, wasm, pki, {"redaction": redaction})
-    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
+    config, listener_port = testkit.render_sidecar_alone(tmp_path, wasm, pki, {"redaction": redaction})
+    rc, log = testkit.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with {redaction}:\n{log[-2000:]}"
     lines = [l for l in log.splitlines() if "meshaudit: invalid configuration: " in l]
     assert len(lines) == 1, f"expected one invalid-configuration line:\n{log[-3000:]}"

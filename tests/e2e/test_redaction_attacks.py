@@ -19,7 +19,7 @@ it is would let them through:
    detectors that can match the empty string.
 
 Every case checks that the canary is nowhere in the collector's whole output nor in Envoy's log,
-raw or in any encoding (`harness.encodings`), and that the field is still there in its redacted
+raw or in any encoding (`testkit.encodings`), and that the field is still there in its redacted
 form, so a test cannot pass because the event or the field went missing.
 
 What Envoy 1.40 itself does with these requests (and so what the filter gets to see):
@@ -46,8 +46,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-import harness
-from harness import MASK, b64url, card_number, de_iban, leak_sites, leaks, rules_of, windows
+import testkit
+from testkit import MASK, b64url, card_number, de_iban, leak_sites, leaks, rules_of, windows
 
 CONTENT_TYPES = ["application/json", "application/x-www-form-urlencoded", "text/plain", "multipart/form-data"]
 CUT_BYTES = 64  # body capture limit of /cut/
@@ -137,14 +137,14 @@ def multipart_parts(body: str, boundary: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, wasm, pki):
-    s = harness.Stack(
+    s = testkit.Stack(
         tmp_path_factory.mktemp("redaction-attacks"),
-        kind=harness.SIDECAR,
+        kind=testkit.SIDECAR,
         wasm=wasm,
         pki=pki,
         plugin_config_overrides=PLUGIN,
     )
-    with harness.running(s):
+    with testkit.running(s):
         yield s
 
 
@@ -160,13 +160,13 @@ class Case:
 class Attack:
     run_id: str
     cases: dict[str, Case]
-    by_rid: dict[str, harness.LogRecord]
+    by_rid: dict[str, testkit.LogRecord]
     records: list
     raw: str
     envoy_log: str
     upstream_text: str
 
-    def event(self, rid: str) -> harness.LogRecord:
+    def event(self, rid: str) -> testkit.LogRecord:
         return self.by_rid[rid]
 
     def assert_no_leak(self, case: Case, literals: dict[str, str] | None = None) -> None:
@@ -182,7 +182,7 @@ class Attack:
 
 
 class Sender:
-    def __init__(self, stack: harness.Stack, run_id: str) -> None:
+    def __init__(self, stack: testkit.Stack, run_id: str) -> None:
         self.stack = stack
         self.run_id = run_id
         self.rids: list[str] = []
@@ -544,7 +544,7 @@ def test_every_request_has_its_event_and_envoy_had_every_canary(attack, stack):
     """One event per request, none dropped; the application (or, for response-side canaries,
     the reply it was told to send) really carried each canary, so Envoy had it to leak."""
     assert len(attack.by_rid) == sum(len(c.rids) for c in attack.cases.values())
-    assert harness.metric(stack.envoy.stats(), "meshaudit.events_dropped") == 0
+    assert testkit.metric(stack.envoy.stats(), "meshaudit.events_dropped") == 0
     assert "meshaudit" in attack.envoy_log
     for name, case in attack.cases.items():
         if not case.reaches_upstream:
@@ -943,8 +943,8 @@ def test_truncate_masks_short_values_whole(attack):
 def _refused(tmp_path, wasm, pki, redaction) -> tuple[str, str]:
     """Starts Envoy with `redaction`, which it must refuse; returns the one invalid-configuration
     line and the whole log."""
-    config, listener_port = harness.render_sidecar_alone(tmp_path, wasm, pki, {"redaction": redaction})
-    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
+    config, listener_port = testkit.render_sidecar_alone(tmp_path, wasm, pki, {"redaction": redaction})
+    rc, log = testkit.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0 with {redaction}:\n{log[-2000:]}"
     assert "Unable to create Wasm plugin meshaudit" in log, log[-3000:]
     lines = [l for l in log.splitlines() if "meshaudit: invalid configuration: " in l]

@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-import harness
-from harness import DELETE
+import testkit
+from testkit import DELETE
 
-TCP_YAML = harness.ENVOY_DIR / "tcp.yaml"
-SIDECAR_YAML = harness.ENVOY_DIR / "sidecar.yaml"
+TCP_YAML = testkit.ENVOY_DIR / "tcp.yaml"
+SIDECAR_YAML = testkit.ENVOY_DIR / "sidecar.yaml"
 TCP_LISTENER = "tcp_inbound"
 DB_CLUSTER = "inbound|5432||"
-COLLECTOR = harness.COLLECTOR_CLUSTER
+COLLECTOR = testkit.COLLECTOR_CLUSTER
 EVENT_TCP = "meshaudit.tcp"
 EVENT_HTTP = "meshaudit.http"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
@@ -67,26 +67,26 @@ TLS_FAILURE_WORDS = re.compile(r"(?i)tls_error|handshake|certificate")
 
 
 @pytest.fixture(scope="module")
-def tcp_pki(tmp_path_factory) -> harness.Pki:
-    p = harness.make_pki(tmp_path_factory.mktemp("tcp-certs"))
+def tcp_pki(tmp_path_factory) -> testkit.Pki:
+    p = testkit.make_pki(tmp_path_factory.mktemp("tcp-certs"))
     p.issue_client("api", cn="api.app", uri_sans=[API_SPIFFE])
     p.issue_client("multi", cn="batch.jobs", uri_sans=MULTI_URIS, dns_sans=MULTI_DNS)
     return p
 
 
 @pytest.fixture(scope="module")
-def rogue_cert(tmp_path_factory) -> harness.Cert:
+def rogue_cert(tmp_path_factory) -> testkit.Cert:
     """A SPIFFE client certificate from a CA the listener does not trust."""
-    other = harness.make_pki(tmp_path_factory.mktemp("rogue-certs"))
+    other = testkit.make_pki(tmp_path_factory.mktemp("rogue-certs"))
     return other.issue_client("rogue", cn="rogue.app", uri_sans=["spiffe://cluster.local/ns/app/sa/rogue"])
 
 
 @pytest.fixture(scope="module")
 def rotel(tmp_path_factory, binaries):
-    r = harness.Rotel(tmp_path_factory.mktemp("tcp-rotel"))
+    r = testkit.Rotel(tmp_path_factory.mktemp("tcp-rotel"))
     try:
         r.start()
-    except (harness.HarnessError, TimeoutError) as e:
+    except (testkit.HarnessError, TimeoutError) as e:
         pytest.fail(f"e2e environment not usable: {e}", pytrace=False)
     yield r
     r.stop()
@@ -94,7 +94,7 @@ def rotel(tmp_path_factory, binaries):
 
 @pytest.fixture(scope="module")
 def echo():
-    server = harness.TcpEchoServer().start()
+    server = testkit.TcpEchoServer().start()
     yield server
     server.stop()
 
@@ -110,20 +110,20 @@ class TcpEnvoy:
     def __init__(
         self,
         workdir: Path,
-        rotel: harness.Rotel,
+        rotel: testkit.Rotel,
         *,
         wasm: Path,
-        pki: harness.Pki,
+        pki: testkit.Pki,
         upstream_port: int,
         overrides: dict | None = None,
         replace: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.rotel = rotel
-        self.port = harness.free_port()
-        self.admin_port = harness.free_port()
+        self.port = testkit.free_port()
+        self.admin_port = testkit.free_port()
         self.pki = pki
-        self.config = harness.render_envoy(
+        self.config = testkit.render_envoy(
             TCP_YAML,
             workdir,
             admin_port=self.admin_port,
@@ -134,7 +134,7 @@ class TcpEnvoy:
             plugin_config_overrides=overrides,
             plugin_config_replace=replace,
         )
-        self.envoy = harness.Envoy(
+        self.envoy = testkit.Envoy(
             self.config, self.admin_port, workdir / "envoy.log", listener_ports={TCP_LISTENER: self.port}
         )
 
@@ -153,26 +153,26 @@ class TcpEnvoy:
 
     # --- what the collector got ----------------------------------------------------------
 
-    def mine(self) -> list[harness.LogRecord]:
+    def mine(self) -> list[testkit.LogRecord]:
         """Every record of a connection to this Envoy's listener."""
         return [r for r in self.rotel.records() if r.attr("network.local.port") == self.port]
 
-    def of(self, client_port: int, phase: str | None = None) -> list[harness.LogRecord]:
+    def of(self, client_port: int, phase: str | None = None) -> list[testkit.LogRecord]:
         return [
             r
             for r in self.mine()
             if r.attr("client.port") == client_port and (phase is None or r.attr("meshaudit.tcp.phase") == phase)
         ]
 
-    def wait(self, client_port: int, phase: str = "close", timeout: float = 10.0) -> harness.LogRecord:
+    def wait(self, client_port: int, phase: str = "close", timeout: float = 10.0) -> testkit.LogRecord:
         """The first `phase` event of the connection from `client_port`."""
-        found = harness.wait_for(
+        found = testkit.wait_for(
             lambda: self.of(client_port, phase),
             timeout,
             0.1,
             lambda: f"a {phase} event for client port {client_port} on listener {self.port}; "
             f"events of this listener: {[(r.attr('client.port'), r.attr('meshaudit.tcp.phase')) for r in self.mine()]}; "
-            f"stats {self.safe_stats()}\nenvoy log tail:\n{harness._tail(self.envoy.log_path, 20)}",
+            f"stats {self.safe_stats()}\nenvoy log tail:\n{testkit.log_tail(self.envoy.log_path, 20)}",
         )
         return found[0]
 
@@ -189,15 +189,15 @@ class TcpEnvoy:
         def settled():
             st = self.envoy.stats()
             try:
-                captured = harness.metric(st, "meshaudit.events_captured")
-                sent = harness.metric(st, "meshaudit.events_sent")
+                captured = testkit.metric(st, "meshaudit.events_captured")
+                sent = testkit.metric(st, "meshaudit.events_sent")
             except AssertionError:
                 return False
             streams = {r.attr("meshaudit.stream.id") for r in self.mine()}
             at_collector = [r for r in self.rotel.records() if r.attr("meshaudit.stream.id") in streams]
             return captured == sent and len(at_collector) == sent
 
-        harness.wait_for(settled, timeout, 0.1, lambda: f"captured == sent == at collector; stats {self.safe_stats()}")
+        testkit.wait_for(settled, timeout, 0.1, lambda: f"captured == sent == at collector; stats {self.safe_stats()}")
 
     def log_text(self) -> str:
         return self.envoy.log_text()
@@ -209,7 +209,7 @@ def tcp_stack(tmp_path_factory, wasm, tcp_pki, rotel, echo):
     stack = TcpEnvoy(
         tmp_path_factory.mktemp("tcp"), rotel, wasm=wasm, pki=tcp_pki, upstream_port=echo.port, overrides=FAST
     )
-    with harness.running(stack):
+    with testkit.running(stack):
         yield stack
 
 
@@ -220,12 +220,12 @@ class Echoed:
     echoed: bytes
 
 
-def mtls_echo(port: int, pki: harness.Pki, cert: harness.Cert, payload: bytes) -> Echoed:
+def mtls_echo(port: int, pki: testkit.Pki, cert: testkit.Cert, payload: bytes) -> Echoed:
     """One mTLS connection: send `payload`, read the whole echo back, close (the client
     closes first)."""
-    with harness.tls_connect(port, pki.ca_path, cert) as s:
+    with testkit.tls_connect(port, pki.ca_path, cert) as s:
         client_port = s.getsockname()[1]
-        echoed = harness.echo_roundtrip(s, payload)
+        echoed = testkit.echo_roundtrip(s, payload)
         version = s.version()
     return Echoed(client_port, version, echoed)
 
@@ -240,7 +240,7 @@ class Attempt:
 def attempt_echo(
     port: int,
     ca: Path,
-    cert: harness.Cert | None,
+    cert: testkit.Cert | None,
     payload: bytes,
     max_version: ssl.TLSVersion | None = None,
 ) -> Attempt:
@@ -250,7 +250,7 @@ def attempt_echo(
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     client_port = raw.getsockname()[1]
     try:
-        s = harness.tls_wrap(raw, ca, cert, max_version=max_version)
+        s = testkit.tls_wrap(raw, ca, cert, max_version=max_version)
     except TimeoutError:
         raw.close()
         raise
@@ -260,7 +260,7 @@ def attempt_echo(
     with s:
         try:
             s.sendall(payload)
-            data = harness.read_until_eof(s)
+            data = testkit.read_until_eof(s)
         except TimeoutError:
             raise
         except (ssl.SSLError, OSError) as e:
@@ -268,19 +268,19 @@ def attempt_echo(
     return Attempt(client_port, None, data)
 
 
-def peer_attrs(rec: harness.LogRecord) -> dict:
+def peer_attrs(rec: testkit.LogRecord) -> dict:
     return {k: v for k, v in rec.attributes.items() if k.startswith("meshaudit.peer.")}
 
 
-def byte_counts(rec: harness.LogRecord) -> dict:
+def byte_counts(rec: testkit.LogRecord) -> dict:
     return {k: rec.attr(k) for k in BYTE_ATTRS}
 
 
-def check_identity(a: dict, cert: harness.Cert, spiffe: str, ns: str, sa: str) -> list[str]:
+def check_identity(a: dict, cert: testkit.Cert, spiffe: str, ns: str, sa: str) -> list[str]:
     """Differences between an event's peer identity and the client certificate."""
     want = {
         "meshaudit.peer.spiffe_id": spiffe,
-        "meshaudit.peer.trust_domain": harness.TRUST_DOMAIN,
+        "meshaudit.peer.trust_domain": testkit.TRUST_DOMAIN,
         "meshaudit.peer.namespace": ns,
         "meshaudit.peer.service_account": sa,
         "meshaudit.peer.uri_sans": cert.uri_sans,
@@ -295,20 +295,20 @@ def check_identity(a: dict, cert: harness.Cert, spiffe: str, ns: str, sa: str) -
     return problems
 
 
-def check_local_identity(a: dict, server: harness.Cert) -> list[str]:
+def check_local_identity(a: dict, server: testkit.Cert) -> list[str]:
     want = {
-        "meshaudit.local.spiffe_id": harness.SERVER_SPIFFE,
-        "meshaudit.local.trust_domain": harness.TRUST_DOMAIN,
+        "meshaudit.local.spiffe_id": testkit.SERVER_SPIFFE,
+        "meshaudit.local.trust_domain": testkit.TRUST_DOMAIN,
         "meshaudit.local.namespace": "payments",
         "meshaudit.local.service_account": "checkout",
-        "meshaudit.local.uri_sans": [harness.SERVER_SPIFFE],
-        "meshaudit.local.dns_sans": [harness.SERVER_DNS],
+        "meshaudit.local.uri_sans": [testkit.SERVER_SPIFFE],
+        "meshaudit.local.dns_sans": [testkit.SERVER_DNS],
         "meshaudit.local.subject": server.subject_rfc4514,
     }
     return [f"{k}: {a.get(k)!r} != {v!r}" for k, v in want.items() if a.get(k) != v]
 
 
-def assert_no_problems(problems: list[str], what: str, rec: harness.LogRecord | None = None) -> None:
+def assert_no_problems(problems: list[str], what: str, rec: testkit.LogRecord | None = None) -> None:
     detail = f"\nevent: {json.dumps(rec.attributes, default=str, sort_keys=True)}" if rec is not None else ""
     assert not problems, f"{what}:\n  " + "\n  ".join(problems) + detail
 
@@ -327,27 +327,27 @@ def test_tcp_yaml_passes_envoy_validate(wasm, tcp_pki, tmp_path):
     assert {c["name"] for c in raw["static_resources"]["clusters"]} == {DB_CLUSTER, COLLECTOR}
     (chain,) = listener["filter_chains"]
     names = [f["name"] for f in chain["filters"]]
-    assert names == [harness.WASM_NETWORK_FILTER, "envoy.filters.network.tcp_proxy"], names
+    assert names == [testkit.WASM_NETWORK_FILTER, "envoy.filters.network.tcp_proxy"], names
     assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
     # The SNI needs the tls_inspector; the client's identity on a connection whose upstream
     # fails needs the upstream connected only after the handshake (docs/tcp.md#when-the-upstream-fails).
     assert [f["name"] for f in listener.get("listener_filters", [])] == [TLS_INSPECTOR], listener.get("listener_filters")
     proxy = chain["filters"][-1]["typed_config"]
     assert proxy.get("upstream_connect_mode") == "ON_DOWNSTREAM_TLS_HANDSHAKE", proxy
-    plugin = harness.plugin_config_of(raw)
+    plugin = testkit.plugin_config_of(raw)
     assert plugin["mode"] == "tcp" and plugin["emit_on_open"] is True, plugin
 
-    rendered = harness.render_envoy(
+    rendered = testkit.render_envoy(
         TCP_YAML,
         tmp_path,
-        admin_port=harness.free_port(),
-        listener_ports={TCP_LISTENER: harness.free_port()},
-        cluster_overrides={DB_CLUSTER: harness.free_port(), COLLECTOR: harness.free_port()},
+        admin_port=testkit.free_port(),
+        listener_ports={TCP_LISTENER: testkit.free_port()},
+        cluster_overrides={DB_CLUSTER: testkit.free_port(), COLLECTOR: testkit.free_port()},
         wasm=wasm,
         certs_dir=tcp_pki.directory,
     )
-    assert harness.plugin_config_of(yaml.safe_load(rendered.read_text())) == plugin
-    proc = harness.run_envoy_validate(rendered, tmp_path / "validate.log")
+    assert testkit.plugin_config_of(yaml.safe_load(rendered.read_text())) == plugin
+    proc = testkit.run_envoy_validate(rendered, tmp_path / "validate.log")
     assert proc.returncode == 0, f"envoy --mode validate failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "OK" in proc.stdout
 
@@ -388,10 +388,10 @@ def test_mtls_connection_is_audited(tcp_stack, tcp_pki, echo, client, size, spif
         problems.append(f"meshaudit.tls.mtls: {a.get('meshaudit.tls.mtls')!r} != True")
     if a.get("meshaudit.tls.handshake") != "complete":
         problems.append(f"meshaudit.tls.handshake: {a.get('meshaudit.tls.handshake')!r} != 'complete'")
-    # The SNI the client sent (harness.tls_connect), read by tcp.yaml's tls_inspector.
+    # The SNI the client sent (testkit.tls_connect), read by tcp.yaml's tls_inspector.
     for phase, rec in (("close", close), ("open", opened)):
-        if rec.attr("tls.client.server_name") != harness.SERVER_DNS:
-            problems.append(f"{phase} tls.client.server_name: {rec.attr('tls.client.server_name')!r} != {harness.SERVER_DNS!r}")
+        if rec.attr("tls.client.server_name") != testkit.SERVER_DNS:
+            problems.append(f"{phase} tls.client.server_name: {rec.attr('tls.client.server_name')!r} != {testkit.SERVER_DNS!r}")
     # Envoy caches `connection.tls_version` on its first read (ConnectionInfoImplBase::
     # tlsVersion): a read before the handshake is over pins the pre-handshake value.
     want_tls = tls_number(done.tls_version)
@@ -474,10 +474,10 @@ def test_upstream_closing_first_is_closed_by_upstream(tcp_stack, tcp_pki, echo):
     size = 500
     echo.close_after = size
     try:
-        with harness.tls_connect(tcp_stack.port, tcp_pki.ca_path, tcp_pki.clients["api"]) as s:
+        with testkit.tls_connect(tcp_stack.port, tcp_pki.ca_path, tcp_pki.clients["api"]) as s:
             client_port = s.getsockname()[1]
             s.sendall(b"u" * size)
-            got = harness.read_until_eof(s)  # the echo, then the end of stream
+            got = testkit.read_until_eof(s)  # the echo, then the end of stream
     finally:
         echo.close_after = None
     assert got == b"u" * size, f"read {len(got)} bytes before the end of stream"
@@ -529,7 +529,7 @@ def plain_attempt(port: int, payload: bytes) -> Attempt:
         client_port = s.getsockname()[1]
         try:
             s.sendall(payload)
-            data = harness.read_until_eof(s)
+            data = testkit.read_until_eof(s)
         except OSError as e:
             return Attempt(client_port, e, b"")
     return Attempt(client_port, None, data)
@@ -549,7 +549,7 @@ def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki,
     client's identity is there; with Envoy's default the handshake never completes, and the
     event says `not_completed` (not `plaintext`, which only a plaintext listener says), keeping
     the SNI the client asked for."""
-    dead_port = harness.free_port()  # nothing listens there
+    dead_port = testkit.free_port()  # nothing listens there
     stack = TcpEnvoy(tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=dead_port, overrides=FAST)
     proxy = set_tcp_proxy(stack, connect_mode=connect_mode, plaintext=plaintext)
     assert proxy.get("upstream_connect_mode") == connect_mode
@@ -593,7 +593,7 @@ def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki,
         tls_facts = {k: v for k, v in a.items() if k == "tls.protocol.version" or k.startswith(("meshaudit.peer.", "meshaudit.local."))}
         if tls_facts:
             problems.append(f"TLS facts without an established TLS session: {tls_facts}")
-    want_sni = None if plaintext else harness.SERVER_DNS
+    want_sni = None if plaintext else testkit.SERVER_DNS
     if a.get("tls.client.server_name") != want_sni:
         problems.append(f"tls.client.server_name: {a.get('tls.client.server_name')!r} != {want_sni!r}")
     assert_no_problems(problems, f"close event of a connection whose upstream refused ({connect_mode or 'IMMEDIATE'}, {'plaintext' if plaintext else 'TLS'})", close)
@@ -605,7 +605,7 @@ def test_rbac_denial_is_recorded_with_its_termination_details(tmp_path, wasm, tc
     rbac = {
         "name": "envoy.filters.network.rbac",
         "typed_config": {
-            "@type": harness.ISTIO_RBAC_NETWORK_TYPE,
+            "@type": testkit.ISTIO_RBAC_NETWORK_TYPE,
             "stat_prefix": "tcp_rbac",
             "rules": {"action": "DENY", "policies": {"deny-ledger": {"permissions": [{"any": True}], "principals": [{"any": True}]}}},
         },
@@ -698,13 +698,13 @@ def test_interim_events_report_bytes_so_far(tmp_path, wasm, tcp_pki, rotel, echo
     chunks = [100, 300]
     overrides = {**FAST, "interim_interval_ms": 1000}
     with TcpEnvoy(tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=echo.port, overrides=overrides) as stack:
-        with harness.tls_connect(stack.port, tcp_pki.ca_path, tcp_pki.clients["api"]) as s:
+        with testkit.tls_connect(stack.port, tcp_pki.ca_path, tcp_pki.clients["api"]) as s:
             client_port = s.getsockname()[1]
             total = 0
             for n in chunks:
-                assert harness.echo_roundtrip(s, b"i" * n) == b"i" * n
+                assert testkit.echo_roundtrip(s, b"i" * n) == b"i" * n
                 total += n
-                harness.wait_for(
+                testkit.wait_for(
                     lambda: [
                         r
                         for r in stack.of(client_port, "interim")
@@ -756,7 +756,7 @@ def test_interim_events_report_bytes_so_far(tmp_path, wasm, tcp_pki, rotel, echo
         want = {
             "meshaudit.upstream.address": f"127.0.0.1:{echo.port}",
             "meshaudit.envoy.upstream_cluster": DB_CLUSTER,
-            "tls.client.server_name": harness.SERVER_DNS,
+            "tls.client.server_name": testkit.SERVER_DNS,
             "meshaudit.tls.handshake": "complete",
             "meshaudit.tls.mtls": True,
             "meshaudit.envoy.listener_direction": "inbound",
@@ -790,7 +790,7 @@ def test_auto_mode_audits_connections(tmp_path, wasm, tcp_pki, rotel, echo):
     with TcpEnvoy(
         tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=echo.port, overrides={**FAST, "mode": DELETE}
     ) as stack:
-        assert "mode" not in harness.plugin_config_of(yaml.safe_load(stack.config.read_text()))
+        assert "mode" not in testkit.plugin_config_of(yaml.safe_load(stack.config.read_text()))
         done = mtls_echo(stack.port, tcp_pki, tcp_pki.clients["api"], b"a" * 1000)
         close = stack.wait(done.client_port, "close")
         stack.settle()
@@ -810,25 +810,25 @@ HTTP_ONLY = [
 
 @pytest.mark.parametrize("override,field", HTTP_ONLY)
 def test_tcp_mode_refuses_http_only_settings(tmp_path, wasm, tcp_pki, override, field):
-    listener_port = harness.free_port()
-    config = harness.render_envoy(
+    listener_port = testkit.free_port()
+    config = testkit.render_envoy(
         TCP_YAML,
         tmp_path,
-        admin_port=harness.free_port(),
+        admin_port=testkit.free_port(),
         listener_ports={TCP_LISTENER: listener_port},
-        cluster_overrides={DB_CLUSTER: harness.free_port(), COLLECTOR: harness.free_port()},
+        cluster_overrides={DB_CLUSTER: testkit.free_port(), COLLECTOR: testkit.free_port()},
         wasm=wasm,
         certs_dir=tcp_pki.directory,
         plugin_config_overrides=override,
     )
-    assert harness.plugin_config_of(yaml.safe_load(config.read_text()))["mode"] == "tcp"
+    assert testkit.plugin_config_of(yaml.safe_load(config.read_text()))["mode"] == "tcp"
     field_line = re.compile(r"meshaudit: invalid configuration: " + re.escape(field) + r": \S")
 
-    validate = harness.run_envoy_validate(config, tmp_path / "validate.log")
+    validate = testkit.run_envoy_validate(config, tmp_path / "validate.log")
     vlog = validate.stdout + validate.stderr
     assert validate.returncode != 0, f"envoy --mode validate accepted HTTP-only {field!r} with mode tcp:\n{vlog[-2000:]}"
     assert field_line.search(vlog), f"validate log does not name {field!r}:\n{vlog[-3000:]}"
-    rc, log = harness.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
+    rc, log = testkit.envoy_refusing(config, listener_port, tmp_path / "envoy.log")
     assert rc != 0, f"envoy exited 0:\n{log[-2000:]}"
     assert field_line.search(log), f"Envoy log does not name {field!r}:\n{log[-3000:]}"
 
@@ -853,13 +853,13 @@ def test_auto_mode_with_http_only_setting_audits_and_logs_the_field(tmp_path, wa
 
 
 def combined_config(
-    out_dir: Path, *, wasm: Path, pki: harness.Pki, plugin: str, admin_port: int, http_port: int, tcp_port: int,
+    out_dir: Path, *, wasm: Path, pki: testkit.Pki, plugin: str, admin_port: int, http_port: int, tcp_port: int,
     app_port: int, db_port: int, collector_port: int,
 ) -> Path:
     """envoy/sidecar.yaml (HTTP filter) with envoy/tcp.yaml's listener and database cluster
     (network filter) added; both filters get the same plugin configuration `plugin`, so they
     share one VM and one plugin (root context)."""
-    sidecar = harness.render_envoy(
+    sidecar = testkit.render_envoy(
         SIDECAR_YAML,
         out_dir,
         admin_port=admin_port,
@@ -870,7 +870,7 @@ def combined_config(
         plugin_config_replace=plugin,
         name="part-sidecar.yaml",
     )
-    tcp = harness.render_envoy(
+    tcp = testkit.render_envoy(
         TCP_YAML,
         out_dir,
         admin_port=admin_port,
@@ -885,7 +885,7 @@ def combined_config(
     tcp_cfg = yaml.safe_load(tcp.read_text())
     cfg["static_resources"]["listeners"] += tcp_cfg["static_resources"]["listeners"]
     cfg["static_resources"]["clusters"] += [c for c in tcp_cfg["static_resources"]["clusters"] if c["name"] == DB_CLUSTER]
-    vms = {json.dumps(tc["config"]["vm_config"], sort_keys=True) for tc in harness.meshaudit_filters(cfg)}
+    vms = {json.dumps(tc["config"]["vm_config"], sort_keys=True) for tc in testkit.meshaudit_filters(cfg)}
     assert len(vms) == 1, f"the filters' vm_configs differ, so they would not share a VM: {vms}"
     out = out_dir / "combined.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -900,11 +900,11 @@ def test_access_logger_of_a_tcp_proxy_records_no_http_events_and_says_so(tmp_pat
     stack = TcpEnvoy(tmp_path, rotel, wasm=wasm, pki=tcp_pki, upstream_port=echo.port, overrides=overrides)
     cfg = yaml.safe_load(stack.config.read_text())
     (chain,) = cfg["static_resources"]["listeners"][0]["filter_chains"]
-    (module,) = [f for f in chain["filters"] if f["name"] == harness.WASM_NETWORK_FILTER]
+    (module,) = [f for f in chain["filters"] if f["name"] == testkit.WASM_NETWORK_FILTER]
     chain["filters"].remove(module)
     (proxy,) = chain["filters"]
     proxy["typed_config"]["access_log"] = [{
-        "name": harness.WASM_ACCESS_LOGGER,
+        "name": testkit.WASM_ACCESS_LOGGER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.wasm.v3.WasmAccessLog",
             "config": module["typed_config"]["config"],
@@ -920,9 +920,9 @@ def test_access_logger_of_a_tcp_proxy_records_no_http_events_and_says_so(tmp_pat
             text = stack.log_text()
             return text if line in text else None
 
-        log = harness.wait_for(said, 10.0, 0.1, lambda: f"the error line; log:\n{stack.log_text()[-2000:]}")
+        log = testkit.wait_for(said, 10.0, 0.1, lambda: f"the error line; log:\n{stack.log_text()[-2000:]}")
         assert log.count(line) == 1, log[-3000:]
-        assert harness.metric(stack.envoy.stats(), "meshaudit.events_captured") == 0
+        assert testkit.metric(stack.envoy.stats(), "meshaudit.events_captured") == 0
         assert stack.mine() == []
 
 
@@ -933,8 +933,8 @@ def test_one_module_as_http_and_network_filter(tmp_path, wasm, tcp_pki, rotel, e
     plugin = json.dumps(
         {"collector": {"cluster": COLLECTOR, "authority": "otel-collector"}, "flush_interval_ms": 200, "emit_on_open": True}
     )
-    http_port, tcp_port, admin_port = harness.free_port(), harness.free_port(), harness.free_port()
-    with harness.upstream_server() as app:
+    http_port, tcp_port, admin_port = testkit.free_port(), testkit.free_port(), testkit.free_port()
+    with testkit.upstream_server() as app:
         config = combined_config(
             tmp_path, wasm=wasm, pki=tcp_pki, plugin=plugin, admin_port=admin_port, http_port=http_port,
             tcp_port=tcp_port, app_port=app.port, db_port=echo.port, collector_port=rotel.http_port,
@@ -943,16 +943,16 @@ def test_one_module_as_http_and_network_filter(tmp_path, wasm, tcp_pki, rotel, e
         kinds = [
             (f["name"], l["name"])
             for l in yaml.safe_load(config.read_text())["static_resources"]["listeners"]
-            for f in harness._walk(l)
-            if isinstance(f, dict) and f.get("name") in (harness.WASM_FILTER, harness.WASM_NETWORK_FILTER)
+            for f in testkit.walk(l)
+            if isinstance(f, dict) and f.get("name") in (testkit.WASM_FILTER, testkit.WASM_NETWORK_FILTER)
         ]
-        assert (harness.WASM_NETWORK_FILTER, TCP_LISTENER) in kinds and (harness.WASM_FILTER, "virtualInbound") in kinds
-        with harness.Envoy(config, admin_port, tmp_path / "envoy.log", listener_ports=listeners) as envoy:
+        assert (testkit.WASM_NETWORK_FILTER, TCP_LISTENER) in kinds and (testkit.WASM_FILTER, "virtualInbound") in kinds
+        with testkit.Envoy(config, admin_port, tmp_path / "envoy.log", listener_ports=listeners) as envoy:
             path = "/combined/" + tmp_path.name
-            resp = harness.request(http_port, path)
+            resp = testkit.request(http_port, path)
             assert resp.status == 200
-            mresp = harness.request(
-                http_port, path + "/mtls", tls=harness.TlsClient(ca=tcp_pki.ca_path, cert=tcp_pki.clients["multi"].cert_path,
+            mresp = testkit.request(
+                http_port, path + "/mtls", tls=testkit.TlsClient(ca=tcp_pki.ca_path, cert=tcp_pki.clients["multi"].cert_path,
                                                                   key=tcp_pki.clients["multi"].key_path)
             )
             assert mresp.status == 200
@@ -971,8 +971,8 @@ def test_one_module_as_http_and_network_filter(tmp_path, wasm, tcp_pki, rotel, e
                 ]
                 return (http, tcp) if len(http) == 2 and tcp else None
 
-            http_recs, tcp_recs = harness.wait_for(
-                found, 10, 0.1, lambda: f"2 HTTP and 1 TCP close events; log tail:\n{harness._tail(envoy.log_path, 20)}"
+            http_recs, tcp_recs = testkit.wait_for(
+                found, 10, 0.1, lambda: f"2 HTTP and 1 TCP close events; log tail:\n{testkit.log_tail(envoy.log_path, 20)}"
             )
             log = envoy.log_text()
     problems = []
