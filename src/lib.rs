@@ -7,8 +7,12 @@
 //! - [`capture`]: host attributes and headers → an [`event::AuditEvent`];
 //! - [`encode`]: events → OTLP protobuf or JSON lines;
 //! - [`deliver`]: batching, buffering, what a collector's answer means;
+//! - [`redact`]: field rules and detectors, before anything is encoded;
 //! - [`pipeline`]: moves one worker's events through those steps and counts what happened;
-//! - [`config`]: the plugin configuration and its validation.
+//! - [`config`]: the plugin configuration and its validation;
+//! - [`plugin`]: a configuration compiled once (redactor, body policy, fail-closed routes, the
+//!   export request);
+//! - [`route`]: request matching (hosts, path prefixes and patterns, methods).
 //!
 //! All of that is plain Rust, tested natively and in wasm. The `host` module (built only for
 //! `wasm32-wasip1`) is the thin proxy-wasm layer: root and HTTP contexts, metrics.
@@ -19,6 +23,7 @@ pub mod deliver;
 pub mod encode;
 pub mod event;
 pub mod pipeline;
+pub mod plugin;
 pub mod redact;
 pub mod route;
 #[cfg(test)]

@@ -6,10 +6,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::capture::body::BodyPolicy;
 use crate::capture::http::HttpCapture;
 use crate::capture::node::Resource;
-use crate::config::{Config, ConfigError, Fallback, Format, Overflow};
+use crate::config::{Config, Fallback, Format, Overflow};
 use crate::deliver::backoff::Backoff;
 use crate::deliver::batcher::{Batch, Batcher};
 use crate::deliver::loss::{Loss, LossLedger, LossReason};
@@ -23,39 +22,6 @@ use crate::route::{RequestLine, Route};
 
 /// The prefix of fallback lines in Envoy's log; what follows is one JSON event.
 pub const FALLBACK_PREFIX: &str = "meshaudit-fallback: ";
-
-/// A configuration, checked and compiled: what `on_configure` needs.
-pub struct Loaded {
-    pub config: Config,
-    pub redactor: Redactor,
-    pub bodies: BodyPolicy,
-    pub fail_closed: Vec<Route>,
-}
-
-/// Parses and compiles a plugin configuration. `env` reads an environment variable (the hash
-/// key lives in one, never in the configuration text).
-pub fn load(raw: &[u8], env: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Loaded, ConfigError> {
-    let config = Config::parse(raw)?;
-    let key = env(&config.redaction.hash_key_env).filter(|k| !k.is_empty());
-    let redactor = Redactor::compile(&config.redaction, key)?;
-    let bodies = BodyPolicy::compile(&config.body_capture)?;
-    let mut fail_closed = Vec::new();
-    for (i, r) in config.routes.iter().enumerate() {
-        let route = Route::compile(&r.route).map_err(|e| ConfigError {
-            field: format!("routes[{i}].match"),
-            reason: e,
-        })?;
-        if r.fail_closed {
-            fail_closed.push(route);
-        }
-    }
-    Ok(Loaded {
-        config,
-        redactor,
-        bodies,
-        fail_closed,
-    })
-}
 
 /// Counter increments not yet published to the host.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -938,78 +904,5 @@ mod tests {
             ),
             (1, 2, 2, 1)
         );
-    }
-
-    #[test]
-    fn load_names_the_field_at_fault() {
-        let no_env = |_: &str| None;
-        let e = load(
-            br#"{"redaction": {"rules": [{"name": "r1", "query": ["a"], "action": "shred"}]}}"#,
-            no_env,
-        )
-        .err()
-        .unwrap();
-        assert!(e.to_string().contains("redaction.rules[0]"), "{e}");
-        let e = load(
-            br#"{"redaction": {"custom_detectors": [{"name": "emp", "pattern": "EMP-("}]}}"#,
-            no_env,
-        )
-        .err()
-        .unwrap();
-        assert!(
-            e.to_string().contains("\"emp\"") && e.to_string().contains("invalid regex"),
-            "{e}"
-        );
-        let e = load(
-            br#"{"redaction": {"rules": [{"name": "j", "json": ["$."]}]}}"#,
-            no_env,
-        )
-        .err()
-        .unwrap();
-        assert!(
-            e.to_string().contains("\"j\"") && e.to_string().contains("JSON path"),
-            "{e}"
-        );
-        let e = load(br#"{"redaction": {"rules": [{"name": "h", "headers": ["x-user"], "action": "hash"}]}}"#, no_env).err().unwrap();
-        assert_eq!(e.field, "redaction.hash_key_env");
-        assert!(
-            e.to_string().contains("MESHAUDIT_HASH_KEY") && e.to_string().contains("\"h\""),
-            "{e}"
-        );
-        let with_key =
-            |name: &str| (name == "MESHAUDIT_HASH_KEY").then(|| b"0123456789abcdef".to_vec());
-        assert!(load(br#"{"redaction": {"rules": [{"name": "h", "headers": ["x-user"], "action": "hash"}]}}"#, with_key).is_ok());
-        let e = load(br#"{"redaction": {"detectors": {"cards": false}}}"#, no_env)
-            .err()
-            .unwrap();
-        assert_eq!(e.field, "redaction.detectors.cards");
-        let e = load(
-            br#"{"body_capture": [{"match": {"path_pattern": "x"}}]}"#,
-            no_env,
-        )
-        .err()
-        .unwrap();
-        assert_eq!(e.field, "body_capture[0].match");
-        let e = load(
-            br#"{"routes": [{"match": {"path_prefix": "pay"}, "fail_closed": true}]}"#,
-            no_env,
-        )
-        .err()
-        .unwrap();
-        assert_eq!(e.field, "routes[0].match");
-        let e = load(br#"{"overflow": "drop_all"}"#, no_env).err().unwrap();
-        assert_eq!(e.field, "overflow");
-        let ok = load(
-            br#"{"routes": [{"match": {"path_prefix": "/pay"}, "fail_closed": true}]}"#,
-            no_env,
-        )
-        .unwrap();
-        let line = |path| RequestLine {
-            method: "GET",
-            host: "h",
-            path,
-        };
-        assert!(fail_closed(&ok.fail_closed, &line("/pay/1")));
-        assert!(!fail_closed(&ok.fail_closed, &line("/shop")));
     }
 }

@@ -13,7 +13,7 @@ use meshaudit::capture::connection::ConnectionFacts;
 use meshaudit::capture::http::HttpCapture;
 use meshaudit::capture::Host;
 use meshaudit::event::{AuditEvent, Value};
-use meshaudit::pipeline::{self, Loaded};
+use meshaudit::plugin::Plugin;
 use meshaudit::redact::detectors::Detector;
 
 /// A host whose attributes were recorded: `request.time` → bytes, as Envoy encodes them.
@@ -226,9 +226,9 @@ impl Case {
 
 /// Loads a case's configuration as `on_configure` does. `None` if it does not load (a bug in
 /// this fixture: the benchmarks then report it and stop).
-pub fn load(case: Case) -> Option<Loaded> {
+pub fn load(case: Case) -> Option<Plugin> {
     let key = |_: &str| Some(b"0123456789abcdef0123".to_vec());
-    match pipeline::load(config_json(case).as_bytes(), key) {
+    match Plugin::load(config_json(case).as_bytes(), key) {
         Ok(l) => Some(l),
         Err(e) => {
             eprintln!("benchmark configuration {:?} refused: {e}", case.name());
@@ -245,7 +245,7 @@ pub fn pairs(h: &'static [(&'static str, &'static str)]) -> Vec<(&'static [u8], 
 }
 
 /// The typical event, unredacted, built as the filter builds it.
-pub fn event(loaded: &Loaded) -> AuditEvent {
+pub fn event(loaded: &Plugin) -> AuditEvent {
     let host = host();
     let conn = ConnectionFacts::read(&host);
     let capture = HttpCapture::new(&loaded.config);

@@ -34,7 +34,7 @@ pub use parsers::parsers;
 use std::cell::RefCell;
 
 use meshaudit::event::{attr, AuditEvent, EventKind, Value};
-use meshaudit::pipeline;
+use meshaudit::plugin::Plugin;
 use meshaudit::redact::Redactor;
 use meshaudit::route::RequestLine;
 
@@ -107,7 +107,7 @@ thread_local! {
 
 /// `config` target: any bytes as the plugin configuration.
 pub fn config(data: &[u8]) {
-    let Ok(mut loaded) = pipeline::load(data, env) else {
+    let Ok(mut loaded) = Plugin::load(data, env) else {
         return;
     };
     let mut e = sample_event();
@@ -337,7 +337,7 @@ pub fn redact(data: &[u8]) {
     REDACTOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let redactor =
-            slot.get_or_insert_with(|| match pipeline::load(REDACT_CONFIG.as_bytes(), env) {
+            slot.get_or_insert_with(|| match Plugin::load(REDACT_CONFIG.as_bytes(), env) {
                 Ok(l) => l.redactor,
                 Err(e) => panic!("REDACT_CONFIG does not load: {e}"),
             });

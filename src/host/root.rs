@@ -22,11 +22,12 @@ use crate::capture::budget::Budget;
 use crate::capture::connection::ConnectionCache;
 use crate::capture::tcp::{Phase, TcpConnection};
 use crate::capture::{decode, node};
-use crate::config::{Config, Fallback, Mode, Protocol};
+use crate::config::{Fallback, Mode, Protocol};
 use crate::deliver::outcome::{classify, classify_grpc, Answer, Outcome};
 use crate::encode::otlp;
 use crate::event::{attr, AuditEvent};
-use crate::pipeline::{self, Export, Pipeline};
+use crate::pipeline::{Export, Pipeline};
+use crate::plugin::{ExportRequest, Plugin};
 use crate::route::Route;
 
 /// Longest flush tick; a full batch waits at most this long for the next tick.
@@ -47,6 +48,8 @@ pub struct Worker {
     /// What the bodies being captured on this worker may hold at once, shared by all of them.
     pub body_budget: Budget,
     pub fail_closed: Vec<Route>,
+    /// The request line and headers of every export, compiled with the configuration.
+    pub export: ExportRequest,
     /// Open TCP connections (network filter), for interim events.
     pub connections_open: std::collections::HashMap<u32, Rc<RefCell<TcpConnection>>>,
     /// Whether a network-filter context was seen with HTTP-only settings (logged once).
@@ -83,38 +86,6 @@ pub struct AuditRoot {
     /// This root context's id: host calls act for it again after reading a connection's
     /// attributes (interim events).
     context_id: u32,
-}
-
-/// The collector settings an export needs, copied out so no borrow is held over host calls.
-struct Target {
-    cluster: String,
-    authority: String,
-    path: String,
-    grpc: bool,
-    content_type: &'static str,
-    timeout: Duration,
-}
-
-impl Target {
-    fn of(config: &Config, content_type: &'static str) -> Target {
-        let grpc = config.protocol == Protocol::Grpc;
-        Target {
-            cluster: config.collector.cluster.clone(),
-            authority: config.collector.authority().to_string(),
-            path: if grpc {
-                otlp::GRPC_PATH.to_string()
-            } else {
-                config.collector.path.clone()
-            },
-            grpc,
-            content_type: if grpc {
-                "application/grpc"
-            } else {
-                content_type
-            },
-            timeout: Duration::from_millis(u64::from(config.collector.timeout_ms)),
-        }
-    }
 }
 
 fn now_ms() -> u64 {
@@ -155,11 +126,7 @@ impl AuditRoot {
                 let Some(export) = worker.pipeline.next_export(now_ms) else {
                     return;
                 };
-                let target = Target::of(
-                    worker.pipeline.config(),
-                    worker.pipeline.codec().content_type(),
-                );
-                (export, target)
+                (export, worker.export.clone())
             };
             let result = dispatch(&target, &export);
             let Ok(mut guard) = self.worker.try_borrow_mut() else {
@@ -265,7 +232,7 @@ impl AuditRoot {
     }
 }
 
-fn dispatch(target: &Target, export: &Export) -> Result<u32, String> {
+fn dispatch(target: &ExportRequest, export: &Export) -> Result<u32, String> {
     let mut headers = vec![
         (":method", "POST"),
         (":path", target.path.as_str()),
@@ -410,12 +377,13 @@ impl RootContext for AuditRoot {
     fn on_configure(&mut self, size: usize) -> bool {
         let raw = abi::buffer(BufferType::PluginConfiguration, 0, size).unwrap_or_default();
         let env = |name: &str| std::env::var_os(name).map(|v| v.into_encoded_bytes());
-        let pipeline::Loaded {
+        let Plugin {
             config,
             redactor,
             bodies,
             fail_closed,
-        } = match pipeline::load(&raw, env) {
+            export,
+        } = match Plugin::load(&raw, env) {
             Ok(l) => l,
             Err(e) => {
                 error!("meshaudit: invalid configuration: {e}");
@@ -451,6 +419,7 @@ impl RootContext for AuditRoot {
             bodies,
             body_budget,
             fail_closed,
+            export,
             connections_open: std::collections::HashMap::new(),
             warned_http_only: false,
             warned_filter_only: false,

@@ -1,0 +1,203 @@
+//! A plugin configuration, checked and compiled once: everything `on_configure` needs, so that
+//! no request and no export compiles or copies settings again.
+
+use std::time::Duration;
+
+use crate::capture::body::BodyPolicy;
+use crate::config::{Config, ConfigError, Format, Protocol};
+use crate::encode::otlp;
+use crate::redact::Redactor;
+use crate::route::Route;
+
+/// The compiled configuration.
+pub struct Plugin {
+    pub config: Config,
+    pub redactor: Redactor,
+    pub bodies: BodyPolicy,
+    pub fail_closed: Vec<Route>,
+    pub export: ExportRequest,
+}
+
+/// Where and how exports are sent: the request line and headers every export carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRequest {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    /// OTLP/gRPC: the body is framed, the path is the LogsService's.
+    pub grpc: bool,
+    pub content_type: &'static str,
+    pub timeout: Duration,
+}
+
+impl ExportRequest {
+    fn of(config: &Config) -> ExportRequest {
+        let grpc = config.protocol == Protocol::Grpc;
+        let (path, content_type) = match (grpc, config.format) {
+            (true, _) => (otlp::GRPC_PATH.to_string(), "application/grpc"),
+            (false, Format::Otlp) => (config.collector.path.clone(), "application/x-protobuf"),
+            (false, Format::Json) => (config.collector.path.clone(), "application/x-ndjson"),
+        };
+        ExportRequest {
+            cluster: config.collector.cluster.clone(),
+            authority: config.collector.authority().to_string(),
+            path,
+            grpc,
+            content_type,
+            timeout: Duration::from_millis(u64::from(config.collector.timeout_ms)),
+        }
+    }
+}
+
+impl Plugin {
+    /// Parses and compiles a plugin configuration. `env` reads an environment variable (the
+    /// hash key lives in one, never in the configuration text).
+    pub fn load(raw: &[u8], env: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Plugin, ConfigError> {
+        let config = Config::parse(raw)?;
+        let key = env(&config.redaction.hash_key_env).filter(|k| !k.is_empty());
+        let redactor = Redactor::compile(&config.redaction, key)?;
+        let bodies = BodyPolicy::compile(&config.body_capture)?;
+        let mut fail_closed = Vec::new();
+        for (i, r) in config.routes.iter().enumerate() {
+            let route = Route::compile(&r.route).map_err(|e| ConfigError {
+                field: format!("routes[{i}].match"),
+                reason: e,
+            })?;
+            if r.fail_closed {
+                fail_closed.push(route);
+            }
+        }
+        let export = ExportRequest::of(&config);
+        Ok(Plugin {
+            config,
+            redactor,
+            bodies,
+            fail_closed,
+            export,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fail_closed;
+    use crate::route::RequestLine;
+    #[cfg(target_family = "wasm")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn no_env(_: &str) -> Option<Vec<u8>> {
+        None
+    }
+
+    #[test]
+    fn the_export_request_is_compiled_once_from_the_collector_settings() {
+        let p = Plugin::load(
+            br#"{"collector": {"cluster": "c", "path": "/x", "timeout_ms": 250}}"#,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            p.export,
+            ExportRequest {
+                cluster: "c".into(),
+                authority: "c".into(),
+                path: "/x".into(),
+                grpc: false,
+                content_type: "application/x-protobuf",
+                timeout: Duration::from_millis(250),
+            }
+        );
+        let p = Plugin::load(br#"{"format": "json"}"#, no_env).unwrap();
+        assert_eq!(p.export.content_type, "application/x-ndjson");
+        let p = Plugin::load(br#"{"protocol": "grpc"}"#, no_env).unwrap();
+        assert!(p.export.grpc && p.export.path == otlp::GRPC_PATH);
+        assert_eq!(p.export.content_type, "application/grpc");
+    }
+
+    #[test]
+    fn bad_routes_are_refused_naming_the_rule() {
+        let e = Plugin::load(
+            br#"{"routes": [{"match": {"path_prefix": "x"}, "fail_closed": true}]}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "routes[0].match");
+    }
+
+    #[test]
+    fn load_names_the_field_at_fault() {
+        let no_env = |_: &str| None;
+        let e = Plugin::load(
+            br#"{"redaction": {"rules": [{"name": "r1", "query": ["a"], "action": "shred"}]}}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("redaction.rules[0]"), "{e}");
+        let e = Plugin::load(
+            br#"{"redaction": {"custom_detectors": [{"name": "emp", "pattern": "EMP-("}]}}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains("\"emp\"") && e.to_string().contains("invalid regex"),
+            "{e}"
+        );
+        let e = Plugin::load(
+            br#"{"redaction": {"rules": [{"name": "j", "json": ["$."]}]}}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.to_string().contains("\"j\"") && e.to_string().contains("JSON path"),
+            "{e}"
+        );
+        let e = Plugin::load(br#"{"redaction": {"rules": [{"name": "h", "headers": ["x-user"], "action": "hash"}]}}"#, no_env).err().unwrap();
+        assert_eq!(e.field, "redaction.hash_key_env");
+        assert!(
+            e.to_string().contains("MESHAUDIT_HASH_KEY") && e.to_string().contains("\"h\""),
+            "{e}"
+        );
+        let with_key =
+            |name: &str| (name == "MESHAUDIT_HASH_KEY").then(|| b"0123456789abcdef".to_vec());
+        assert!(Plugin::load(br#"{"redaction": {"rules": [{"name": "h", "headers": ["x-user"], "action": "hash"}]}}"#, with_key).is_ok());
+        let e = Plugin::load(br#"{"redaction": {"detectors": {"cards": false}}}"#, no_env)
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "redaction.detectors.cards");
+        let e = Plugin::load(
+            br#"{"body_capture": [{"match": {"path_pattern": "x"}}]}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "body_capture[0].match");
+        let e = Plugin::load(
+            br#"{"routes": [{"match": {"path_prefix": "pay"}, "fail_closed": true}]}"#,
+            no_env,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "routes[0].match");
+        let e = Plugin::load(br#"{"overflow": "drop_all"}"#, no_env)
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "overflow");
+        let ok = Plugin::load(
+            br#"{"routes": [{"match": {"path_prefix": "/pay"}, "fail_closed": true}]}"#,
+            no_env,
+        )
+        .unwrap();
+        let line = |path| RequestLine {
+            method: "GET",
+            host: "h",
+            path,
+        };
+        assert!(fail_closed(&ok.fail_closed, &line("/pay/1")));
+        assert!(!fail_closed(&ok.fail_closed, &line("/shop")));
+    }
+}
