@@ -62,7 +62,7 @@ fn ends_token(c: char) -> bool {
 /// Removes what a cut at the end of `s` may have left of a secret: the last token (everything
 /// after the last character that ends one), then short groups of letters and digits separated
 /// by single spaces before it (a card number or an IBAN written in groups) when they hold a
-/// digit, up to [`MAX_GROUPED_TAIL`] bytes. Call it only on text that was cut.
+/// digit, up to `MAX_GROUPED_TAIL` bytes. Call it only on text that was cut.
 pub fn drop_partial_tail(s: &mut String) {
     let token_start = s
         .char_indices()

@@ -337,7 +337,7 @@ const PARAMS_NOT_FOR_HEADERS: &[&str] = &["key", "sig", "auth"];
 
 /// The built-in credential rule: on unless `redaction.defaults` is false. Its header names are
 /// the credential headers and the default parameter names but the generic
-/// [`PARAMS_NOT_FOR_HEADERS`], by the word model: `x-csrf-token` and `x-goog-api-key` are
+/// `PARAMS_NOT_FOR_HEADERS`, by the word model: `x-csrf-token` and `x-goog-api-key` are
 /// credentials too.
 pub fn default_rule() -> CompiledRule {
     let headers: Vec<&str> = DEFAULT_HEADERS
