@@ -24,9 +24,9 @@ use common::Case;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use meshaudit::capture::connection::ConnectionFacts;
 use meshaudit::capture::http::HttpCapture;
-use meshaudit::capture::node::Resource;
 use meshaudit::config::Format;
 use meshaudit::encode::Codec;
+use meshaudit::event::Resource;
 
 fn resource() -> Resource {
     vec![

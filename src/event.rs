@@ -7,6 +7,10 @@
 
 use std::borrow::Cow;
 
+/// Resource attributes (the workload, its namespace, cluster, mesh), in a fixed order: read
+/// once per configuration, sent once per batch, shared by the batch's events.
+pub type Resource = Vec<(&'static str, String)>;
+
 /// What an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {

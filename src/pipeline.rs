@@ -7,7 +7,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::capture::http::HttpCapture;
-use crate::capture::node::Resource;
 use crate::config::{Config, Fallback, Format, Overflow};
 use crate::deliver::backoff::Backoff;
 use crate::deliver::batcher::{Batch, Batcher};
@@ -16,6 +15,7 @@ use crate::deliver::outcome::Outcome;
 use crate::encode::json::JsonCodec;
 use crate::encode::otlp;
 use crate::encode::Codec;
+use crate::event::Resource;
 use crate::event::{attr, AuditEvent, EventKind, Value};
 use crate::redact::Redactor;
 use crate::route::{RequestLine, Route};

@@ -12,6 +12,7 @@ pub mod http;
 pub mod identity;
 pub mod node;
 pub mod request_attributes;
+pub mod response_flags;
 pub mod snapshot;
 pub mod tcp;
 pub mod trace_context;

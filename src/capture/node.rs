@@ -3,8 +3,7 @@
 
 use super::{Anomalies, Host};
 
-/// Resource attributes, in a fixed order. Read once per configuration, sent once per batch.
-pub type Resource = Vec<(&'static str, String)>;
+use crate::event::Resource;
 
 /// Reads node metadata and maps it to resource attribute names.
 pub fn resource(host: &impl Host) -> Resource {

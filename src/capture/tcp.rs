@@ -3,7 +3,7 @@
 //! `close` — all carrying the same connection id so they can be linked.
 
 use super::connection::ConnectionFacts;
-use super::http::response_flags;
+use super::response_flags::response_flags;
 use super::{Anomalies, Host};
 use crate::event::{attr, AuditEvent, EventKind, Value};
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat};
 
 use super::hex;
-use crate::capture::node::Resource;
+use crate::event::Resource;
 use crate::event::{AuditEvent, Value};
 
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@
 pub mod json;
 pub mod otlp;
 
-use crate::capture::node::Resource;
 use crate::config::Format;
 use crate::event::AuditEvent;
+use crate::event::Resource;
 
 /// The configured wire format, with the resource attributes it carries.
 #[derive(Debug, Clone)]

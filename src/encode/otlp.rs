@@ -7,7 +7,7 @@
 
 use prost::encoding::{encoded_len_varint, WireType};
 
-use crate::capture::node::Resource;
+use crate::event::Resource;
 use crate::event::{AuditEvent, Value};
 
 const SEVERITY_INFO: u64 = 9;

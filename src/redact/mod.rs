@@ -23,7 +23,6 @@ mod leak_tests;
 pub mod multipart;
 pub mod names;
 mod pass;
-pub mod path;
 pub mod rules;
 pub mod url;
 

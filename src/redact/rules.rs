@@ -7,8 +7,8 @@ use super::actions::{Action, HashKey};
 use super::detectors::{Detector, DetectorSet};
 use super::json::JsonPath;
 use super::names::NameSet;
-use super::path::PathPattern;
 use crate::config::{ActionKind, ConfigError, DetectorSetting, Redaction, Rule};
+use crate::route::path::PathPattern;
 use crate::route::Route;
 
 /// Credential headers redacted by default.

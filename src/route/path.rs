@@ -2,7 +2,7 @@
 //! `{name}` match any one segment, and a final `**` matches whatever follows. In redaction
 //! rules the `{name}` segments are the ones redacted.
 
-use super::form::percent_decode;
+use crate::redact::form::percent_decode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {

@@ -2,7 +2,9 @@
 //! method. An empty match is every request.
 
 use crate::config::RouteMatch;
-use crate::redact::path::PathPattern;
+pub mod path;
+
+use path::PathPattern;
 
 /// A compiled [`RouteMatch`].
 #[derive(Debug, Clone, Default)]
