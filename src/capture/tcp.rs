@@ -74,31 +74,48 @@ impl Handshake {
     }
 }
 
-/// The state of one audited connection.
+/// The side of the proxy a close was seen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's connection.
+    Downstream,
+    /// The connection to the upstream.
+    Upstream,
+}
+
+/// Who ended a side: its peer (the client or the upstream), or the proxy itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ender {
+    Peer,
+    Proxy,
+}
+
+/// The state of one audited connection; it changes through its methods, as Envoy reports the
+/// connection's steps.
 #[derive(Debug, Clone, Default)]
 pub struct TcpConnection {
-    pub id: Option<i64>,
-    pub started_unix_nano: u64,
+    id: Option<i64>,
+    started_unix_nano: u64,
     /// Bytes that came from the client (and went on to the upstream).
-    pub from_downstream: u64,
+    from_downstream: u64,
     /// Bytes that came from the upstream (and went on to the client).
-    pub from_upstream: u64,
-    pub closed_by: Option<Closer>,
+    from_upstream: u64,
+    closed_by: Option<Closer>,
     /// Addresses and SNI (read at open, or with the first event), then the TLS facts once the
     /// handshake is over (`tls_read`).
-    pub facts: Option<ConnectionFacts>,
+    facts: Option<ConnectionFacts>,
     /// Whether `facts` holds the TLS facts.
-    pub tls_read: bool,
+    tls_read: bool,
     /// Whether the client's data reached the filter: a TLS handshake, if any, is complete.
-    pub data_seen: bool,
+    data_seen: bool,
     /// The upstream host and cluster as last read; `upstream_fixed` once the upstream sent
     /// bytes (connected: a retry can no longer change them), after which they are not read again.
-    pub upstream_address: Option<String>,
-    pub upstream_cluster: Option<String>,
-    pub upstream_fixed: bool,
-    pub interim_events: u32,
-    pub last_event_unix_nano: u64,
-    pub closed: bool,
+    upstream_address: Option<String>,
+    upstream_cluster: Option<String>,
+    upstream_fixed: bool,
+    interim_events: u32,
+    last_event_unix_nano: u64,
+    closed: bool,
 }
 
 impl TcpConnection {
@@ -108,6 +125,16 @@ impl TcpConnection {
             last_event_unix_nano: started_unix_nano,
             ..Default::default()
         }
+    }
+
+    /// Envoy's id of the connection (`connection.id`).
+    pub fn set_id(&mut self, id: Option<i64>) {
+        self.id = id;
+    }
+
+    /// Whether the close event was built: nothing more is recorded of the connection.
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Reads what is known as the connection opens (addresses, SNI): no TLS facts, since the
@@ -124,7 +151,7 @@ impl TcpConnection {
     pub fn on_downstream_data(&mut self, size: usize, end_of_stream: bool, host: &dyn Host) {
         self.from_downstream = self.from_downstream.saturating_add(size as u64);
         if end_of_stream {
-            self.on_close(true, true);
+            self.on_close(Side::Downstream, Ender::Peer);
         }
         if !self.data_seen {
             self.data_seen = true;
@@ -137,7 +164,7 @@ impl TcpConnection {
     pub fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) {
         self.from_upstream = self.from_upstream.saturating_add(size as u64);
         if end_of_stream {
-            self.on_close(false, true);
+            self.on_close(Side::Upstream, Ender::Peer);
         }
     }
 
@@ -175,14 +202,14 @@ impl TcpConnection {
         })
     }
 
-    /// A close seen on the downstream (`downstream: true`) or upstream side; `remote` when the
-    /// peer closed. The first close decides who closed.
-    pub fn on_close(&mut self, downstream: bool, remote: bool) {
+    /// A close seen on one side of the proxy, ended by that side's peer or by the proxy. The
+    /// first close decides who closed.
+    pub fn on_close(&mut self, side: Side, by: Ender) {
         if self.closed_by.is_none() {
-            self.closed_by = Some(match (downstream, remote) {
-                (true, true) => Closer::Downstream,
-                (false, true) => Closer::Upstream,
-                _ => Closer::Proxy,
+            self.closed_by = Some(match (side, by) {
+                (Side::Downstream, Ender::Peer) => Closer::Downstream,
+                (Side::Upstream, Ender::Peer) => Closer::Upstream,
+                (_, Ender::Proxy) => Closer::Proxy,
             });
         }
     }
@@ -330,8 +357,8 @@ mod tests {
         c.id = Some(7);
         c.from_downstream = 100;
         c.from_upstream = 250;
-        c.on_close(true, true);
-        c.on_close(false, false);
+        c.on_close(Side::Downstream, Ender::Peer);
+        c.on_close(Side::Upstream, Ender::Proxy);
         let host = RecordedHost::default()
             .with("upstream.address", "127.0.0.1:9000")
             .with("xds.cluster_name", "db")
@@ -356,7 +383,7 @@ mod tests {
     #[test]
     fn refused_upstream_says_so() {
         let mut c = TcpConnection::new(0);
-        c.on_close(true, false);
+        c.on_close(Side::Downstream, Ender::Proxy);
         let host = RecordedHost::default()
             .with_int("response.flags", 1 << 5)
             .with(
@@ -386,7 +413,7 @@ mod tests {
                 "TLS_error:|CERTIFICATE_VERIFY_FAILED",
             );
         let mut c = TcpConnection::new(0);
-        c.on_close(true, true);
+        c.on_close(Side::Downstream, Ender::Peer);
         let e = c.event(Phase::Close, Some(&host), 10);
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
         assert!(
@@ -461,7 +488,7 @@ mod tests {
         );
         let mut c = TcpConnection::new(0);
         c.event(Phase::Open, Some(&host), 1);
-        c.on_close(true, false);
+        c.on_close(Side::Downstream, Ender::Proxy);
         let e = c.event(Phase::Close, Some(&host), 10);
         assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("not_completed"));
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
@@ -495,7 +522,7 @@ mod tests {
             )
             .with_int("response.flags", 1 << 5);
         let mut c = TcpConnection::new(0);
-        c.on_close(true, false);
+        c.on_close(Side::Downstream, Ender::Proxy);
         let e = c.event(Phase::Close, Some(&host), 10);
         assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("complete"));
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(true)));
@@ -521,7 +548,7 @@ mod tests {
             .with("source.address", "10.0.0.9:40000")
             .with("connection.requested_server_name", "");
         let mut c = TcpConnection::new(0);
-        c.on_close(true, true);
+        c.on_close(Side::Downstream, Ender::Peer);
         let e = c.event(Phase::Close, Some(&host), 10);
         assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("plaintext"));
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
@@ -612,7 +639,7 @@ mod tests {
         );
         let mut c = TcpConnection::new(0);
         c.on_downstream_data(5, false, &host);
-        c.on_close(true, false);
+        c.on_close(Side::Downstream, Ender::Proxy);
         let e = c.event(Phase::Close, Some(&host), 10);
         assert_eq!(
             e.get_str(attr::TERMINATION_DETAILS),

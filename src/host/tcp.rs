@@ -13,7 +13,7 @@ use proxy_wasm::types::{Action, PeerType};
 use super::abi::{self, EnvoyHost};
 use super::root::Worker;
 use crate::capture::decode;
-use crate::capture::tcp::{Phase, TcpConnection};
+use crate::capture::tcp::{Ender, Phase, Side, TcpConnection};
 
 pub struct AuditTcp {
     worker: Rc<RefCell<Option<Worker>>>,
@@ -40,7 +40,7 @@ impl AuditTcp {
         let Ok(mut c) = self.conn.try_borrow_mut() else {
             return;
         };
-        if c.closed {
+        if c.is_closed() {
             return;
         }
         let now = abi::now_unix_nano();
@@ -66,7 +66,7 @@ impl StreamContext for AuditTcp {
     fn on_new_connection(&mut self) -> Action {
         let id = abi::property(&["connection", "id"]).and_then(|v| decode::int64(&v));
         if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.id = id;
+            c.set_id(id);
         }
         let emit_on_open = {
             let Ok(mut guard) = self.worker.try_borrow_mut() else {
@@ -117,7 +117,12 @@ impl StreamContext for AuditTcp {
 
     fn on_downstream_close(&mut self, peer: PeerType) {
         if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.on_close(true, peer == PeerType::Remote);
+            let by = if peer == PeerType::Remote {
+                Ender::Peer
+            } else {
+                Ender::Proxy
+            };
+            c.on_close(Side::Downstream, by);
         }
         self.emit(Phase::Close);
     }
@@ -126,7 +131,12 @@ impl StreamContext for AuditTcp {
     /// closed; a local close is Envoy's.
     fn on_upstream_close(&mut self, peer: PeerType) {
         if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.on_close(false, peer != PeerType::Local);
+            let by = if peer == PeerType::Local {
+                Ender::Proxy
+            } else {
+                Ender::Peer
+            };
+            c.on_close(Side::Upstream, by);
         }
     }
 }
