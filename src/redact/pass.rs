@@ -35,14 +35,14 @@ enum Names {
 }
 
 impl Names {
-    /// The rule's names of this kind (two sets for `Params`).
-    fn sets(self, rule: &CompiledRule) -> [&NameSet; 2] {
+    /// The rule's names of this kind (a second set for `Params`).
+    fn sets(self, rule: &CompiledRule) -> (&NameSet, Option<&NameSet>) {
         match self {
-            Names::Query => [&rule.query, &rule.query],
-            Names::Form => [&rule.form, &rule.form],
-            Names::Params => [&rule.query, &rule.form],
-            Names::Cookie => [&rule.cookies, &rule.cookies],
-            Names::Header => [&rule.headers, &rule.headers],
+            Names::Query => (&rule.query, None),
+            Names::Form => (&rule.form, None),
+            Names::Params => (&rule.query, Some(&rule.form)),
+            Names::Cookie => (&rule.cookies, None),
+            Names::Header => (&rule.headers, None),
         }
     }
 
@@ -118,15 +118,16 @@ impl<'r> Pass<'r> {
             if names.all(rule) {
                 return Some((index, rule));
             }
-            let sets = names.sets(rule);
-            if sets.iter().all(|s| s.is_empty()) {
+            let (first, second) = names.sets(rule);
+            if first.is_empty() && second.is_none_or(NameSet::is_empty) {
                 continue;
             }
             if !read {
                 self.scratch.name.set(name);
                 read = true;
             }
-            if sets.iter().any(|s| s.matches(&self.scratch.name)) {
+            let field = &self.scratch.name;
+            if first.matches(field) || second.is_some_and(|s| s.matches(field)) {
                 return Some((index, rule));
             }
         }
