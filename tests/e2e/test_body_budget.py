@@ -55,14 +55,7 @@ def text(n: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, wasm, pki):
-    s = testkit.Stack(
-        tmp_path_factory.mktemp("body-budget"),
-        kind=testkit.SIDECAR,
-        wasm=wasm,
-        pki=pki,
-        plugin_config_overrides=PLUGIN,
-    )
-    with testkit.running(s):
+    with testkit.sidecar_stack(tmp_path_factory.mktemp("body-budget"), wasm, pki, PLUGIN) as s:
         yield s
 
 

@@ -137,14 +137,7 @@ def multipart_parts(body: str, boundary: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, wasm, pki):
-    s = testkit.Stack(
-        tmp_path_factory.mktemp("redaction-attacks"),
-        kind=testkit.SIDECAR,
-        wasm=wasm,
-        pki=pki,
-        plugin_config_overrides=PLUGIN,
-    )
-    with testkit.running(s):
+    with testkit.sidecar_stack(tmp_path_factory.mktemp("redaction-attacks"), wasm, pki, PLUGIN) as s:
         yield s
 
 
@@ -569,6 +562,15 @@ def _body(r, side: str = "request") -> str:
     return got
 
 
+def _json_body(r, what: str):
+    """The request body of `r`, which must still be JSON."""
+    got = _body(r)
+    try:
+        return json.loads(got)
+    except ValueError:
+        pytest.fail(f"{what} is no longer JSON: {got!r}")
+
+
 def test_json_member_names(attack):
     """JSON `Password`, `PASSWORD`, `newPassword`, `password_confirmation`, `userPassword`,
     `client-secret`, `accessToken` are masked by the default rule; `cvcode` and `passage` (no
@@ -724,11 +726,7 @@ def test_text_plain_holding_json(attack):
     r = attack.event(case.rids[0])
     a = r.attributes
     assert a.get("meshaudit.request.body.capture") == "complete", a
-    got = _body(r)
-    try:
-        doc = json.loads(got)
-    except ValueError:
-        pytest.fail(f"the text/plain JSON body is no longer JSON: {got!r}")
+    doc = _json_body(r, "the text/plain JSON body")
     assert doc == {"password": MASK, "note": case.data["visible"]}, a
     assert rules_of(r) == {"default": 1}, a
     attack.assert_no_leak(case)
@@ -812,11 +810,7 @@ def test_json_string_escapes_and_nested_json(attack):
     r = attack.event(case.rids[0])
     a = r.attributes
     assert a.get("meshaudit.request.body.capture") == "complete", a
-    got = _body(r)
-    try:
-        doc = json.loads(got)
-    except ValueError:
-        pytest.fail(f"the JSON body is no longer JSON: {got!r}")
+    doc = _json_body(r, "the JSON body")
     spaced, escaped = case.data["cards"]
     assert set(doc) == {"contact", "card_spaced", "card_escaped", "cb", "payload", "visible"}, doc
     try:

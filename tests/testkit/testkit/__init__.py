@@ -24,7 +24,7 @@ name is also here, so `import testkit` / `from testkit import Stack, running, me
 
 # the repository, HarnessError, free ports, waiting
 from .core import (
-    ENVOY_DIR, free_port, HarnessError, http_get, port_open, REPO, wait_for,
+    ENVOY_DIR, free_port, HarnessError, http_get, listening_socket, port_open, REPO, wait_for,
 )
 
 # envoy, rotel, otelcol, the built filter
@@ -86,7 +86,7 @@ from .canaries import (
 
 # application + Envoy(meshaudit) + collector
 from .stack import (
-    JSON_SINK_AUTHORITY, Stack, TEST_PLUGIN_CONFIG,
+    JSON_SINK_AUTHORITY, sidecar_stack, Stack, TEST_PLUGIN_CONFIG,
 )
 
 # WasmPlugin / TrafficExtension rendering, an Istio-shaped sidecar over ECDS
@@ -105,7 +105,8 @@ from .clickhouse import (
 )
 
 __all__ = [
-    "ENVOY_DIR", "free_port", "HarnessError", "http_get", "port_open", "REPO", "wait_for",
+    "ENVOY_DIR", "free_port", "HarnessError", "http_get", "listening_socket", "port_open",
+    "REPO", "wait_for",
     "envoy_bin", "otelcol_bin", "require_wasm", "rotel_bin", "venv_dir", "venv_python",
     "wasm_path", "WASM_REL", "log_tail", "Process", "running", "stop_all", "stop_process",
     "Cert", "make_pki", "Pki", "SERVER_DNS", "SERVER_SPIFFE", "TRUST_DOMAIN",
@@ -120,7 +121,7 @@ __all__ = [
     "upstream_server", "UpstreamHandler", "echo_roundtrip", "read_until_eof", "recv_exactly",
     "request", "Response", "tls_connect", "tls_context", "tls_wrap", "TlsClient", "b64url",
     "card_number", "de_iban", "encodings", "leak_sites", "leaks", "luhn_valid", "MASK",
-    "pct_all", "rules_of", "windows", "JSON_SINK_AUTHORITY", "Stack", "TEST_PLUGIN_CONFIG",
+    "pct_all", "rules_of", "windows", "JSON_SINK_AUTHORITY", "sidecar_stack", "Stack", "TEST_PLUGIN_CONFIG",
     "go_json_number", "go_json_string", "istio_agent_rewrite", "ISTIO_COLLECTOR_CLUSTER",
     "ISTIO_DIR", "istio_ecds_filter", "istio_ecds_response", "ISTIO_FAILURE_POLICY",
     "ISTIO_HTTP_SIDECAR", "istio_manifest", "istio_manifests", "ISTIO_META_PREFIX",

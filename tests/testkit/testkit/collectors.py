@@ -12,7 +12,7 @@ from typing import Mapping
 import yaml
 
 from .binaries import otelcol_bin, rotel_bin
-from .core import HarnessError, free_port, port_open, wait_for
+from .core import HarnessError, free_port, listening_socket, port_open, wait_for
 from .otlp import LogRecord, parse_rotel_log
 from .processes import Process
 
@@ -136,11 +136,7 @@ class HangingCollectorStandIn:
     `stop()` closes everything."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.05)
+        self._sock = listening_socket()
         self.port = self._sock.getsockname()[1]
         self.connections = 0
         self.bytes_received = 0

@@ -28,6 +28,17 @@ _PORT_LOCK = threading.Lock()
 _HANDED_OUT: set[int] = set()
 
 
+def listening_socket(backlog: int = 64, timeout: float = 0.05) -> socket.socket:
+    """A TCP socket listening on 127.0.0.1 at a free port, accepting with a short timeout (so a
+    server thread can check whether to stop)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    sock.settimeout(timeout)
+    return sock
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (never handed out twice)."""
     with _PORT_LOCK:

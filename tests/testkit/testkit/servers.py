@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from .core import listening_socket
+
 
 @dataclass
 class ReceivedRequest:
@@ -179,11 +181,7 @@ class TcpEchoServer:
 
     def __init__(self, close_after: int | None = None) -> None:
         self.close_after = close_after
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.05)
+        self._sock = listening_socket()
         self.port = self._sock.getsockname()[1]
         self._stop = threading.Event()
         self._lock = threading.Lock()

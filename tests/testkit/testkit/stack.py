@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import socket
 import threading
 from pathlib import Path
@@ -11,11 +13,11 @@ from typing import Callable, Mapping
 from .client import Response, TlsClient, read_until_eof, request
 from .collectors import Rotel
 from .core import ENVOY_DIR, HarnessError, free_port, wait_for
-from .envoy import COLLECTOR_CLUSTER, Envoy, render_envoy
+from .envoy import COLLECTOR_CLUSTER, SIDECAR, Envoy, render_envoy
 from .metrics import metric
 from .otlp import LogRecord
 from .pki import SERVER_DNS, Cert, Pki
-from .processes import log_tail, stop_all
+from .processes import log_tail, running, stop_all
 from .servers import HttpServerThread, JsonLinesSink, upstream_server
 
 # The plugin configuration the tests run with, merged over the one in envoy/*.yaml.
@@ -211,3 +213,12 @@ class Stack:
             f"stats {self._safe_stats()}, collector has "
             f"{len(self.records()) if self.rotel else len(self.sink.objects()) if self.sink else '?'}",
         )
+
+
+@contextlib.contextmanager
+def sidecar_stack(workdir: Path, wasm: Path, pki: Pki, plugin_config: Mapping):
+    """A running `envoy/sidecar.yaml` stack (plaintext and mTLS chains, Rotel) with meshaudit
+    configured by `plugin_config` over the test defaults: a module fixture's whole body."""
+    stack = Stack(workdir, kind=SIDECAR, wasm=wasm, pki=pki, plugin_config_overrides=plugin_config)
+    with running(stack):
+        yield stack
