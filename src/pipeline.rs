@@ -10,18 +10,15 @@ use crate::capture::http::HttpCapture;
 use crate::config::{Config, Fallback, Format, Overflow};
 use crate::deliver::backoff::Backoff;
 use crate::deliver::batcher::{Batch, Batcher};
+use crate::deliver::fallback::LogFallback;
 use crate::deliver::loss::{Loss, LossLedger, LossReason};
 use crate::deliver::outcome::Outcome;
-use crate::encode::json::JsonCodec;
 use crate::encode::otlp;
 use crate::encode::Codec;
 use crate::event::Resource;
 use crate::event::{attr, AuditEvent, EventKind, Value};
 use crate::redact::Redactor;
 use crate::route::{RequestLine, Route};
-
-/// The prefix of fallback lines in Envoy's log; what follows is one JSON event.
-pub const FALLBACK_PREFIX: &str = "meshaudit-fallback: ";
 
 /// Counter increments not yet published to the host.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +69,8 @@ pub struct Pipeline {
     config: Config,
     capture: HttpCapture,
     codec: Codec,
-    /// JSON lines for the log fallback (whatever the wire format).
-    fallback_codec: Option<JsonCodec>,
+    /// The log fallback, when it is on: JSON lines whatever the wire format.
+    fallback: Option<LogFallback>,
     redactor: Redactor,
     batcher: Batcher,
     backoff: Backoff,
@@ -83,7 +80,6 @@ pub struct Pipeline {
     in_flight: HashMap<u32, Export>,
     retrying: VecDeque<Waiting>,
     losses: LossLedger,
-    fallback_lines: Vec<String>,
     /// The last sequence number already written to the log fallback by a drain's copy.
     copied_through: Option<u64>,
     stats: Stats,
@@ -102,7 +98,7 @@ impl Pipeline {
         Pipeline {
             capture: HttpCapture::new(&config),
             codec: Codec::new(config.format, resource),
-            fallback_codec: (config.fallback == Fallback::Log).then(|| JsonCodec::new(resource)),
+            fallback: (config.fallback == Fallback::Log).then(|| LogFallback::new(resource)),
             redactor,
             batcher: Batcher::new(&config),
             backoff: Backoff::new(&config.retry, stream_id),
@@ -112,7 +108,6 @@ impl Pipeline {
             in_flight: HashMap::new(),
             retrying: VecDeque::new(),
             losses: LossLedger::default(),
-            fallback_lines: Vec::new(),
             copied_through: None,
             stats: Stats::default(),
             scratch: Vec::with_capacity(4096),
@@ -171,11 +166,10 @@ impl Pipeline {
             }
         }
         if self.batcher.push(&self.scratch, seq, now_ms).is_err() {
-            match &self.fallback_codec {
-                Some(json) => {
-                    let mut line = Vec::new();
-                    json.encode(&event, &mut line);
-                    self.push_fallback_line(&line);
+            match &mut self.fallback {
+                Some(fallback) => {
+                    fallback.push_event(&event);
+                    self.stats.fallback_lines += 1;
                 }
                 None => {
                     self.stats.events_dropped += 1;
@@ -227,32 +221,10 @@ impl Pipeline {
         }
     }
 
-    /// The log fallback's JSON lines for a batch's encoded records; `None` when it is off.
-    fn fallback_json_lines(&self, records: &[u8]) -> Option<Vec<Vec<u8>>> {
-        let json = self.fallback_codec.as_ref()?;
-        Some(match self.codec {
-            Codec::Json(_) => records
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect(),
-            Codec::Otlp(_) => otlp::decode_records(records)
-                .iter()
-                .map(|e| {
-                    let mut line = Vec::new();
-                    json.encode(e, &mut line);
-                    line
-                })
-                .collect(),
-        })
-    }
-
     /// A whole batch is lost: to the log fallback, or counted and recorded.
     fn lose_batch(&mut self, batch: &Batch, reason: LossReason) {
-        if let Some(lines) = self.fallback_json_lines(&batch.records) {
-            for line in lines {
-                self.push_fallback_line(&line);
-            }
+        if let Some(fallback) = &mut self.fallback {
+            self.stats.fallback_lines += fallback.push_records(&self.codec, &batch.records);
             return;
         }
         self.stats.events_dropped += u64::from(batch.events);
@@ -270,16 +242,12 @@ impl Pipeline {
         );
     }
 
-    fn push_fallback_line(&mut self, json_line: &[u8]) {
-        let text = String::from_utf8_lossy(json_line);
-        self.fallback_lines
-            .push(format!("{FALLBACK_PREFIX}{}", text.trim_end()));
-        self.stats.fallback_lines += 1;
-    }
-
     /// Lines for Envoy's log (the fallback), taken by the host.
     pub fn take_fallback_lines(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.fallback_lines)
+        self.fallback
+            .as_mut()
+            .map(LogFallback::take)
+            .unwrap_or_default()
     }
 
     /// The next batch due for sending: a retry whose time has come, else a new batch.
@@ -330,7 +298,7 @@ impl Pipeline {
     /// Seals the open batch.
     /// Returns how many lines that was (none when the log fallback is off).
     pub fn copy_held_to_fallback(&mut self) -> u64 {
-        if self.fallback_codec.is_none() {
+        if self.fallback.is_none() {
             return 0;
         }
         // Sealed, so that events accepted later start a batch of their own.
@@ -350,14 +318,15 @@ impl Pipeline {
         }
         held.sort_by_key(|(seq, _)| *seq);
         self.copied_through = self.next_seq.checked_sub(1);
-        let lines: Vec<Vec<u8>> = held
+        let Some(fallback) = &mut self.fallback else {
+            return 0;
+        };
+        let lines: u64 = held
             .iter()
-            .flat_map(|(_, records)| self.fallback_json_lines(records).unwrap_or_default())
-            .collect();
-        for line in &lines {
-            self.push_fallback_line(line);
-        }
-        lines.len() as u64
+            .map(|(_, records)| fallback.push_records(&self.codec, records))
+            .sum();
+        self.stats.fallback_lines += lines;
+        lines
     }
 
     /// Seals the open batch so the next [`Pipeline::next_export`] returns it at once, and
@@ -532,6 +501,7 @@ pub fn format_of(codec: &Codec) -> Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::fallback::FALLBACK_PREFIX;
     use crate::encode::otlp::proto::{any_value, ExportLogsServiceRequest, LogRecord};
     use prost::Message;
     #[cfg(target_family = "wasm")]

@@ -4,5 +4,6 @@
 
 pub mod backoff;
 pub mod batcher;
+pub mod fallback;
 pub mod loss;
 pub mod outcome;
