@@ -4,13 +4,12 @@
 //! once delivery works again. Counts everything it does in [`Stats`], which the host publishes
 //! as Envoy metrics.
 
-use std::collections::{HashMap, VecDeque};
-
 use crate::capture::http::HttpCapture;
 use crate::config::{Config, Fallback, Format, Overflow};
 use crate::deliver::backoff::Backoff;
 use crate::deliver::batcher::{Batch, Batcher};
 use crate::deliver::fallback::LogFallback;
+use crate::deliver::flights::Flights;
 use crate::deliver::loss::{Loss, LossLedger, LossReason};
 use crate::deliver::outcome::Outcome;
 use crate::encode::otlp;
@@ -60,11 +59,6 @@ pub struct ExportMeta {
     pub attempt: u32,
 }
 
-struct Waiting {
-    export: Export,
-    ready_at_ms: u64,
-}
-
 pub struct Pipeline {
     config: Config,
     capture: HttpCapture,
@@ -77,8 +71,7 @@ pub struct Pipeline {
     stream_id: u64,
     stream_hex: String,
     next_seq: u64,
-    in_flight: HashMap<u32, Export>,
-    retrying: VecDeque<Waiting>,
+    flights: Flights,
     losses: LossLedger,
     /// The last sequence number already written to the log fallback by a drain's copy.
     copied_through: Option<u64>,
@@ -105,8 +98,7 @@ impl Pipeline {
             stream_hex: format!("{stream_id:016x}"),
             stream_id,
             next_seq: 0,
-            in_flight: HashMap::new(),
-            retrying: VecDeque::new(),
+            flights: Flights::default(),
             losses: LossLedger::default(),
             copied_through: None,
             stats: Stats::default(),
@@ -182,20 +174,14 @@ impl Pipeline {
 
     /// The oldest batch not in flight, by sequence: a waiting retry or the batcher's oldest.
     fn evict_oldest(&mut self) -> Option<Batch> {
-        let oldest_retry = self
-            .retrying
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, w)| w.export.meta.first_seq)
-            .map(|(i, w)| (i, w.export.meta.first_seq));
-        let from_retries = match (oldest_retry, self.batcher.oldest_seq()) {
-            (Some((_, r)), Some(b)) => r < b,
+        let from_retries = match (self.flights.oldest_retry_seq(), self.batcher.oldest_seq()) {
+            (Some(r), Some(b)) => r < b,
             (Some(_), None) => true,
             (None, _) => false,
         };
-        if let (true, Some((i, _))) = (from_retries, oldest_retry) {
-            let w = self.retrying.remove(i)?;
-            return Some(self.take_back(&w.export));
+        if from_retries {
+            let export = self.flights.take_oldest_retry()?;
+            return Some(self.take_back(&export));
         }
         self.batcher.evict_oldest()
     }
@@ -252,8 +238,8 @@ impl Pipeline {
 
     /// The next batch due for sending: a retry whose time has come, else a new batch.
     pub fn next_export(&mut self, now_ms: u64) -> Option<Export> {
-        if let Some(i) = self.retrying.iter().position(|w| w.ready_at_ms <= now_ms) {
-            return self.retrying.remove(i).map(|w| w.export);
+        if let Some(export) = self.flights.due_retry(now_ms) {
+            return Some(export);
         }
         let batch = self.batcher.next_due(now_ms)?;
         let body = self.codec.frame(&batch.records);
@@ -277,8 +263,7 @@ impl Pipeline {
         while let Some(batch) = self.evict_oldest() {
             batches.push(batch);
         }
-        let in_flight: Vec<Export> = self.in_flight.drain().map(|(_, e)| e).collect();
-        for export in in_flight {
+        for export in self.flights.take_in_flight() {
             batches.push(self.take_back(&export));
         }
         batches.sort_by_key(|b| b.first_seq);
@@ -308,12 +293,7 @@ impl Pipeline {
             .held_records()
             .map(|(first_seq, records)| (first_seq, records.to_vec()))
             .collect();
-        for export in self
-            .retrying
-            .iter()
-            .map(|w| &w.export)
-            .chain(self.in_flight.values())
-        {
+        for export in self.flights.held() {
             held.push((export.meta.first_seq, self.records_of(export)));
         }
         held.sort_by_key(|(seq, _)| *seq);
@@ -333,14 +313,12 @@ impl Pipeline {
     /// makes every waiting retry due (drain).
     pub fn flush_all(&mut self) {
         self.batcher.flush_all();
-        for w in self.retrying.iter_mut() {
-            w.ready_at_ms = 0;
-        }
+        self.flights.retry_all_now();
     }
 
     /// The host dispatched an export; its answer will come under `token`.
     pub fn dispatched(&mut self, token: u32, export: Export) {
-        self.in_flight.insert(token, export);
+        self.flights.dispatched(token, export);
     }
 
     /// The host could not dispatch an export: it is retried like an unanswered one.
@@ -357,7 +335,7 @@ impl Pipeline {
 
     /// The answer to the export under `token` arrived (or it timed out).
     pub fn completed(&mut self, token: u32, outcome: Outcome, now_ms: u64) {
-        if let Some(export) = self.in_flight.remove(&token) {
+        if let Some(export) = self.flights.answered(token) {
             self.settle(export, outcome, now_ms);
         }
     }
@@ -389,10 +367,7 @@ impl Pipeline {
                 self.stats.retries += 1;
                 let delay = self.backoff.delay_ms(meta.attempt, retry_after_ms);
                 export.meta.attempt = meta.attempt.saturating_add(1);
-                self.retrying.push_back(Waiting {
-                    export,
-                    ready_at_ms: now_ms.saturating_add(delay),
-                });
+                self.flights.retry_at(export, now_ms.saturating_add(delay));
             }
             Outcome::Rejected { .. } => {
                 self.stats.batches_failed += 1;
@@ -432,12 +407,12 @@ impl Pipeline {
 
     /// Exports awaiting an answer.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.flights.in_flight()
     }
 
     /// Whether anything is still waiting to be sent (open, sealed, or waiting to retry).
     pub fn has_pending(&self) -> bool {
-        self.batcher.has_pending() || !self.retrying.is_empty()
+        self.batcher.has_pending() || self.flights.has_retries()
     }
 
     /// Encoded events and bytes held (open, sealed, retrying and in flight).

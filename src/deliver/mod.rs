@@ -5,5 +5,6 @@
 pub mod backoff;
 pub mod batcher;
 pub mod fallback;
+pub mod flights;
 pub mod loss;
 pub mod outcome;
