@@ -162,26 +162,7 @@ fn limit(bytes: &[u8]) -> &[u8] {
 
 /// Decodes `%XX` escapes (either case); anything else, malformed escapes included, is copied.
 fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut rest = input;
-    while let Some((&b, tail)) = rest.split_first() {
-        rest = tail;
-        if let (b'%', [hi, lo, after @ ..]) = (b, tail) {
-            if let (Some(hi), Some(lo)) = (hex(*hi), hex(*lo)) {
-                out.push(hi << 4 | lo);
-                rest = after;
-                continue;
-            }
-        }
-        out.push(b);
-    }
-    out
-}
-
-fn hex(c: u8) -> Option<u8> {
-    char::from(c)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    percent_encoding::percent_decode(input).collect()
 }
 
 /// The text between the first BEGIN CERTIFICATE line and the END line after it.
@@ -198,41 +179,23 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Standard base64 (`+`, `/`, `=` padding), ignoring ASCII whitespace. None on any other byte
-/// or on data after padding; trailing bits of an incomplete group are dropped.
+/// Standard base64 (`+`, `/`, `=` padding), ignoring ASCII whitespace (PEM breaks lines).
+/// None on any other byte or on data after padding; trailing bits are accepted.
 fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let (mut acc, mut bits, mut padded) = (0u32, 0u32, false);
-    for &c in text {
-        if c.is_ascii_whitespace() {
-            continue;
-        }
-        if c == b'=' {
-            padded = true;
-            continue;
-        }
-        if padded {
-            return None;
-        }
-        acc = ((acc << 6) | u32::from(sextet(c)?)) & 0x3FFF;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xFF).ok()?);
-        }
-    }
-    Some(out)
-}
-
-fn sextet(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    }
+    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode};
+    use base64::Engine;
+    const PEM: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let compact: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    PEM.decode(compact).ok()
 }
 
 #[cfg(test)]
