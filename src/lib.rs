@@ -12,7 +12,8 @@
 //! - [`config`]: the plugin configuration and its validation;
 //! - [`plugin`]: a configuration compiled once (redactor, body policy, fail-closed routes, the
 //!   export request);
-//! - [`route`]: request matching (hosts, path prefixes and patterns, methods).
+//! - [`route`]: request matching (hosts, path prefixes and patterns, methods);
+//! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding.
 //!
 //! All of that is plain Rust, tested natively and in wasm. The `host` module (built only for
 //! `wasm32-wasip1`) is the thin proxy-wasm layer: root and HTTP contexts, metrics.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod deliver;
 pub mod encode;
 pub mod event;
+pub mod hex;
 pub mod pipeline;
 pub mod plugin;
 pub mod redact;

@@ -1,6 +1,8 @@
 //! Trace context from request headers: W3C `traceparent`, then B3 (single `b3` header or the
 //! `x-b3-traceid` / `x-b3-spanid` pair). An all-zero or malformed id is no id.
 
+use crate::hex;
+
 /// Trace and span id of the request, as far as its headers say.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
@@ -89,21 +91,12 @@ fn hex_id<const N: usize>(v: &[u8]) -> Option<[u8; N]> {
     let mut out = [0u8; N];
     for (byte, pair) in out.iter_mut().zip(v.chunks_exact(2)) {
         let [hi, lo] = pair else { return None };
-        *byte = (hex_digit(*hi)? << 4) | hex_digit(*lo)?;
+        *byte = (hex::digit(*hi)? << 4) | hex::digit(*lo)?;
     }
     if out.iter().all(|&b| b == 0) {
         None
     } else {
         Some(out)
-    }
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
     }
 }
 

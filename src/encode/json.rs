@@ -4,9 +4,9 @@
 
 use chrono::{DateTime, SecondsFormat};
 
-use super::hex;
 use crate::event::Resource;
 use crate::event::{AuditEvent, Value};
+use crate::hex;
 
 #[derive(Debug, Clone)]
 pub struct JsonCodec {
@@ -36,11 +36,11 @@ impl JsonCodec {
         string(out, &e.summary());
         if let Some(t) = &e.trace_id {
             field(out, "trace_id");
-            string(out, &hex(t));
+            string(out, &hex::encode(t));
         }
         if let Some(s) = &e.span_id {
             field(out, "span_id");
-            string(out, &hex(s));
+            string(out, &hex::encode(s));
         }
         for a in &e.attributes {
             field(out, &a.key);

@@ -47,14 +47,3 @@ impl Codec {
         }
     }
 }
-
-/// Lower-case hex of bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(digit(b >> 4));
-        s.push(digit(b & 0x0f));
-    }
-    s
-}

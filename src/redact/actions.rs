@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::{ActionKind, ActionSpec};
-use crate::encode::hex;
+use crate::hex;
 
 /// The fixed marker of `mask`.
 pub const MASK: &str = "[REDACTED]";
@@ -96,7 +96,10 @@ impl HashKey {
         };
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        format!("{HASH_PREFIX}{}", hex(digest.get(..16).unwrap_or(&[])))
+        format!(
+            "{HASH_PREFIX}{}",
+            hex::encode(digest.get(..16).unwrap_or(&[]))
+        )
     }
 }
 
