@@ -49,6 +49,14 @@ impl SocketAddr {
     }
 }
 
+/// Whether [`ConnectionFacts::read_tls`] reads the SNI too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sni {
+    Read,
+    /// Read with the addresses already (before the handshake).
+    AlreadyRead,
+}
+
 impl ConnectionFacts {
     /// Addresses and listener direction only: safe to read before a TLS handshake is over
     /// (reading TLS facts that early would fix Envoy's cached TLS version too soon).
@@ -87,19 +95,19 @@ impl ConnectionFacts {
     /// Reads the connection's facts from the host.
     pub fn read(host: &(impl Host + ?Sized)) -> ConnectionFacts {
         let mut facts = ConnectionFacts::read_addresses(host);
-        facts.read_tls(host, true);
+        facts.read_tls(host, Sni::Read);
         facts
     }
 
-    /// Adds the TLS facts (and, with `read_sni`, the SNI). Without a TLS version the
+    /// Adds the TLS facts (and the SNI, unless it was read already). Without a TLS version the
     /// connection is plaintext and nothing else is read. Envoy has a TLS version for every
     /// connection of a TLS filter chain, even one whose handshake never happened (and caches the
     /// first value read): read these only once the handshake is over or will never be.
-    pub fn read_tls(&mut self, host: &(impl Host + ?Sized), read_sni: bool) {
+    pub fn read_tls(&mut self, host: &(impl Host + ?Sized), sni: Sni) {
         let mut a = std::mem::take(&mut self.anomalies);
         if let Some(version) = host.string(&["connection", "tls_version"], &mut a) {
             self.tls_version = Some(tls_version_number(&version));
-            if read_sni {
+            if sni == Sni::Read {
                 self.sni = host
                     .string(&["connection", "requested_server_name"], &mut a)
                     .filter(|s| !s.is_empty());

@@ -2,7 +2,7 @@
 //! audit events — `open` (optional), `interim` (optional, for long-lived connections) and
 //! `close` — all carrying the same connection id so they can be linked.
 
-use super::connection::ConnectionFacts;
+use super::connection::{ConnectionFacts, Sni};
 use super::response_flags::response_flags;
 use super::{Anomalies, Host};
 use crate::event::{attr, AuditEvent, EventKind, Value};
@@ -174,7 +174,7 @@ impl TcpConnection {
         }
         self.open(host);
         if let Some(f) = self.facts.as_mut() {
-            f.read_tls(host, false);
+            f.read_tls(host, Sni::AlreadyRead);
         }
         self.tls_read = true;
     }
