@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::capture::body::BodyPolicy;
-use crate::config::{Config, ConfigError, Format, Protocol};
-use crate::encode::otlp;
+use crate::config::{Config, ConfigError, Protocol};
+use crate::encode::{content_type, otlp};
 use crate::redact::Redactor;
 use crate::route::Route;
 
@@ -33,10 +33,10 @@ pub struct ExportRequest {
 impl ExportRequest {
     fn of(config: &Config) -> ExportRequest {
         let grpc = config.protocol == Protocol::Grpc;
-        let (path, content_type) = match (grpc, config.format) {
-            (true, _) => (otlp::GRPC_PATH.to_string(), "application/grpc"),
-            (false, Format::Otlp) => (config.collector.path.clone(), "application/x-protobuf"),
-            (false, Format::Json) => (config.collector.path.clone(), "application/x-ndjson"),
+        let (path, content_type) = if grpc {
+            (otlp::GRPC_PATH.to_string(), "application/grpc")
+        } else {
+            (config.collector.path.clone(), content_type(config.format))
         };
         ExportRequest {
             cluster: config.collector.cluster.clone(),

@@ -39,11 +39,12 @@ impl Codec {
             Codec::Json(_) => records.to_vec(),
         }
     }
+}
 
-    pub fn content_type(&self) -> &'static str {
-        match self {
-            Codec::Otlp(_) => "application/x-protobuf",
-            Codec::Json(_) => "application/x-ndjson",
-        }
+/// The media type of an export request of this format (OTLP/HTTP).
+pub fn content_type(format: Format) -> &'static str {
+    match format {
+        Format::Otlp => "application/x-protobuf",
+        Format::Json => "application/x-ndjson",
     }
 }

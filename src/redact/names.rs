@@ -221,11 +221,6 @@ impl NameSet {
         self.0.len()
     }
 
-    /// Whether some name of the set holds no letter or digit (and so names nothing).
-    pub fn is_blank(&self) -> bool {
-        self.0.iter().any(NamePattern::is_empty)
-    }
-
     /// Whether any name of the set matches `name`.
     pub fn matches(&self, name: &FieldName) -> bool {
         self.0.iter().any(|p| p.matches(name))

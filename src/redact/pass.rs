@@ -308,8 +308,8 @@ impl<'r> Pass<'r> {
         self.list(text, ListKind::Query, Names::Params, depth)
     }
 
-    /// A JSON document. `cut_malformed`: a body labelled JSON is cut where it stops being
-    /// JSON; other text is read as JSON only when it is JSON beyond its first byte.
+    /// A JSON document. `labelled`: a body labelled JSON is cut where it stops being JSON;
+    /// other text is read as JSON only when it is JSON beyond its first byte.
     fn json(&mut self, text: &str, depth: u8, labelled: bool) -> Option<String> {
         let r = self.r;
         let out = json::redact(text, &r.json_paths, JsonVisitor { pass: self, depth })?;

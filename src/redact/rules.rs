@@ -6,7 +6,7 @@ use regex::Regex;
 use super::actions::{Action, HashKey};
 use super::detectors::{Detector, DetectorSet};
 use super::json::JsonPath;
-use super::names::NameSet;
+use super::names::{NamePattern, NameSet};
 use crate::config::{ActionKind, ConfigError, DetectorSetting, Redaction, Rule};
 use crate::route::path::PathPattern;
 use crate::route::Route;
@@ -299,7 +299,7 @@ fn compile_rule(rule: &Rule) -> Result<CompiledRule, String> {
     ] {
         if let Some(bad) = names
             .iter()
-            .find(|n| n.as_str() != ALL_COOKIES && NameSet::new(&[n.as_str()]).is_blank())
+            .find(|n| n.as_str() != ALL_COOKIES && NamePattern::new(n).is_empty())
         {
             return Err(format!("{kind}: {bad:?} holds no letter or digit"));
         }

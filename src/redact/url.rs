@@ -36,7 +36,8 @@ pub fn rewrite_url(
 ) -> Option<String> {
     let (before_fragment, fragment) = split_at_byte(url, b'#');
     let (before_query, query) = split_at_byte(before_fragment, b'?');
-    let (authority_end, masked_authority) = match scheme_end(before_query) {
+    let scheme = scheme_end(before_query);
+    let (authority_end, masked_authority) = match scheme {
         Some(at) => {
             let end = before_query
                 .get(at..)
@@ -61,11 +62,7 @@ pub fn rewrite_url(
     let mut out = String::with_capacity(url.len());
     match masked_authority {
         Some(a) => {
-            out.push_str(
-                before_query
-                    .get(..scheme_end(before_query).unwrap_or(0))
-                    .unwrap_or(""),
-            );
+            out.push_str(before_query.get(..scheme.unwrap_or(0)).unwrap_or(""));
             out.push_str(&a);
         }
         None => out.push_str(before_query.get(..authority_end).unwrap_or("")),
