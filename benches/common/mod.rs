@@ -252,6 +252,48 @@ pub fn event(loaded: &Plugin) -> AuditEvent {
     capture.build(&host, &conn, &pairs(REQUEST), &pairs(RESPONSE), || 0)
 }
 
+/// `n` typical events as a stream of requests brings them: the values one request has and the
+/// next does not (the order id in the path, the query's page, the session cookie, the token's
+/// signature, the client address, the referring page) differ from event to event; the values
+/// a client sends every time (`accept`, `user-agent`, `content-type`…) repeat.
+pub fn events(loaded: &Plugin, n: usize) -> Vec<AuditEvent> {
+    let host = host();
+    let conn = ConnectionFacts::read(&host);
+    let capture = HttpCapture::new(&loaded.config);
+    let response = pairs(RESPONSE);
+    (0..n)
+        .map(|i| {
+            let request: Vec<(String, String)> = REQUEST
+                .iter()
+                .map(|&(k, v)| (k.to_string(), vary(k, v, i)))
+                .collect();
+            let request: Vec<(&[u8], &[u8])> = request
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .collect();
+            capture.build(&host, &conn, &request, &response, || 0)
+        })
+        .collect()
+}
+
+/// Request `i`'s value of header `name` (typical value `v`).
+fn vary(name: &str, v: &str, i: usize) -> String {
+    match name {
+        ":path" => v.replacen("81723", &(81723 + i).to_string(), 1).replacen(
+            "page=2",
+            &format!("page={}", i % 7 + 1),
+            1,
+        ),
+        "authorization" => format!("{v}{i:04}"),
+        "cookie" => v
+            .replacen("3f2a9c7e41b84d0f", &format!("3f2a9c7e41b8{i:04x}"), 1)
+            .replacen("Yk8pQ2vX", &format!("Yk8p{i:04}"), 1),
+        "x-forwarded-for" => v.replacen("203.0.113.195", &format!("203.0.113.{}", i % 250), 1),
+        "referer" => format!("{v}&page={i}"),
+        _ => v.to_string(),
+    }
+}
+
 /// Bytes of text in the event's string values: what redaction walks and scans.
 pub fn text_bytes(e: &AuditEvent) -> u64 {
     let n: usize = e

@@ -14,6 +14,7 @@
 
 pub mod actions;
 pub mod byte_classes;
+mod clean;
 pub mod cut;
 pub mod detectors;
 pub mod form;
@@ -132,6 +133,11 @@ enum Fire {
 struct Fired(Vec<(Fire, u32)>);
 
 impl Fired {
+    /// How many times anything fired.
+    fn total(&self) -> u32 {
+        self.0.iter().map(|&(_, c)| c).sum()
+    }
+
     fn add(&mut self, what: Fire) {
         match self.0.iter_mut().find(|(f, _)| *f == what) {
             Some((_, c)) => *c += 1,
@@ -163,6 +169,12 @@ struct Scratch {
     header_hint: usize,
     findings: Vec<Finding>,
     hits: Vec<Hit>,
+    /// The active rules of the event being redacted, as [`clean::rules_fingerprint`].
+    rules: u64,
+    /// Values read before and left unchanged.
+    clean: clean::CleanValues,
+    /// What fired in the last event (kept for its allocation).
+    fired: Fired,
 }
 
 /// The compiled redaction configuration.
@@ -202,6 +214,7 @@ impl Redactor {
     pub fn redact(&mut self, e: &mut AuditEvent) {
         let mut scratch = std::mem::take(&mut self.scratch);
         self.active_rules(e, &mut scratch.active);
+        scratch.rules = clean::rules_fingerprint(&scratch.active, !self.any_scoped);
         let limits = e.body_limits;
         let mut pass = Pass::new(self, scratch);
         let mut i = 0;
@@ -224,7 +237,7 @@ impl Redactor {
                 Field::Body(_) => limits.response,
                 _ => Some(MAX_VALUE_BYTES),
             };
-            if !pass.attribute(&a.key, field, body_kind.as_deref(), &mut a.value) {
+            if !pass.attribute_or_remembered(&a.key, field, body_kind.as_deref(), &mut a.value) {
                 e.attributes.remove(i);
                 continue;
             }
@@ -233,7 +246,7 @@ impl Redactor {
             }
             i += 1;
         }
-        let (fired, scratch) = pass.finish();
+        let (fired, mut scratch) = pass.finish();
         if !fired.0.is_empty() {
             let list = fired
                 .0
@@ -242,6 +255,7 @@ impl Redactor {
                 .collect();
             e.set(attr::REDACTION_RULES, Value::StrList(list));
         }
+        scratch.fired = fired;
         self.scratch = scratch;
     }
 
@@ -377,6 +391,74 @@ mod tests {
 
     fn s(v: &str) -> Value {
         Value::Str(v.into())
+    }
+
+    /// Values redaction left unchanged are remembered (see `clean`): a value remembered under
+    /// one route's rules is still redacted on a route whose rules name it, and redacting the
+    /// same event again gives the same result, counts included.
+    #[test]
+    fn remembered_values_follow_the_active_rules() {
+        let mut r = redactor(serde_json::json!({
+            "rules": [{"name": "pay", "match": {"path_prefix": "/pay"},
+                       "headers": ["x-account"], "query": ["ref"]}]
+        }));
+        let on = |path: &str| {
+            event(&[
+                (attr::URL_PATH, s(path)),
+                (
+                    "http.request.header.x-account",
+                    Value::StrList(vec!["acct-991".into()]),
+                ),
+                (attr::URL_QUERY, s("ref=abc")),
+                (
+                    "http.request.header.accept",
+                    Value::StrList(vec!["text/html".into()]),
+                ),
+            ])
+        };
+        for _ in 0..3 {
+            let mut e = on("/shop");
+            r.redact(&mut e);
+            assert_eq!(
+                e.get("http.request.header.x-account"),
+                Some(&Value::StrList(vec!["acct-991".into()]))
+            );
+            assert_eq!(e.get_str(attr::URL_QUERY), Some("ref=abc"));
+            let mut e = on("/pay");
+            r.redact(&mut e);
+            assert_eq!(
+                e.get("http.request.header.x-account"),
+                Some(&Value::StrList(vec!["[REDACTED]".into()]))
+            );
+            assert_eq!(e.get_str(attr::URL_QUERY), Some("ref=[REDACTED]"));
+            assert_eq!(
+                e.get(attr::REDACTION_RULES),
+                Some(&Value::StrList(vec!["pay:2".into()]))
+            );
+        }
+    }
+
+    #[test]
+    fn values_with_findings_are_redacted_every_time() {
+        let mut r = redactor(serde_json::json!({}));
+        for _ in 0..3 {
+            let mut e = event(&[
+                ("user_agent.original", s("mail me at x@example.org")),
+                (
+                    "http.request.header.accept",
+                    Value::StrList(vec!["text/html".into()]),
+                ),
+            ]);
+            r.redact(&mut e);
+            assert_eq!(
+                e.get_str("user_agent.original"),
+                Some("mail me at [REDACTED]")
+            );
+            assert_eq!(
+                e.get(attr::REDACTION_RULES),
+                Some(&Value::StrList(vec!["detector.email:1".into()]))
+            );
+        }
     }
 
     #[test]

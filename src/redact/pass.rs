@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::actions::Action;
+use super::clean::CleanValues;
 use super::form::{maybe_encoded, percent_decode, rewrite, ListKind, Verdict};
 use super::json::{self, Matched, Visit};
 use super::multipart;
@@ -60,16 +61,48 @@ pub(super) struct Pass<'r> {
 }
 
 impl<'r> Pass<'r> {
-    pub(super) fn new(r: &'r Redactor, scratch: Scratch) -> Pass<'r> {
-        Pass {
-            r,
-            scratch,
-            fired: Fired::default(),
-        }
+    pub(super) fn new(r: &'r Redactor, mut scratch: Scratch) -> Pass<'r> {
+        let mut fired = std::mem::take(&mut scratch.fired);
+        fired.0.clear();
+        Pass { r, scratch, fired }
     }
 
     pub(super) fn finish(self) -> (Fired, Scratch) {
         (self.fired, self.scratch)
+    }
+
+    /// [`Pass::attribute`], except for a value read before under the same rules and left
+    /// unchanged (see [`CleanValues`]): that one is skipped.
+    pub(super) fn attribute_or_remembered(
+        &mut self,
+        key: &str,
+        field: Field,
+        body_kind: Option<&str>,
+        value: &mut Value,
+    ) -> bool {
+        if field == Field::Other && !is_scanned(key) {
+            return true;
+        }
+        let probe = match field {
+            Field::Body(_) => None,
+            _ => only_str(value).and_then(|s| CleanValues::probe(key, s, self.scratch.rules)),
+        };
+        if let (Some(p), Some(s)) = (probe, only_str(value)) {
+            if self.scratch.clean.contains(p, key, s) {
+                return true;
+            }
+        }
+        let fired = self.fired.total();
+        let keep = self.attribute(key, field, body_kind, value);
+        if let (true, Some(p), Some(s)) =
+            (keep && self.fired.total() == fired, probe, only_str(value))
+        {
+            // Unchanged: the same value gives the same probe.
+            if CleanValues::probe(key, s, p.rules()) == Some(p) {
+                self.scratch.clean.remember(p, key, s);
+            }
+        }
+        keep
     }
 
     /// Redacts one attribute's value; false when the attribute is to be removed.
@@ -470,6 +503,18 @@ fn looks_like_pairs(text: &str) -> bool {
 }
 
 /// Applies `f` to each string of a string or string-list value; `f` returns the new text.
+/// The one string of a value: a string, or a list of one (a header sent once).
+fn only_str(v: &Value) -> Option<&str> {
+    match v {
+        Value::Str(s) => Some(s),
+        Value::StrList(items) => match items.as_slice() {
+            [s] => Some(s),
+            _ => None,
+        },
+        Value::Int(_) | Value::Bool(_) => None,
+    }
+}
+
 fn each_str(v: &mut Value, mut f: impl FnMut(&str) -> Option<String>) {
     match v {
         Value::Str(s) => {
