@@ -102,13 +102,14 @@ bench-redact:
 	@$(PYTHON) benches/summary.py
 
 ## sysdeps: Debian packages the end-to-end tests drive. One line per package,
-## `$(call need,COMMAND,PACKAGE)`: installs PACKAGE unless COMMAND is already on PATH.
+## `$(call need,COMMAND,PACKAGE)`: installs PACKAGE unless COMMAND is already on PATH. Nothing
+## is built from source: the quick benchmark's load generator is Debian's wrk (seconds to install).
 need = command -v $(1) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); }
 sysdeps:
 	@$(call need,skopeo,skopeo)
 	@$(call need,docker-registry,docker-registry)
 	@$(call need,clickhouse-server,clickhouse-server)
-	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install --locked --quiet oha --version $(OHA_VERSION)  # load generator of tests/e2e/test_bench_quick.py
+	@$(call need,wrk,wrk)  # load generator of tests/e2e/test_bench_quick.py (bench.py --quick)
 
 ## oci: Istio-compatible Wasm OCI image ("compat" variant: one tar+gzip layer holding plugin.wasm)
 ## of the release module, as an OCI image layout in target/oci/meshaudit, reproducibly; prints the
@@ -123,16 +124,21 @@ oci: wasm
 ## logging, Envoy's file and OpenTelemetry access logs, meshaudit (default, heavy, diagnostics),
 ## plaintext and mTLS; proxy pinned to core 0, load/upstream/collector on core 1; ~14 min on 2
 ## cores. Results: benches/results/latest.{json,md,svg} and dated copies.
-## BENCH_QUICK=1: one short round (~2 min) into target/bench-quick/. BENCH_ARGS: more flags
-## (e.g. --arms plain,meshaudit_default --rounds 5). BENCH_NICE=-10: priority on a busy machine.
+## BENCH_QUICK=1: one short round (~2 min) into target/bench-quick/, load from wrk. BENCH_ARGS:
+## more flags (e.g. --arms plain,meshaudit_default --rounds 5). BENCH_NICE=-10: priority on a busy
+## machine. BENCH_LOADGEN=oha|wrk: the load generator (default: oha for the full run, wrk quick).
 OHA_VERSION := 1.16.0
 bench: wasm venv bench-tools
 	$(VPY) benches/harness/bench.py $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
 
-## bench-tools: the benchmark's load generator (oha, crates.io; a one-time build of a few
-## minutes) and its probe filter (benches/harness/probe-filter)
+## bench-tools: the benchmark's load generators and its probe filter (benches/harness/probe-filter):
+## wrk (Debian) always; oha (crates.io, a one-time build of a few minutes) only for a run that uses
+## it, the full one: its fixed-rate runs are latency-corrected and it presents client certificates
 bench-tools:
-	@command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install --locked oha --version $(OHA_VERSION)
+	@$(call need,wrk,wrk)
+	@if [ "$(or $(BENCH_LOADGEN),$(if $(filter-out 0,$(BENCH_QUICK)),wrk,oha))" = oha ]; then \
+	  command -v oha >/dev/null 2>&1 || [ -x "$$HOME/.cargo/bin/oha" ] || cargo install --locked oha --version $(OHA_VERSION); \
+	fi
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	CARGO_TARGET_DIR=target/bench-probe cargo build --quiet --release --target wasm32-wasip1 \
 	  --manifest-path benches/harness/probe-filter/Cargo.toml

@@ -434,3 +434,50 @@ def upstream_config(workdir: Path, *, admin_port: int, port: int) -> Path:
     out = workdir / "upstream.yaml"
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return out
+
+
+def tls_front_config(workdir: Path, *, admin_port: int, port: int, upstream_port: int, cert: Path, key: Path) -> Path:
+    """For load generators without client certificates (wrk): a TLS-originating Envoy, plaintext
+    on `port`, `tcp_proxy` to the mTLS proxy on `upstream_port` presenting the client certificate
+    (the server's is not checked, as `oha --insecure`). Each downstream connection gets one
+    upstream TLS connection of its own, so the proxy sees as many keep-alive mTLS connections
+    as the load generator opens."""
+    cfg = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "front",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                        "stat_prefix": "front",
+                        "cluster": "proxy",
+                    },
+                }]}],
+            }],
+            "clusters": [{
+                "name": "proxy",
+                "type": "STATIC",
+                "connect_timeout": "5s",
+                "load_assignment": {"cluster_name": "proxy", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+                "transport_socket": {
+                    "name": "envoy.transport_sockets.tls",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                        "common_tls_context": {
+                            "alpn_protocols": ["http/1.1"],
+                            "tls_certificates": [{"certificate_chain": {"filename": str(cert)},
+                                                  "private_key": {"filename": str(key)}}],
+                        },
+                    },
+                },
+            }],
+        },
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = workdir / f"tls-front-{upstream_port}.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out

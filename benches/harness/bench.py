@@ -6,7 +6,7 @@ Envoy's file access log, Envoy's OpenTelemetry access logger, meshaudit (default
 minimal diagnostic configuration), and the no-logging and default arms again over mTLS.
 
 Layout (2 cores): every Envoy under test runs with --concurrency 1 pinned to core 0 (taskset);
-the load generator (oha), the upstream (a second Envoy answering with direct_response) and the
+the load generator (oha; wrk for --quick), the upstream (a second Envoy answering with direct_response) and the
 Rotel collectors run on core 1. Every socket is 127.0.0.1 on a free port.
 
 Each arm's Envoy starts once and lives through all rounds; per round and arm:
@@ -28,6 +28,7 @@ import argparse
 import atexit
 import datetime as dt
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -199,19 +201,53 @@ class LoadResult:
 
 
 class LoadGen:
-    def __init__(self, oha: Path, cpu: int | None, workdir: Path, pki: testkit.Pki, client: testkit.Cert) -> None:
-        self.oha = oha
+    """A load generator: `run` sends one arm's requests to `port` for `duration` seconds over
+    `connections` keep-alive HTTP/1.1 connections, as fast as they go or at a fixed `rate`."""
+
+    name = ""
+    # How the fixed-rate runs measure latency (recorded in the results).
+    fixed_rate_method = ""
+
+    def __init__(self, binary: Path, cpu: int | None, workdir: Path, pki: testkit.Pki, client: testkit.Cert) -> None:
+        self.binary = binary
         self.cpu = cpu
+        self.workdir = workdir
         self.body_path = workdir / "body.json"
         self.body_path.write_bytes(A.heavy_body())
         self.pki = pki
         self.client = client
 
+    @staticmethod
+    def version_of(binary: Path) -> str:
+        raise NotImplementedError
+
+    def run(self, arm: A.Arm, port: int, duration: float, connections: int, rate: float | None = None) -> LoadResult:
+        raise NotImplementedError
+
+
+# The POST arms' headers, besides the content type.
+POST_HEADERS = [
+    ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"),
+    ("x-customer-id", "cust-0001-4471"),
+]
+
+
+class OhaLoad(LoadGen):
+    """oha (crates.io, pinned): open-model fixed rate with latency correction (latency counts
+    from each request's scheduled send time) and client certificates. The full run's default."""
+
+    name = "oha"
+    fixed_rate_method = "open model, latency-corrected (oha -q RATE --latency-correction)"
+
+    @staticmethod
+    def version_of(binary: Path) -> str:
+        return T.oha_version(binary)
+
     def command(self, arm: A.Arm, port: int, duration: float, connections: int, rate: float | None) -> list[str]:
         scheme = "https" if arm.mtls else "http"
         path = A.POST_PATH if arm.post else A.GET_PATH
         cmd = T.pin(self.cpu) + [
-            str(self.oha),
+            str(self.binary),
             "--no-tui",
             "--output-format", "json",
             "--worker-threads", "1",
@@ -224,9 +260,9 @@ class LoadGen:
         if rate is not None:
             cmd += ["-q", f"{rate:.0f}", "--latency-correction"]
         if arm.post:
-            cmd += ["-m", "POST", "-D", str(self.body_path), "-T", "application/json",
-                    "-H", "authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
-                    "-H", "x-customer-id: cust-0001-4471"]
+            cmd += ["-m", "POST", "-D", str(self.body_path), "-T", "application/json"]
+            for k, v in POST_HEADERS:
+                cmd += ["-H", f"{k}: {v}"]
         if arm.mtls:
             cmd += ["--cert", str(self.client.cert_path), "--key", str(self.client.key_path), "--insecure"]
         cmd.append(f"{scheme}://127.0.0.1:{port}{path}")
@@ -261,6 +297,121 @@ class LoadGen:
             status=status,
             error_kinds=errors,
         )
+
+
+# wrk's Lua script: the request (method, body, headers), an optional pause before each request
+# of a connection (the fixed-rate runs), and a summary line of JSON after wrk's own report.
+WRK_SCRIPT = """local post, body_path, pause_ms = {post}, {body_path}, {pause_ms}
+if post then
+  local f = assert(io.open(body_path, "rb"))
+  wrk.method = "POST"
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["content-type"] = "application/json"
+{headers}
+end
+if pause_ms > 0 then
+  function delay() return pause_ms end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK-RESULT {{"duration_us":%d,"requests":%d,"connect":%d,"read":%d,"write":%d,"status":%d,' ..
+    '"timeout":%d,"mean_us":%.3f,"p50_us":%d,"p99_us":%d,"p999_us":%d}}\\n',
+    summary.duration, summary.requests, e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+class WrkLoad(LoadGen):
+    """wrk (Debian package `wrk`, installed by `make sysdeps`): no build, the quick run's default.
+    Two things it lacks, met here: a client certificate (mTLS arms go through a TLS-originating
+    Envoy on the load core, `tcp_proxy`, one upstream TLS connection per wrk connection), and a
+    fixed rate (each connection pauses `connections / rate` seconds before each request, so the
+    rate is at most `rate` and latency counts from the actual send, not latency-corrected).
+    Durations are whole seconds (wrk's `-d`), at least 1."""
+
+    name = "wrk"
+    fixed_rate_method = "paced per connection (wrk delay()), not latency-corrected"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._fronts: dict[int, int] = {}  # proxy port -> the TLS-originating front's port
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def version_of(binary: Path) -> str:
+        return T.wrk_version(binary)
+
+    def script(self, arm: A.Arm, pause_ms: int) -> Path:
+        headers = "\n".join(f'  wrk.headers["{k}"] = "{v}"' for k, v in POST_HEADERS)
+        text = WRK_SCRIPT.format(post="true" if arm.post else "false", body_path=_lua_string(str(self.body_path)),
+                                 pause_ms=str(pause_ms), headers=headers)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        path = self.workdir / f"wrk-{digest}.lua"
+        if not path.exists():
+            path.write_text(text)
+        return path
+
+    def front(self, port: int) -> int:
+        """The plaintext port of a TLS-originating Envoy (client certificate) in front of the
+        mTLS proxy on `port`; started on first use, stopped with everything else."""
+        with self._lock:
+            if port not in self._fronts:
+                admin, listen = testkit.free_port(), testkit.free_port()
+                cfg = A.tls_front_config(self.workdir, admin_port=admin, port=listen, upstream_port=port,
+                                         cert=self.client.cert_path, key=self.client.key_path)
+                front = PinnedEnvoy(cfg, admin, self.workdir / f"tls-front-{port}.log",
+                                    listener_ports={"front": listen}, cpu=self.cpu)
+                _STARTED.append(front)
+                front.start()
+                T.boost(front.pid)
+                self._fronts[port] = listen
+            return self._fronts[port]
+
+    def run(self, arm: A.Arm, port: int, duration: float, connections: int, rate: float | None = None) -> LoadResult:
+        path = A.POST_PATH if arm.post else A.GET_PATH
+        target = self.front(port) if arm.mtls else port
+        pause_ms = max(1, round(connections / rate * 1000.0)) if rate else 0  # wrk: whole milliseconds
+        seconds = max(1, round(duration))
+        cmd = T.pin(self.cpu) + [
+            str(self.binary), "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+            "-s", str(self.script(arm, pause_ms)), f"http://127.0.0.1:{target}{path}",
+        ]
+        out = T.run_output(cmd, timeout=seconds + 60)
+        line = next((ln for ln in out.splitlines() if ln.startswith("WRK-RESULT ")), None)
+        if line is None:
+            raise T.ToolError(f"wrk printed no result line: {out[-2000:]}")
+        data = json.loads(line.removeprefix("WRK-RESULT "))
+        requests, bad = int(data["requests"]), int(data["status"])  # status: responses >= 400
+        errors = {k: int(data[k]) for k in ("connect", "read", "write", "timeout") if int(data[k])}
+        elapsed = data["duration_us"] / 1e6 or float(seconds)
+        ok = requests - bad
+
+        def ms(key: str) -> float | None:
+            return data[key] / 1000.0 if requests else None
+
+        return LoadResult(
+            ok=ok,
+            non_2xx=bad,
+            errors=sum(errors.values()),
+            elapsed_s=elapsed,
+            rps=ok / elapsed if elapsed > 0 else 0.0,
+            p50_ms=ms("p50_us"),
+            p99_ms=ms("p99_us"),
+            p999_ms=ms("p999_us"),
+            mean_ms=ms("mean_us"),
+            status={"<400": ok, ">=400": bad} if bad else {"<400": ok},
+            error_kinds=errors,
+        )
+
+
+def _lua_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+LOAD_GENERATORS = {"oha": OhaLoad, "wrk": WrkLoad}
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,7 +748,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     ap.add_argument("--arms", help="comma-separated subset (baselines are added as needed)")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--workdir", type=Path, help="keep configs and logs here (default: a temporary directory)")
-    ap.add_argument("--no-install", action="store_true", help="fail instead of installing oha")
+    ap.add_argument("--no-install", action="store_true",
+                    help="fail instead of installing oha (wrk is never installed here: `make sysdeps`)")
+    ap.add_argument("--load-generator", choices=sorted(LOAD_GENERATORS), default=os.environ.get("BENCH_LOADGEN"),
+                    help="oha (default of the full run: fixed rate latency-corrected) or wrk (Debian's package, "
+                         "default of --quick: fixed rate paced, not latency-corrected); $BENCH_LOADGEN")
     ap.add_argument("--proxy-cpu", type=int, default=int(os.environ.get("BENCH_PROXY_CPU", "0")))
     ap.add_argument("--load-cpu", type=int, default=int(os.environ.get("BENCH_LOAD_CPU", "1")))
     return ap, ap.parse_args(argv)
@@ -651,10 +806,19 @@ class Workspace:
     probe: Path | None  # the probe filter's copy, if a selected arm runs it
 
 
-def prepare_workspace(args: argparse.Namespace, selected: list[A.Arm]) -> tuple[Workspace, Path]:
-    """Finds (or installs) oha and the modules, checks Envoy and Rotel, sets up the work
-    directory. Returns it and oha's path."""
-    oha = T.oha_bin(install=not args.no_install)
+def load_generator(args: argparse.Namespace) -> tuple[type[LoadGen], Path]:
+    """The load generator of the run (--load-generator; by default wrk for --quick, oha for the
+    full run) and its executable: oha found or installed (cargo), wrk found (`make sysdeps`)."""
+    name = args.load_generator or ("wrk" if args.quick else "oha")
+    if name == "wrk":
+        return WrkLoad, T.wrk_bin()
+    return OhaLoad, T.oha_bin(install=not args.no_install)
+
+
+def prepare_workspace(args: argparse.Namespace, selected: list[A.Arm]) -> tuple[Workspace, type[LoadGen], Path]:
+    """Finds the load generator (installs oha if needed) and the modules, checks Envoy and
+    Rotel, sets up the work directory. Returns it, the load generator's class and path."""
+    gen_cls, gen_bin = load_generator(args)
     wasm_built = testkit.require_wasm()
     probe = T.probe_wasm(REPO) if any(a.kind == "probe" for a in selected) else None
     testkit.envoy_bin()
@@ -673,10 +837,10 @@ def prepare_workspace(args: argparse.Namespace, selected: list[A.Arm]) -> tuple[
     shutil.copyfile(wasm_built, wasm)
     if probe is not None:
         probe = Path(shutil.copyfile(probe, workdir / "probe.wasm"))
-    return Workspace(workdir, tmp, wasm_built, wasm, probe), oha
+    return Workspace(workdir, tmp, wasm_built, wasm, probe), gen_cls, gen_bin
 
 
-def run_metadata(plan: Plan, ws: Workspace, oha: Path, ncpu: int, proxy_cpu: int | None,
+def run_metadata(plan: Plan, ws: Workspace, gen: tuple[type[LoadGen], Path], ncpu: int, proxy_cpu: int | None,
                  load_cpu: int | None, started: dt.datetime) -> dict:
     """What the results record about the run: when, what was measured with what, where."""
     wasm_built, wasm = ws.wasm_built, ws.wasm
@@ -689,7 +853,8 @@ def run_metadata(plan: Plan, ws: Workspace, oha: Path, ncpu: int, proxy_cpu: int
         "wasm": {"path": str(wasm_built.relative_to(REPO)) if wasm_built.is_relative_to(REPO) else str(wasm_built),
                  "bytes": wasm.stat().st_size, "sha256": hashlib.sha256(wasm.read_bytes()).hexdigest()},
         "envoy": envoy_version(),
-        "load_generator": T.oha_version(oha),
+        "load_generator": gen[0].version_of(gen[1]),
+        "fixed_rate_method": gen[0].fixed_rate_method,
         "cpus": ncpu,
         "cpu_model": _cpu_model(),
         "pinning": {"proxy": proxy_cpu, "load_upstream_collector": load_cpu},
@@ -887,9 +1052,9 @@ def main(argv: list[str] | None = None) -> int:
     plan, out_dir = choose_plan(args)
     ncpu, proxy_cpu, load_cpu = pin_cpus(args)
     selected = select_arms(ap, args)
-    ws, oha = prepare_workspace(args, selected)
+    ws, gen_cls, gen_bin = prepare_workspace(args, selected)
     started = dt.datetime.now(dt.timezone.utc)
-    meta = run_metadata(plan, ws, oha, ncpu, proxy_cpu, load_cpu, started)
+    meta = run_metadata(plan, ws, (gen_cls, gen_bin), ncpu, proxy_cpu, load_cpu, started)
     log(f"{meta['mode']} run: {plan.describe()}; arms: {', '.join(a.name for a in selected)}")
     log(f"envoy {meta['envoy']}, {meta['load_generator']}, wasm {meta['wasm']['bytes']} bytes; workdir {ws.workdir}")
 
@@ -901,7 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
         client = pki.issue_client("web", cn="web.frontend", uri_sans=["spiffe://cluster.local/ns/frontend/sa/web"])
         up_port = start_upstream(ws.workdir, load_cpu)
         runs = start_arms(selected, ws, pki, up_port, proxy_cpu, load_cpu)
-        gen = LoadGen(oha, load_cpu, ws.workdir, pki, client)
+        gen = gen_cls(gen_bin, load_cpu, ws.workdir, pki, client)
         rates = calibrate(runs, selected, gen, plan)
         run_rounds(runs, selected, gen, plan, rates, proxy_cpu)
         together = run_together(runs, gen, plan)

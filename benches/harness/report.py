@@ -396,7 +396,7 @@ def markdown(result: dict) -> str:
         f"{meta['pinning']['load_upstream_collector']}; {meta['cpus']} × {meta['cpu_model']}",
         f"- {meta['plan_text']}; medians over rounds; rounds interleave the arms (order rotated each round)",
         f"- fixed rate for latency (half the saturated maximum of each family's no-logging arm, "
-        f"latency-corrected): {rates}",
+        f"{meta.get('fixed_rate_method', 'latency-corrected')}): {rates}",
         f"- requests: {meta['requests']['get']}; heavy family: {meta['requests']['post']}",
         f"- load average at start {meta['loadavg_start'][0]:.2f}, at end {meta['loadavg_end'][0]:.2f}"
         + (f"; benchmark processes at nice {meta['nice']} (own sessions/autogroups: the machine was shared)"

@@ -53,6 +53,28 @@ def oha_version(oha: Path) -> str:
     return out.stdout.strip()
 
 
+def wrk_bin() -> Path:
+    """`wrk` (Debian package `wrk`, installed by `make sysdeps`), from $WRK or PATH. Never
+    installed from here."""
+    override = os.environ.get("WRK")
+    if override:
+        p = Path(override)
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise ToolError(f"$WRK={override} is not an executable")
+        return p
+    found = shutil.which("wrk")
+    if not found:
+        raise ToolError("wrk not found: `make sysdeps` (Debian: apt-get install wrk)")
+    return Path(found)
+
+
+def wrk_version(wrk: Path) -> str:
+    """`wrk debian/4.1.0-3+b2 [epoll]` (wrk prints its version before the usage text)."""
+    out = subprocess.run([str(wrk), "-v"], capture_output=True, text=True, timeout=30)
+    first = (out.stdout or out.stderr).splitlines()[:1]
+    return first[0].split(" Copyright")[0].strip() if first else "wrk"
+
+
 def taskset_bin() -> Path:
     p = shutil.which("taskset")
     if not p:
@@ -144,6 +166,12 @@ def core_times(cpu: int) -> CoreTimes | None:
 
 def run_json(cmd: list[str], timeout: float) -> dict:
     """Runs a program that prints JSON (boosted, see `boost`), killing it if it outlives `timeout`."""
+    return json.loads(run_output(cmd, timeout))
+
+
+def run_output(cmd: list[str], timeout: float) -> str:
+    """Runs a program (boosted, see `boost`) and returns what it printed, killing it if it
+    outlives `timeout`; an error if it fails."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     boost(proc.pid)
     try:
@@ -154,7 +182,7 @@ def run_json(cmd: list[str], timeout: float) -> dict:
         raise ToolError(f"{Path(cmd[0]).name} did not finish within {timeout:.0f} s: {' '.join(cmd)}")
     if proc.returncode != 0:
         raise ToolError(f"{cmd} exited {proc.returncode}: {err.strip()[-2000:]}")
-    return json.loads(out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

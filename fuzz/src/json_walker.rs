@@ -23,6 +23,17 @@
 //! 5. on prefixes of the document (a body cut at the capture limit) the walker never panics
 //!    and never reports it malformed (cuts of the compact writing: its first 32 bytes one by
 //!    one, then 32 more; 16 cuts of the pretty one).
+//!
+//! Documents the fuzzer writes itself: the bytes after the input's last NUL (valid JSON text
+//! holds none), when serde_json reads them, are checked the same way (all four modes, 1 to 5),
+//! with the paths of the recipe. Whatever their whitespace, escapes (`\u0061`, surrogate pairs,
+//! `\/`), number forms and key order, the output parses and equals the expected value (keys,
+//! array lengths and unmatched values kept, matched ones replaced or removed). Two checks are
+//! weaker there: `escaped` need only be true for a string that needs escapes (one may be
+//! written with escapes it does not need), and the reported matches are compared only when no
+//! object has a key twice (serde_json keeps the last of duplicates; the output check holds
+//! either way, as serde_json reads the output the same way). serde_json is built with
+//! `preserve_order`, so a parsed document keeps its members in document order.
 
 use std::cell::RefCell;
 
@@ -370,6 +381,8 @@ fn needs_escape(s: &str) -> bool {
 /// A visitor for mode 3: every string offered becomes `~s`; `escaped` is checked.
 struct Rewriter<'a> {
     replace: bool,
+    /// `escaped` must equal whether the string needs escapes (else: be true if it does).
+    exact: bool,
     bad_escaped: &'a RefCell<Option<(String, bool)>>,
 }
 
@@ -379,7 +392,8 @@ impl Visit for Rewriter<'_> {
     }
 
     fn string(&mut self, content: &str, escaped: bool) -> Option<String> {
-        if escaped != needs_escape(content) {
+        let needs = needs_escape(content);
+        if escaped != needs && (self.exact || needs) {
             self.bad_escaped
                 .borrow_mut()
                 .get_or_insert((content.to_string(), escaped));
@@ -416,12 +430,79 @@ pub fn json_walker(data: &[u8]) {
         })
         .collect();
     let generated = value(&mut r, 0);
-    let path_texts: Vec<&str> = paths.iter().map(|(t, _)| t.as_str()).collect();
+    let walk = Walk {
+        paths: &paths,
+        compiled: &compiled,
+    };
 
     for (writing, body) in writings(&generated).into_iter().enumerate() {
+        // Cuts of the compact writing (the first 32 bytes one by one, then 32 more), a sample of
+        // the pretty one (whitespace at the cut); the walks dominate the target's time.
+        let cuts = [(32, 32), (0, 16), (0, 0)][writing.min(2)];
+        walk.check(
+            &body,
+            Checks {
+                exact_escapes: true,
+                matches: true,
+                cuts,
+            },
+        );
+    }
+
+    // A document as the fuzzer wrote it: the bytes after the last NUL (which valid JSON text
+    // never holds), when serde_json reads them as JSON. Whitespace, escapes, number forms and
+    // duplicate keys come from the fuzzer, not from serde_json's writer. serde_json keeps the
+    // last of duplicate keys, and so does it on the walker's output: the output checks hold;
+    // the reported matches are compared only without duplicates. A string may be written with
+    // escapes it does not need (`\u0061`): `escaped` must only be true for one that needs them.
+    if let Some(nul) = data.iter().rposition(|&b| b == 0) {
+        if let Ok(text) = std::str::from_utf8(&data[nul + 1..]) {
+            if serde_json::from_str::<Value>(text).is_ok() {
+                walk.check(
+                    text,
+                    Checks {
+                        exact_escapes: false,
+                        matches: !has_duplicate_keys(text),
+                        cuts: (32, 16),
+                    },
+                );
+            }
+        }
+    }
+
+    // Whatever the path text, parsing never panics.
+    let raw = String::from_utf8_lossy(data.get(r.at.min(data.len())..).unwrap_or_default());
+    let _ = JsonPath::parse(&raw);
+    let _ = JsonPath::parse(&format!("${raw}"));
+}
+
+/// The paths of one input, as the expected result reads them and as the walker does.
+struct Walk<'p> {
+    paths: &'p [(String, Vec<Step>)],
+    compiled: &'p [JsonPath],
+}
+
+/// What [`Walk::check`] asserts besides the output.
+struct Checks {
+    /// `escaped` is true exactly for strings written with escapes (serde_json's writings: it
+    /// escapes only what it must); else only: a string that needs escapes was said escaped.
+    exact_escapes: bool,
+    /// The reported matches (path index, text) are compared with the expected ones.
+    matches: bool,
+    /// Cuts: the first N bytes one by one, then M more spread over the body.
+    cuts: (usize, usize),
+}
+
+impl Walk<'_> {
+    /// The walker on `body` (valid JSON) in each mode against the expected result, then on
+    /// prefixes of it.
+    fn check(&self, body: &str, checks: Checks) {
+        let paths = self.paths;
+        let compiled = self.compiled;
+        let path_texts: Vec<&str> = paths.iter().map(|(t, _)| t.as_str()).collect();
         // The expected result is built from the body as serde_json reads it, so both sides read
         // every number from the same text (serde_json's float parsing does not round-trip).
-        let doc: Value = serde_json::from_str(&body).expect("serde_json reads what it wrote");
+        let doc: Value = serde_json::from_str(body).expect("the body is JSON");
         let ctx = || format!("paths: {path_texts:?}\nbody: {body}");
         for mode in [
             Mode {
@@ -450,7 +531,7 @@ pub fn json_walker(data: &[u8]) {
             let want = expected.walk(&doc, &mut Vec::new(), 0);
             let mut seen: Vec<(usize, String)> = Vec::new();
             let bad_escaped = RefCell::new(None);
-            let b = body.as_str();
+            let b = body;
             let out = {
                 if mode.rewrite_strings {
                     json::redact(
@@ -458,6 +539,7 @@ pub fn json_walker(data: &[u8]) {
                         &compiled,
                         Rewriter {
                             replace: mode.replace,
+                            exact: checks.exact_escapes,
                             bad_escaped: &bad_escaped,
                         },
                     )
@@ -494,25 +576,25 @@ pub fn json_walker(data: &[u8]) {
             if expected.malformed {
                 continue;
             }
-            let text = out.map_or_else(|| body.clone(), |o| o.text);
+            let text = out.map_or_else(|| body.to_string(), |o| o.text);
             let got: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-                panic!(
-                    "the output is not JSON ({e}); replace={} rewrite_strings={}\n{}\noutput: {text}",
-                    mode.replace,
-                    mode.rewrite_strings,
-                    ctx()
-                )
-            });
+                    panic!(
+                        "the output is not JSON ({e}); replace={} rewrite_strings={}\n{}\noutput: {text}",
+                        mode.replace,
+                        mode.rewrite_strings,
+                        ctx()
+                    )
+                });
             assert_eq!(
                 Some(&got),
                 want.as_ref(),
                 "the output differs from the expected; replace={} rewrite_strings={}\n{}\n\
-                 output: {text}",
+                     output: {text}",
                 mode.replace,
                 mode.rewrite_strings,
                 ctx()
             );
-            if !mode.rewrite_strings {
+            if !mode.rewrite_strings && checks.matches {
                 assert_eq!(
                     seen.len(),
                     expected.matched.len(),
@@ -555,11 +637,9 @@ pub fn json_walker(data: &[u8]) {
             e.walk(&doc, &mut Vec::new(), 0);
             e.malformed
         };
-        // Cuts of the compact writing (the first 32 bytes one by one, then 32 more), a sample of
-        // the pretty one (whitespace at the cut); the walks dominate the target's time.
-        let (first, samples) = [(32, 32), (0, 16), (0, 0)][writing.min(2)];
+        let (first, samples) = checks.cuts;
         if samples == 0 {
-            continue;
+            return;
         }
         let step = (body.len() / samples).max(1);
         let mut cut = 0;
@@ -576,7 +656,7 @@ pub fn json_walker(data: &[u8]) {
                         assert!(
                             !out.as_ref().is_some_and(|o| o.malformed),
                             "a cut body is malformed: {prefix:?}\npaths: {path_texts:?}\n\
-                             output: {:?}",
+                                 output: {:?}",
                             out.map(|o| o.text)
                         );
                     }
@@ -585,9 +665,64 @@ pub fn json_walker(data: &[u8]) {
             cut += if cut < first { 1 } else { step };
         }
     }
+}
 
-    // Whatever the path text, parsing never panics.
-    let raw = String::from_utf8_lossy(data.get(r.at.min(data.len())..).unwrap_or_default());
-    let _ = JsonPath::parse(&raw);
-    let _ = JsonPath::parse(&format!("${raw}"));
+/// Whether a JSON text has an object with a key twice (serde_json's `Value` keeps the last).
+fn has_duplicate_keys(text: &str) -> bool {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::Cell;
+
+    thread_local! {
+        static FOUND: Cell<bool> = const { Cell::new(false) };
+    }
+
+    struct Any;
+    impl<'de> Deserialize<'de> for Any {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Any, D::Error> {
+            d.deserialize_any(AnyVisitor)
+        }
+    }
+    struct AnyVisitor;
+    impl<'de> Visitor<'de> for AnyVisitor {
+        type Value = Any;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_unit<E>(self) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Any, A::Error> {
+            while seq.next_element::<Any>()?.is_some() {}
+            Ok(Any)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Any, A::Error> {
+            let mut keys = std::collections::HashSet::new();
+            while let Some(k) = map.next_key::<String>()? {
+                if !keys.insert(k) {
+                    FOUND.with(|f| f.set(true));
+                }
+                map.next_value::<Any>()?;
+            }
+            Ok(Any)
+        }
+    }
+
+    FOUND.with(|f| f.set(false));
+    let _ = serde_json::from_str::<Any>(text);
+    FOUND.with(Cell::get)
 }

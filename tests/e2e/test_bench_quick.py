@@ -4,6 +4,8 @@ Runs every arm for a few seconds in real Envoy (no logging, file and OpenTelemet
 meshaudit default/heavy/diagnostic, the Wasm probes, plaintext and mTLS) and checks that the
 harness works: its JSON, Markdown and SVG outputs exist and are well-formed, and every arm served
 requests. It asserts nothing about speed: quick figures on a shared machine mean little.
+The load comes from Debian's wrk (`make sysdeps`), mTLS arms through the harness's
+TLS-originating Envoy: nothing is built from source for this test (`--no-install`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def test_outputs_exist_with_dated_copies(quick_run):
 def test_json_is_complete_and_every_arm_served_requests(quick_run):
     result = json.loads((quick_run / "latest.json").read_text())
     assert result["meta"]["mode"] == "quick"
+    assert result["meta"]["load_generator"].startswith("wrk "), result["meta"]["load_generator"]
+    assert "not latency-corrected" in result["meta"]["fixed_rate_method"]
     assert set(result["arms"]) == {a.name for a in bench_arms.ARMS}
     for name, arm in result["arms"].items():
         med, final = arm["median"], arm["final"]
@@ -114,6 +118,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
 def test_markdown_has_a_row_per_arm_and_the_targets(quick_run):
     md = (quick_run / "latest.md").read_text()
     assert md.startswith("# meshaudit side-by-side benchmark (quick run")
+    assert "wrk " in md and "paced per connection" in md, "the Markdown names the load generator and its method"
     header = next(line for line in md.splitlines() if line.startswith("| arm | req/s"))
     columns = header.count("|") - 1
     for a in bench_arms.ARMS:
