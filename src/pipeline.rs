@@ -9,55 +9,15 @@ use crate::config::{Config, Fallback, Format, Overflow};
 use crate::deliver::backoff::Backoff;
 use crate::deliver::batcher::{Batch, Batcher};
 use crate::deliver::fallback::LogFallback;
-use crate::deliver::flights::Flights;
+use crate::deliver::flights::{Export, ExportMeta, Flights};
 use crate::deliver::loss::{Loss, LossLedger, LossReason};
 use crate::deliver::outcome::Outcome;
+use crate::deliver::stats::Stats;
 use crate::encode::otlp;
 use crate::encode::Codec;
 use crate::event::Resource;
 use crate::event::{attr, AuditEvent, EventKind, Value};
 use crate::redact::Redactor;
-use crate::route::{RequestLine, Route};
-
-/// Counter increments not yet published to the host.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub events_captured: u64,
-    pub events_sent: u64,
-    pub batches_sent: u64,
-    pub batches_failed: u64,
-    pub retries: u64,
-    /// Events lost for good, all reasons.
-    pub events_dropped: u64,
-    pub dropped_buffer_full: u64,
-    pub dropped_rejected: u64,
-    pub dropped_drain: u64,
-    /// Events the collector refused in an OTLP partial success (also in `events_dropped`).
-    pub events_rejected: u64,
-    pub gap_events: u64,
-    pub fallback_lines: u64,
-    pub fail_closed_rejections: u64,
-    pub bytes_sent: u64,
-}
-
-/// A batch ready to go: the request body and what it holds.
-#[derive(Debug, Clone)]
-pub struct Export {
-    pub body: Vec<u8>,
-    pub meta: ExportMeta,
-}
-
-/// What an export holds, to settle it when the answer comes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExportMeta {
-    pub events: u32,
-    /// Encoded record bytes (what the batcher counts against its buffer).
-    pub record_bytes: usize,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    /// Sends so far (0 for a first send).
-    pub attempt: u32,
-}
 
 pub struct Pipeline {
     config: Config,
@@ -164,8 +124,7 @@ impl Pipeline {
                     self.stats.fallback_lines += 1;
                 }
                 None => {
-                    self.stats.events_dropped += 1;
-                    self.stats.dropped_buffer_full += 1;
+                    self.stats.lost(LossReason::BufferFull, 1);
                     self.losses.record(seq, seq, 1, LossReason::BufferFull);
                 }
             }
@@ -213,13 +172,7 @@ impl Pipeline {
             self.stats.fallback_lines += fallback.push_records(&self.codec, &batch.records);
             return;
         }
-        self.stats.events_dropped += u64::from(batch.events);
-        match reason {
-            LossReason::BufferFull => self.stats.dropped_buffer_full += u64::from(batch.events),
-            LossReason::CollectorRejected => self.stats.dropped_rejected += u64::from(batch.events),
-            LossReason::PartialSuccess => {}
-            LossReason::Drain => self.stats.dropped_drain += u64::from(batch.events),
-        }
+        self.stats.lost(reason, u64::from(batch.events));
         self.losses.record(
             batch.first_seq,
             batch.last_seq,
@@ -432,11 +385,6 @@ impl Pipeline {
     pub fn take_stats(&mut self) -> Stats {
         std::mem::take(&mut self.stats)
     }
-}
-
-/// Whether a request is on a fail-closed route.
-pub fn fail_closed(routes: &[Route], line: &RequestLine<'_>) -> bool {
-    routes.iter().any(|r| r.matches(line))
 }
 
 /// The event that reports a loss.
