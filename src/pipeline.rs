@@ -5,7 +5,7 @@
 //! as Envoy metrics.
 
 use crate::capture::http::HttpCapture;
-use crate::config::{Config, Fallback, Format, Overflow};
+use crate::config::{Config, Fallback, Overflow};
 use crate::deliver::backoff::Backoff;
 use crate::deliver::batcher::{Batch, Batcher};
 use crate::deliver::fallback::LogFallback;
@@ -74,14 +74,6 @@ impl Pipeline {
 
     pub fn capture(&self) -> &HttpCapture {
         &self.capture
-    }
-
-    pub fn codec(&self) -> &Codec {
-        &self.codec
-    }
-
-    pub fn stream_id(&self) -> u64 {
-        self.stream_id
     }
 
     /// Takes one event: redacts it, gives it the next sequence number of this stream, encodes
@@ -377,6 +369,7 @@ impl Pipeline {
     }
 
     /// Events lost and not yet reported by a gap event.
+    #[cfg(test)]
     pub fn unreported_losses(&self) -> u64 {
         self.losses.events()
     }
@@ -411,14 +404,6 @@ pub fn event_uid(stream_id: u64, seq: u64) -> String {
         }
     }
     uid
-}
-
-/// The configured format of a pipeline's codec.
-pub fn format_of(codec: &Codec) -> Format {
-    match codec {
-        Codec::Otlp(_) => Format::Otlp,
-        Codec::Json(_) => Format::Json,
-    }
 }
 
 #[cfg(test)]
