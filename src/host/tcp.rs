@@ -39,10 +39,10 @@ impl AuditTcp {
         });
     }
 
-    /// The connection's side `side` closed, by `by`.
-    fn closed(&self, side: Side, by: Ender) {
+    /// Runs `f` on this connection's state (unless it is in use).
+    fn with_conn(&self, f: impl FnOnce(&mut TcpConnection)) {
         if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.on_close(side, by);
+            f(&mut c);
         }
     }
 }
@@ -58,9 +58,7 @@ impl Context for AuditTcp {
 impl StreamContext for AuditTcp {
     fn on_new_connection(&mut self) -> Action {
         let id = abi::property(&["connection", "id"]).and_then(|v| decode::int64(&v));
-        if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.set_id(id);
-        }
+        self.with_conn(|c| c.set_id(id));
         self.shared.with_worker(|w| {
             let now = abi::now_unix_nano();
             w.connection_opened(self.context_id, &self.conn, &EnvoyHost, now);
@@ -70,16 +68,12 @@ impl StreamContext for AuditTcp {
 
     /// `end_of_stream` here is the client's FIN: the client closed its side first.
     fn on_downstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.on_downstream_data(size, end_of_stream, &EnvoyHost);
-        }
+        self.with_conn(|c| c.on_downstream_data(size, end_of_stream, &EnvoyHost));
         Action::Continue
     }
 
     fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
-        if let Ok(mut c) = self.conn.try_borrow_mut() {
-            c.on_upstream_data(size, end_of_stream);
-        }
+        self.with_conn(|c| c.on_upstream_data(size, end_of_stream));
         Action::Continue
     }
 
@@ -89,7 +83,7 @@ impl StreamContext for AuditTcp {
         } else {
             Ender::Proxy
         };
-        self.closed(Side::Downstream, by);
+        self.with_conn(|c| c.on_close(Side::Downstream, by));
         self.emit(Phase::Close);
     }
 
@@ -101,6 +95,6 @@ impl StreamContext for AuditTcp {
         } else {
             Ender::Peer
         };
-        self.closed(Side::Upstream, by);
+        self.with_conn(|c| c.on_close(Side::Upstream, by));
     }
 }
