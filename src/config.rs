@@ -8,14 +8,6 @@
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
-/// Request and response headers that are never emitted raw, whatever the allowlist says.
-pub const NEVER_EMITTED_HEADERS: [&str; 4] = [
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "proxy-authorization",
-];
-
 /// The validated plugin configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

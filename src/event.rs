@@ -119,17 +119,6 @@ impl AuditEvent {
             .map(|a| &a.value)
     }
 
-    /// Removes every attribute whose key starts with `prefix`.
-    pub fn remove_prefixed(&mut self, prefix: &str) {
-        self.attributes.retain(|a| !a.key.starts_with(prefix));
-    }
-
-    /// Sets an attribute, replacing any with the same key.
-    pub fn replace(&mut self, key: &'static str, value: Value) {
-        self.attributes.retain(|a| a.key != key);
-        self.set(key, value);
-    }
-
     /// The value of a string attribute.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         match self.get(key) {
@@ -248,12 +237,6 @@ pub mod attr {
     pub const RESPONSE_BODY: &str = "meshaudit.response.body";
     pub const RESPONSE_BODY_TYPE: &str = "meshaudit.response.body.type";
     pub const RESPONSE_BODY_CAPTURE: &str = "meshaudit.response.body.capture";
-
-    /// Prefixes of the identity groups; each is followed by `.subject`, `.sha256`, `.uri_sans`,
-    /// `.dns_sans`, `.spiffe_id`, `.trust_domain`, `.namespace`, `.service_account`.
-    pub const PEER: &str = "meshaudit.peer";
-    pub const LOCAL: &str = "meshaudit.local";
-    pub const UPSTREAM_PEER: &str = "meshaudit.upstream.peer";
 }
 
 #[cfg(test)]

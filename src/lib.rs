@@ -6,9 +6,13 @@
 //!
 //! - [`capture`]: host attributes and headers → an [`event::AuditEvent`];
 //! - [`encode`]: events → OTLP protobuf or JSON lines;
-//! - [`deliver`]: batching, buffering, what a collector's answer means;
+//! - [`deliver`]: batching, buffering, exports in flight, what a collector's answer means, the
+//!   delivery counters;
 //! - [`redact`]: field rules and detectors, before anything is encoded;
-//! - [`pipeline`]: moves one worker's events through those steps and counts what happened;
+//! - [`pipeline`]: moves one worker's events through those steps;
+//! - [`worker`]: one worker's filter state and decisions (requests, refusals, connections,
+//!   exports and their answers, the drain, what is said once), driven by the host layer with
+//!   plain values and answering with plain values;
 //! - [`config`]: the plugin configuration and its validation;
 //! - [`plugin`]: a configuration compiled once (redactor, body policy, fail-closed routes, the
 //!   export request);
@@ -16,7 +20,8 @@
 //! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding.
 //!
 //! All of that is plain Rust, tested natively and in wasm. The `host` module (built only for
-//! `wasm32-wasip1`) is the thin proxy-wasm layer: root and HTTP contexts, metrics.
+//! `wasm32-wasip1`) is the thin proxy-wasm layer: root, HTTP and TCP contexts that read from
+//! Envoy, call the worker and carry out what it says; metrics; the host calls.
 
 pub mod capture;
 pub mod config;
@@ -30,6 +35,7 @@ pub mod redact;
 pub mod route;
 #[cfg(test)]
 mod test_rng;
+pub mod worker;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;

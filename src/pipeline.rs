@@ -5,59 +5,19 @@
 //! as Envoy metrics.
 
 use crate::capture::http::HttpCapture;
-use crate::config::{Config, Fallback, Format, Overflow};
+use crate::config::{Config, Fallback, Overflow};
 use crate::deliver::backoff::Backoff;
 use crate::deliver::batcher::{Batch, Batcher};
 use crate::deliver::fallback::LogFallback;
-use crate::deliver::flights::Flights;
+use crate::deliver::flights::{Export, ExportMeta, Flights};
 use crate::deliver::loss::{Loss, LossLedger, LossReason};
 use crate::deliver::outcome::Outcome;
+use crate::deliver::stats::Stats;
 use crate::encode::otlp;
 use crate::encode::Codec;
 use crate::event::Resource;
 use crate::event::{attr, AuditEvent, EventKind, Value};
 use crate::redact::Redactor;
-use crate::route::{RequestLine, Route};
-
-/// Counter increments not yet published to the host.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub events_captured: u64,
-    pub events_sent: u64,
-    pub batches_sent: u64,
-    pub batches_failed: u64,
-    pub retries: u64,
-    /// Events lost for good, all reasons.
-    pub events_dropped: u64,
-    pub dropped_buffer_full: u64,
-    pub dropped_rejected: u64,
-    pub dropped_drain: u64,
-    /// Events the collector refused in an OTLP partial success (also in `events_dropped`).
-    pub events_rejected: u64,
-    pub gap_events: u64,
-    pub fallback_lines: u64,
-    pub fail_closed_rejections: u64,
-    pub bytes_sent: u64,
-}
-
-/// A batch ready to go: the request body and what it holds.
-#[derive(Debug, Clone)]
-pub struct Export {
-    pub body: Vec<u8>,
-    pub meta: ExportMeta,
-}
-
-/// What an export holds, to settle it when the answer comes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExportMeta {
-    pub events: u32,
-    /// Encoded record bytes (what the batcher counts against its buffer).
-    pub record_bytes: usize,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    /// Sends so far (0 for a first send).
-    pub attempt: u32,
-}
 
 pub struct Pipeline {
     config: Config,
@@ -116,14 +76,6 @@ impl Pipeline {
         &self.capture
     }
 
-    pub fn codec(&self) -> &Codec {
-        &self.codec
-    }
-
-    pub fn stream_id(&self) -> u64 {
-        self.stream_id
-    }
-
     /// Takes one event: redacts it, gives it the next sequence number of this stream, encodes
     /// it and queues it. When the buffer is full the overflow policy decides what is lost; lost
     /// events go to the log fallback when it is on, else they are counted and recorded for a
@@ -164,8 +116,7 @@ impl Pipeline {
                     self.stats.fallback_lines += 1;
                 }
                 None => {
-                    self.stats.events_dropped += 1;
-                    self.stats.dropped_buffer_full += 1;
+                    self.stats.lost(LossReason::BufferFull, 1);
                     self.losses.record(seq, seq, 1, LossReason::BufferFull);
                 }
             }
@@ -213,13 +164,7 @@ impl Pipeline {
             self.stats.fallback_lines += fallback.push_records(&self.codec, &batch.records);
             return;
         }
-        self.stats.events_dropped += u64::from(batch.events);
-        match reason {
-            LossReason::BufferFull => self.stats.dropped_buffer_full += u64::from(batch.events),
-            LossReason::CollectorRejected => self.stats.dropped_rejected += u64::from(batch.events),
-            LossReason::PartialSuccess => {}
-            LossReason::Drain => self.stats.dropped_drain += u64::from(batch.events),
-        }
+        self.stats.lost(reason, u64::from(batch.events));
         self.losses.record(
             batch.first_seq,
             batch.last_seq,
@@ -424,6 +369,7 @@ impl Pipeline {
     }
 
     /// Events lost and not yet reported by a gap event.
+    #[cfg(test)]
     pub fn unreported_losses(&self) -> u64 {
         self.losses.events()
     }
@@ -432,11 +378,6 @@ impl Pipeline {
     pub fn take_stats(&mut self) -> Stats {
         std::mem::take(&mut self.stats)
     }
-}
-
-/// Whether a request is on a fail-closed route.
-pub fn fail_closed(routes: &[Route], line: &RequestLine<'_>) -> bool {
-    routes.iter().any(|r| r.matches(line))
 }
 
 /// The event that reports a loss.
@@ -463,14 +404,6 @@ pub fn event_uid(stream_id: u64, seq: u64) -> String {
         }
     }
     uid
-}
-
-/// The configured format of a pipeline's codec.
-pub fn format_of(codec: &Codec) -> Format {
-    match codec {
-        Codec::Otlp(_) => Format::Otlp,
-        Codec::Json(_) => Format::Json,
-    }
 }
 
 #[cfg(test)]

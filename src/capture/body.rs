@@ -164,6 +164,7 @@ impl BodyState {
     }
 
     /// Bytes still wanted by the limit (0 once it is reached), whatever the budget says.
+    #[cfg(test)]
     pub fn wants(&self) -> usize {
         match self {
             BodyState::Capturing {

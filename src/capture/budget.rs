@@ -37,6 +37,7 @@ impl Budget {
     }
 
     /// Most bytes the worker's bodies may hold at once.
+    #[cfg(test)]
     pub fn limit(&self) -> usize {
         self.0.limit.get()
     }
@@ -93,6 +94,7 @@ impl Reservation {
     }
 
     /// Bytes this reservation holds.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }

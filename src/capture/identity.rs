@@ -75,13 +75,6 @@ identity_keys!(LOCAL, "meshaudit.local");
 identity_keys!(UPSTREAM_PEER, "meshaudit.upstream.peer");
 
 impl Identity {
-    pub fn is_empty(&self) -> bool {
-        self.subject.is_none()
-            && self.sha256.is_none()
-            && self.uri_sans.is_empty()
-            && self.dns_sans.is_empty()
-    }
-
     /// The first URI SAN that is a SPIFFE ID.
     pub fn spiffe(&self) -> Option<SpiffeId<'_>> {
         self.uri_sans.iter().find_map(|u| parse_spiffe(u))

@@ -1,9 +1,26 @@
 //! Exports between the batcher and the collector: in flight (dispatched, their answer awaited
-//! under the host's token) or waiting to be retried after a backoff.
+//! under the host's token) or waiting to be retried after a backoff; and what an export is.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::pipeline::Export;
+/// A batch ready to go: the request body and what it holds.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub body: Vec<u8>,
+    pub meta: ExportMeta,
+}
+
+/// What an export holds, to settle it when the answer comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportMeta {
+    pub events: u32,
+    /// Encoded record bytes (what the batcher counts against its buffer).
+    pub record_bytes: usize,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Sends so far (0 for a first send).
+    pub attempt: u32,
+}
 
 struct Waiting {
     export: Export,
@@ -89,7 +106,6 @@ impl Flights {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::ExportMeta;
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

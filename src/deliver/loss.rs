@@ -113,6 +113,7 @@ impl LossLedger {
     }
 
     /// Total events recorded and not yet taken.
+    #[cfg(test)]
     pub fn events(&self) -> u64 {
         self.entries.iter().map(|l| l.events).sum()
     }

@@ -8,3 +8,4 @@ pub mod fallback;
 pub mod flights;
 pub mod loss;
 pub mod outcome;
+pub mod stats;

@@ -7,7 +7,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::capture::budget::Budget;
-use crate::pipeline::Stats;
+use crate::deliver::stats::Stats;
+use crate::worker::Publication;
 
 /// A counter and the [`Stats`] field it publishes.
 type Counter = (Option<u32>, fn(&Stats) -> u64);
@@ -74,7 +75,7 @@ impl Metrics {
 
     /// Publishes the body-capture budget: bodies stopped for it since the last tick, bytes
     /// held now, and the most ever held at once.
-    pub fn publish_bodies(&mut self, budget: &Budget) {
+    fn publish_bodies(&mut self, budget: &Budget) {
         let over = i64::try_from(budget.take_exhausted()).unwrap_or(i64::MAX);
         if let (Some(id), true) = (self.bodies_over_budget, over > 0) {
             let _ = hostcalls::increment_metric(id, over);
@@ -93,7 +94,13 @@ impl Metrics {
         );
     }
 
-    pub fn publish(&mut self, s: &Stats, buffered_events: u64, buffered_bytes: usize) {
+    /// Publishes a worker's counters, what it holds, and its body-capture budget.
+    pub fn publish(&mut self, p: &Publication) {
+        self.publish_stats(&p.stats, p.buffered_events, p.buffered_bytes);
+        self.publish_bodies(&p.bodies);
+    }
+
+    fn publish_stats(&mut self, s: &Stats, buffered_events: u64, buffered_bytes: usize) {
         for (id, get) in &self.counters {
             if let (Some(id), Ok(n)) = (id, i64::try_from(get(s))) {
                 // Zero is skipped: the host refuses non-positive counter increments.
