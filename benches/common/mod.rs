@@ -254,7 +254,7 @@ pub fn event(loaded: &Plugin) -> AuditEvent {
 
 /// `n` typical events as a stream of requests brings them: the values one request has and the
 /// next does not (the order id in the path, the query's page, the session cookie, the token's
-/// signature, the client address, the referring page) differ from event to event; the values
+/// signature, the client address, the referring page, the request id) differ from event to event; the values
 /// a client sends every time (`accept`, `user-agent`, `content-type`…) repeat.
 pub fn events(loaded: &Plugin, n: usize) -> Vec<AuditEvent> {
     let host = host();
@@ -290,6 +290,7 @@ fn vary(name: &str, v: &str, i: usize) -> String {
             .replacen("Yk8pQ2vX", &format!("Yk8p{i:04}"), 1),
         "x-forwarded-for" => v.replacen("203.0.113.195", &format!("203.0.113.{}", i % 250), 1),
         "referer" => format!("{v}&page={i}"),
+        "x-request-id" => format!("{}{i:04x}", v.get(..32).unwrap_or(v)),
         _ => v.to_string(),
     }
 }

@@ -24,6 +24,10 @@ const SLOTS: usize = 256;
 /// A remembered value: its attribute key and value, and the active rules it was read under.
 #[derive(Debug, Clone, Default)]
 struct Entry {
+    /// The probe of a value met once and not remembered (yet): a value is remembered the
+    /// second time it comes out unchanged, so values that never repeat (request ids, session
+    /// cookies) cost a hash, never a copy, and do not push out values that do.
+    seen: Probe,
     hash: u64,
     rules: u64,
     /// The key, a 0xFF byte (never in UTF-8), and the value.
@@ -47,7 +51,7 @@ pub struct CleanValues {
 }
 
 /// Where one value would sit in the table: computed once per lookup, reused to remember it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Probe {
     hash: u64,
     rules: u64,
@@ -78,7 +82,8 @@ impl CleanValues {
             .is_some_and(|e| e.holds(p.hash, p.rules, key, value))
     }
 
-    /// Remembers that `key` = `value` came out of redaction unchanged.
+    /// Notes that `key` = `value` came out of redaction unchanged: remembered when its slot
+    /// saw it come out unchanged just before.
     pub fn remember(&mut self, p: Probe, key: &str, value: &str) {
         if self.slots.is_empty() {
             // Each slot holds the longest key and value from the start: remembering never
@@ -91,6 +96,10 @@ impl CleanValues {
                 .collect();
         }
         if let Some(e) = self.slots.get_mut(slot(p.hash)) {
+            if e.seen != p {
+                e.seen = p;
+                return;
+            }
             e.hash = p.hash;
             e.rules = p.rules;
             e.bytes.clear();
@@ -157,6 +166,8 @@ mod tests {
         assert!(!remembered(&c, key, "text/html", 0));
         let p = CleanValues::probe(key, "text/html", 0).unwrap();
         c.remember(p, key, "text/html");
+        assert!(!remembered(&c, key, "text/html", 0), "met once: not yet");
+        c.remember(p, key, "text/html");
         assert!(remembered(&c, key, "text/html", 0));
         // Another value, another key, other active rules: not remembered.
         assert!(!remembered(&c, key, "text/html ", 0));
@@ -187,10 +198,24 @@ mod tests {
         for v in &values {
             let p = CleanValues::probe("k", v, 0).unwrap();
             c.remember(p, "k", v);
+            c.remember(p, "k", v);
             assert!(remembered(&c, "k", v, 0));
         }
         let kept = values.iter().filter(|v| remembered(&c, "k", v, 0)).count();
         assert!(kept <= SLOTS && kept > 0, "{kept}");
+    }
+
+    #[test]
+    fn values_met_once_do_not_push_out_remembered_ones() {
+        let mut c = CleanValues::default();
+        let p = CleanValues::probe("k", "stable", 0).unwrap();
+        c.remember(p, "k", "stable");
+        c.remember(p, "k", "stable");
+        for i in 0..SLOTS * 4 {
+            let v = format!("unique-{i}");
+            c.remember(CleanValues::probe("k", &v, 0).unwrap(), "k", &v);
+        }
+        assert!(remembered(&c, "k", "stable", 0));
     }
 
     #[test]

@@ -136,15 +136,21 @@ pub fn rewrite(
     mut decide: impl FnMut(&str, &str) -> Verdict,
 ) -> Option<String> {
     let plus = kind == ListKind::Query;
+    // Most lists hold no escape at all: then no pair needs decoding.
+    let encoded = maybe_encoded(input, plus);
+    let decode = |s| {
+        if encoded {
+            percent_decode(s, plus)
+        } else {
+            Cow::Borrowed(s)
+        }
+    };
     // Written only from the first change on: most lists are kept as they are. Input before
     // `copied` is in `out` (or dropped).
     let mut out: Option<String> = None;
     let mut copied = 0;
     for pair in pairs(input, kind) {
-        let verdict = decide(
-            &percent_decode(pair.name, plus),
-            &percent_decode(pair.value, plus),
-        );
+        let verdict = decide(&decode(pair.name), &decode(pair.value));
         match verdict {
             Verdict::Keep => {}
             Verdict::Replace(v) => {
