@@ -121,10 +121,12 @@ impl DetectorSet {
         DetectorSet(Detector::ALL.iter().fold(0, |s, d| s | d.bit()))
     }
 
+    #[cfg(test)]
     pub fn none() -> Self {
         DetectorSet(0)
     }
 
+    #[cfg(test)]
     pub fn with(self, d: Detector) -> Self {
         DetectorSet(self.0 | d.bit())
     }

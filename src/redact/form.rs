@@ -29,6 +29,7 @@ pub fn maybe_encoded(s: &str, plus_as_space: bool) -> bool {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
+#[cfg(test)]
 pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     percent_encode_into(s, &mut out);

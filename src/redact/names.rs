@@ -141,11 +141,6 @@ impl FieldName {
         }
     }
 
-    /// The name's letters and digits, lower-cased.
-    pub fn folded(&self) -> &str {
-        &self.folded
-    }
-
     fn is_start(&self, at: usize) -> bool {
         at >= STARTS_BITS || self.starts & (1 << at) != 0
     }
