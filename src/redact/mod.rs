@@ -439,6 +439,30 @@ mod tests {
     }
 
     #[test]
+    fn signed_url_secrets_are_masked_and_cors_credentials_kept() {
+        let mut r = redactor(serde_json::json!({}));
+        let mut e = event(&[
+            (
+                attr::URL_QUERY,
+                s("X-Goog-Credential=c&X-Goog-Signature=s&X-Amz-Credential=c&AWSAccessKeyId=a&sig=s&se=2026"),
+            ),
+            (
+                "http.response.header.access-control-allow-credentials",
+                Value::StrList(vec!["true".into()]),
+            ),
+        ]);
+        r.redact(&mut e);
+        assert_eq!(
+            e.get_str(attr::URL_QUERY),
+            Some("X-Goog-Credential=[REDACTED]&X-Goog-Signature=[REDACTED]&X-Amz-Credential=[REDACTED]&AWSAccessKeyId=[REDACTED]&sig=[REDACTED]&se=2026")
+        );
+        assert_eq!(
+            e.get("http.response.header.access-control-allow-credentials"),
+            Some(&Value::StrList(vec!["true".into()]))
+        );
+    }
+
+    #[test]
     fn values_with_findings_are_redacted_every_time() {
         let mut r = redactor(serde_json::json!({}));
         for _ in 0..3 {

@@ -42,6 +42,9 @@ pub const DEFAULT_PARAMS: &[&str] = &[
     "x-amz-signature",
     "x-amz-credential",
     "x-amz-security-token",
+    "x-goog-signature",
+    "x-goog-credential",
+    "credential",
     "authorization",
     "sessionid",
     "phpsessid",
@@ -333,7 +336,7 @@ fn compile_rule(rule: &Rule) -> Result<CompiledRule, String> {
 
 /// Default parameter names too generic to mask headers by: `idempotency-key`,
 /// `x-auth-request-user` and `x-sig-version` are no credentials.
-const PARAMS_NOT_FOR_HEADERS: &[&str] = &["key", "sig", "auth"];
+const PARAMS_NOT_FOR_HEADERS: &[&str] = &["key", "sig", "auth", "credential"];
 
 /// The built-in credential rule: on unless `redaction.defaults` is false. Its header names are
 /// the credential headers and the default parameter names but the generic

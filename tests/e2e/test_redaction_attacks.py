@@ -449,6 +449,55 @@ def send_url_grammar(s: Sender) -> dict[str, Case]:
     return cases
 
 
+# --- 4b. signed URLs of the big clouds ---------------------------------------------------------
+
+# Each cloud's signed-URL grammar: (parameter, secret or not). The secrets are canaries; the
+# other parameters (algorithm, dates, expiry, permissions) must stay readable.
+SIGNED_URLS = {
+    "s3-sigv4": [
+        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+        ("X-Amz-Credential", None),
+        ("X-Amz-Date", "20261205T080000Z"),
+        ("X-Amz-Expires", "900"),
+        ("X-Amz-SignedHeaders", "host"),
+        ("X-Amz-Security-Token", None),
+        ("X-Amz-Signature", None),
+    ],
+    "s3-sigv2": [("AWSAccessKeyId", None), ("Expires", "1796457600"), ("Signature", None)],
+    "gcs-v4": [
+        ("X-Goog-Algorithm", "GOOG4-RSA-SHA256"),
+        ("X-Goog-Credential", None),
+        ("X-Goog-Date", "20261205T080000Z"),
+        ("X-Goog-Expires", "900"),
+        ("X-Goog-SignedHeaders", "host"),
+        ("X-Goog-Signature", None),
+    ],
+    "azure-sas": [
+        ("sv", "2022-11-02"),
+        ("ss", "b"),
+        ("srt", "o"),
+        ("sp", "r"),
+        ("se", "2026-12-06T00:00:00Z"),
+        ("spr", "https"),
+        ("sig", None),
+    ],
+    "cloudfront": [("Expires", "1796457600"), ("Signature", None), ("Key-Pair-Id", "K2JCJMDEHXQW5F")],
+}
+
+
+def send_signed_urls(s: Sender) -> dict[str, Case]:
+    """Each cloud's signed URL as the request's own query and as a `Referer`."""
+    cases = {}
+    for cloud, params in SIGNED_URLS.items():
+        values = {name: value if value is not None else canary("su") for name, value in params}
+        secret = {f"{cloud} {name}": values[name] for name, value in params if value is None}
+        query = "&".join(f"{name}={values[name]}" for name, _ in params)
+        referer = f"https://storage.example.com/bucket/object.pdf?{query}"
+        rid = s.go(f"signed-{cloud}", f"/atk/{s.run_id}/signed/{cloud}?{query}", headers=[("referer", referer)])
+        cases[f"signed-{cloud}"] = Case([rid], secret, {"params": params, "values": values})
+    return cases
+
+
 # --- 5. truncate at every length -------------------------------------------------------------
 
 
@@ -506,7 +555,7 @@ def attack(stack, run_id) -> Attack:
     nothing more can arrive."""
     s = Sender(stack, run_id)
     cases: dict[str, Case] = {}
-    for send in (send_names, send_cuts, send_text_kinds, send_url_grammar, send_truncate, send_deep_paths):
+    for send in (send_names, send_cuts, send_text_kinds, send_url_grammar, send_signed_urls, send_truncate, send_deep_paths):
         cases.update(send(s))
     wanted = set(s.rids)
     assert len(wanted) == len(s.rids)
@@ -864,6 +913,22 @@ def test_semicolon_parameters_in_path_and_query(attack):
     }
     wrong = {k: got[k] for k in want if got[k] != want[k]}
     assert not wrong, f"expected {want}\ngot {wrong}"
+    attack.assert_no_leak(case)
+
+
+@pytest.mark.parametrize("cloud", list(SIGNED_URLS))
+def test_signed_url_parameters(attack, cloud):
+    """The default rule masks the secrets of S3 (SigV4 and V2), GCS, Azure SAS and CloudFront
+    signed URLs, in the query and in a `Referer`, and leaves their other parameters readable."""
+    case = attack.cases[f"signed-{cloud}"]
+    r = attack.event(case.rids[0])
+    want = "&".join(
+        f"{name}={value if value is not None else MASK}" for name, value in case.data["params"]
+    )
+    assert r.attr("url.query") == want, (r.attr("url.query"), want)
+    referer = r.attr("http.request.header.referer")
+    assert referer == [f"https://storage.example.com/bucket/object.pdf?{want}"], referer
+    assert rules_of(r).get("default") == 2 * len(case.secrets), rules_of(r)
     attack.assert_no_leak(case)
 
 
