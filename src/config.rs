@@ -327,6 +327,9 @@ pub struct Collector {
     /// How long one export may take before it counts as failed.
     #[serde(deserialize_with = "integer")]
     pub timeout_ms: u32,
+    /// Headers sent with every export: header name → the environment variable holding its
+    /// value (a bearer token, an API key), read once at load; never the value itself.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// Wire encoding of a batch.
@@ -373,6 +376,7 @@ impl Default for Collector {
             authority: String::new(),
             path: "/v1/logs".into(),
             timeout_ms: 5000,
+            headers: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -17,7 +17,8 @@
 //! - [`plugin`]: a configuration compiled once (redactor, body policy, fail-closed routes, the
 //!   export request);
 //! - [`route`]: request matching (hosts, path prefixes and patterns, methods);
-//! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding.
+//! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding;
+//! - [`environment`]: settings that name an environment variable instead of holding a secret.
 //!
 //! All of that is plain Rust, tested natively and in wasm. The `host` module (built only for
 //! `wasm32-wasip1`) is the thin proxy-wasm layer: root, HTTP and TCP contexts that read from
@@ -27,6 +28,7 @@ pub mod capture;
 pub mod config;
 pub mod deliver;
 pub mod encode;
+pub mod environment;
 pub mod event;
 pub mod hex;
 pub mod pipeline;

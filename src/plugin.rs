@@ -28,10 +28,88 @@ pub struct ExportRequest {
     pub grpc: bool,
     pub content_type: &'static str,
     pub timeout: Duration,
+    /// `collector.headers`, their values read from the environment.
+    pub credentials: CredentialHeaders,
+}
+
+/// Headers whose values are secrets (`collector.headers`): their names show in debug output,
+/// their values never do.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CredentialHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for CredentialHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}: (hidden)")))
+            .finish()
+    }
+}
+
+/// Header names `collector.headers` may not set: the ones every export sets itself, and
+/// HTTP/1.1 connection headers.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "te",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Longest credential header value.
+const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+
+impl CredentialHeaders {
+    /// Reads each `collector.headers` variable. A bad name, an unset variable or a value that
+    /// cannot be a header is refused naming the header, never showing a value.
+    fn read(
+        config: &Config,
+        env: &impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<CredentialHeaders, ConfigError> {
+        let mut out = Vec::new();
+        for (name, var) in &config.collector.headers {
+            let field = format!("collector.headers.{name}");
+            let refuse = |reason: String| ConfigError {
+                field: field.clone(),
+                reason,
+            };
+            let token = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(token) {
+                return Err(refuse(
+                    "a header name is lower-case letters, digits and '-'".into(),
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(refuse("every export sets this header itself".into()));
+            }
+            crate::environment::check_name(&field, var)?;
+            let shown = crate::environment::shown(&field, var);
+            let value = env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                refuse(format!(
+                    "the variable {shown} is not set (or empty) in the proxy's environment                      (Istio: the WasmPlugin's vmConfig.env)"
+                ))
+            })?;
+            let visible = |b: &u8| (0x20..0x7f).contains(b) || *b == b'\t';
+            let value = String::from_utf8(value)
+                .ok()
+                .filter(|v| v.len() <= MAX_CREDENTIAL_BYTES && v.as_bytes().iter().all(visible))
+                .ok_or_else(|| {
+                    refuse(format!(
+                        "the variable {shown} holds what cannot be a header value: printable                          ASCII, at most 8 KiB (the value is not shown)"
+                    ))
+                })?;
+            out.push((name.clone(), value));
+        }
+        Ok(CredentialHeaders(out))
+    }
 }
 
 impl ExportRequest {
-    fn of(config: &Config) -> ExportRequest {
+    fn of(config: &Config, credentials: CredentialHeaders) -> ExportRequest {
         let grpc = config.protocol == Protocol::Grpc;
         let (path, content_type) = if grpc {
             (otlp::GRPC_PATH.to_string(), "application/grpc")
@@ -45,6 +123,7 @@ impl ExportRequest {
             grpc,
             content_type,
             timeout: Duration::from_millis(u64::from(config.collector.timeout_ms)),
+            credentials,
         }
     }
 }
@@ -67,7 +146,7 @@ impl Plugin {
                 fail_closed.push(route);
             }
         }
-        let export = ExportRequest::of(&config);
+        let export = ExportRequest::of(&config, CredentialHeaders::read(&config, &env)?);
         Ok(Plugin {
             config,
             redactor,
@@ -105,6 +184,7 @@ mod tests {
                 grpc: false,
                 content_type: "application/x-protobuf",
                 timeout: Duration::from_millis(250),
+                credentials: CredentialHeaders::default(),
             }
         );
         let p = Plugin::load(br#"{"format": "json"}"#, no_env).unwrap();
@@ -112,6 +192,54 @@ mod tests {
         let p = Plugin::load(br#"{"protocol": "grpc"}"#, no_env).unwrap();
         assert!(p.export.grpc && p.export.path == otlp::GRPC_PATH);
         assert_eq!(p.export.content_type, "application/grpc");
+    }
+
+    #[test]
+    fn collector_headers_come_from_the_environment_and_never_show() {
+        let env = |var: &str| match var {
+            "COLLECTOR_TOKEN" => Some(b"Bearer s3cr3t-token".to_vec()),
+            "BAD_VALUE" => Some(b"line\r\nx-injected: 1".to_vec()),
+            _ => None,
+        };
+        let load = |headers: &str| {
+            Plugin::load(
+                format!(r#"{{"collector": {{"headers": {headers}}}}}"#).as_bytes(),
+                env,
+            )
+        };
+        let p = load(r#"{"authorization": "COLLECTOR_TOKEN"}"#).unwrap();
+        assert_eq!(
+            p.export.credentials.0,
+            vec![(
+                "authorization".to_string(),
+                "Bearer s3cr3t-token".to_string()
+            )]
+        );
+        assert!(!format!("{:?}", p.export).contains("s3cr3t"));
+        for (headers, reason) in [
+            (
+                r#"{"authorization": "UNSET_VAR"}"#,
+                "\"UNSET_VAR\" is not set",
+            ),
+            (
+                r#"{"authorization": "BAD_VALUE"}"#,
+                "cannot be a header value",
+            ),
+            (
+                r#"{"authorization": "Bearer s3cr3t-token"}"#,
+                "not a secret",
+            ),
+            (
+                r#"{"content-type": "COLLECTOR_TOKEN"}"#,
+                "sets this header itself",
+            ),
+            (r#"{"X-Key": "COLLECTOR_TOKEN"}"#, "lower-case"),
+        ] {
+            let e = load(headers).err().unwrap();
+            assert!(e.field.starts_with("collector.headers."), "{e}");
+            assert!(e.reason.contains(reason), "{headers}: {e}");
+            assert!(!e.to_string().contains("s3cr3t") && !e.to_string().contains("injected"));
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::detectors::{Detector, DetectorSet};
 use super::json::JsonPath;
 use super::names::{NamePattern, NameSet};
 use crate::config::{ActionKind, ConfigError, DetectorSetting, Redaction, Rule};
+use crate::environment;
 use crate::route::path::PathPattern;
 use crate::route::Route;
 
@@ -254,8 +255,8 @@ fn resolve_hash_key(
     uses_hash: Option<String>,
     hash_key: Option<Vec<u8>>,
 ) -> Result<Option<HashKey>, ConfigError> {
-    check_env_name(&r.hash_key_env)?;
-    let var = env_name_shown(&r.hash_key_env);
+    environment::check_name("redaction.hash_key_env", &r.hash_key_env)?;
+    let var = environment::shown("redaction.hash_key_env", &r.hash_key_env);
     match (uses_hash, hash_key) {
         (None, _) => Ok(None),
         (Some(user), None) => Err(err(
@@ -392,42 +393,6 @@ fn can_match_empty(pattern: &str) -> bool {
     regex_syntax::Parser::new()
         .parse(pattern)
         .map_or(true, |hir| hir.properties().minimum_len().unwrap_or(0) == 0)
-}
-
-/// `hash_key_env` must name a variable: letters, digits and `_`, not starting with a digit,
-/// at most 128 characters. A value that is not one (a key pasted in its place) is refused
-/// without being shown.
-fn check_env_name(name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        return Ok(());
-    }
-    Err(err(
-        "redaction.hash_key_env".into(),
-        "must be the name of an environment variable (letters, digits and _), not a key: \
-         put the key in the proxy's environment and its variable's name here (the value given \
-         is not shown)",
-    ))
-}
-
-/// How an error message shows a variable's name: quoted when it reads like a conventional
-/// name (capitals, digits and `_`, not a run of 16 hex digits or more); otherwise not at all,
-/// since it may be a key pasted by mistake.
-fn env_name_shown(name: &str) -> String {
-    let conventional = name
-        .bytes()
-        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-    let hex_run = name
-        .split('_')
-        .any(|part| part.len() >= 16 && part.bytes().all(|b| b.is_ascii_hexdigit()));
-    if conventional && !hex_run && name.len() <= 64 {
-        format!("{name:?}")
-    } else {
-        "named by redaction.hash_key_env".into()
-    }
 }
 
 fn first_line(s: &str) -> String {

@@ -37,6 +37,8 @@ impl Call {
         if self.target.grpc {
             headers.push(("te", "trailers"));
         }
+        let credentials = &self.target.credentials.0;
+        headers.extend(credentials.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         headers
     }
 
@@ -170,6 +172,7 @@ mod tests {
     use super::*;
     use crate::encode::otlp::proto::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
     use crate::event::{AuditEvent, EventKind};
+    use crate::plugin::Plugin;
     use prost::Message;
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -226,6 +229,16 @@ mod tests {
             call.body().as_ref(),
             otlp::grpc_frame(&call.export.body).as_slice()
         );
+        // `collector.headers`: after the export's own headers, values from the environment.
+        let plugin = Plugin::load(
+            br#"{"max_batch_events": 1, "collector": {"headers": {"x-api-key": "KEY_VAR"}}}"#,
+            |v| (v == "KEY_VAR").then(|| b"k-123".to_vec()),
+        )
+        .unwrap();
+        let mut k = Worker::new(plugin, &Vec::new(), 1, None);
+        k.record(AuditEvent::new(EventKind::Http));
+        let call = k.next_call(0).unwrap();
+        assert_eq!(call.headers().last(), Some(&("x-api-key", "k-123")));
     }
 
     #[test]

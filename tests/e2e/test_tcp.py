@@ -546,7 +546,7 @@ DEAD_UPSTREAM = [
 def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki, rotel, connect_mode, plaintext):
     """A dead upstream: every close event says so (UF, the connect error, closed by the proxy,
     the cluster), and says what became of TLS. As shipped (connect after the handshake) the
-    client's identity is there; with Envoy's default the handshake never completes, and the
+    client's identity is there; with Envoy's default the handshake usually never completes, and the
     event says `not_completed` (not `plaintext`, which only a plaintext listener says), keeping
     the SNI the client asked for."""
     dead_port = testkit.free_port()  # nothing listens there
@@ -581,6 +581,11 @@ def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki,
     if "meshaudit.connection.transport_failure_reason" in a:
         problems.append(f"a downstream TLS failure for an upstream failure: {a['meshaudit.connection.transport_failure_reason']!r}")
     want_handshake = "plaintext" if plaintext else "complete" if connect_mode else "not_completed"
+    if not plaintext and not connect_mode and a.get("meshaudit.tls.handshake") == "complete":
+        # Envoy learns of the refusal on a later turn of its event loop ("delayed connect
+        # error"): on a loaded machine the client can finish its handshake first, and then the
+        # event rightly says `complete`, with the client's identity checked below.
+        want_handshake = "complete"
     if a.get("meshaudit.tls.handshake") != want_handshake:
         problems.append(f"meshaudit.tls.handshake: {a.get('meshaudit.tls.handshake')!r} != {want_handshake!r}")
     if want_handshake == "complete":

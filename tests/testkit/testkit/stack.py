@@ -56,8 +56,12 @@ class Stack:
         dead_upstream: bool = False,
         vm_env: Mapping[str, str] | None = None,
         access_log: bool = False,
+        collector_front: Callable[[int], int] | None = None,
     ) -> None:
         self.workdir = workdir
+        # Something between meshaudit and the collector (a gateway): given the collector's
+        # port, starts it and returns the port meshaudit sends to. The caller stops it.
+        self.collector_front = collector_front
         self.access_log = access_log
         self.vm_env = vm_env
         self.kind = kind
@@ -92,6 +96,8 @@ class Stack:
                 collector_port = self.sink.port
             else:
                 raise HarnessError(f"unknown collector kind {self.collector_kind!r}")
+            if self.collector_front:
+                collector_port = self.collector_front(collector_port)
             config = render_envoy(
                 ENVOY_DIR / self.kind["yaml"],
                 self.workdir,
