@@ -4,7 +4,7 @@
 Talks to ClickHouse's HTTP interface (default http://127.0.0.1:8123, or $CLICKHOUSE_URL) with
 the Python standard library only.
 
-  run.py schema                        create meshaudit.events from schema.sql
+  run.py schema                        create meshaudit.trail and meshaudit.events from schema.sql
   run.py insert-path                   the `collector.path` for meshaudit's JSON lines
   run.py query --service checkout --from 2025-01-01T00:00:00Z --to 2025-02-01T00:00:00Z
                                        who called that service in that time range
@@ -35,11 +35,13 @@ HERE = Path(__file__).resolve().parent
 SCHEMA = HERE / "schema.sql"
 AUDITOR_QUERY = HERE / "auditor-query.sql"
 DATABASE = "meshaudit"
+TRAIL = "trail"
 TABLE = "events"
-# What meshaudit POSTs its JSON lines to (set as `collector.path`, with `"format": "json"`).
+# What meshaudit POSTs its JSON lines to (set as `collector.path`, with `"format": "json"`): the
+# trail, each line one CSV field (the delimiter 0x01 is in no JSON line), kept as written.
 INSERT_PATH = (
-    "/?query=" + urllib.parse.quote(f"INSERT INTO {DATABASE}.{TABLE} FORMAT JSONEachRow", safe="")
-    + "&input_format_skip_unknown_fields=1"
+    "/?query=" + urllib.parse.quote(f"INSERT INTO {DATABASE}.{TRAIL} FORMAT CSV", safe="")
+    + "&format_csv_delimiter=%01"
 )
 TTL_SINCE = (19, 6)
 
@@ -131,12 +133,12 @@ def cmd_schema(server: Server, args) -> int:
             stmt = without_ttl(stmt)
         server.run(stmt)
     shown = ".".join(map(str, version))
-    print(f"created {DATABASE}.{TABLE} on ClickHouse {shown}")
+    print(f"created {DATABASE}.{TRAIL} and {DATABASE}.{TABLE} on ClickHouse {shown}")
     if ttl:
         print("retention: the table's TTL deletes rows past the retention period")
     else:
         print(
-            f"retention: ClickHouse {shown} has no TTL (19.6 and later have it); the table was "
+            f"retention: ClickHouse {shown} has no TTL (19.6 and later have it); the tables were "
             f"created without it: run `run.py retention --days N` daily to drop old partitions"
         )
     return 0
@@ -162,15 +164,15 @@ def cmd_query(server: Server, args) -> int:
 
 def cmd_retention(server: Server, args) -> int:
     rows = server.run(
-        "SELECT DISTINCT partition_id, toString(max_date) FROM system.parts "
-        f"WHERE database = '{DATABASE}' AND table = '{TABLE}' AND active "
-        f"AND max_date < today() - {int(args.days)} ORDER BY partition_id FORMAT TabSeparated"
+        "SELECT DISTINCT table, partition_id, toString(max_date) FROM system.parts "
+        f"WHERE database = '{DATABASE}' AND table IN ('{TRAIL}', '{TABLE}') AND active "
+        f"AND max_date < today() - {int(args.days)} ORDER BY table, partition_id FORMAT TabSeparated"
     )
     dropped = 0
     for line in rows.splitlines():
-        partition_id, day = line.split("\t")
-        server.run(f"ALTER TABLE {DATABASE}.{TABLE} DROP PARTITION ID '{partition_id}'")
-        print(f"dropped partition {partition_id} (events of {day})")
+        table, partition_id, day = line.split("\t")
+        server.run(f"ALTER TABLE {DATABASE}.{table} DROP PARTITION ID '{partition_id}'")
+        print(f"dropped partition {partition_id} of {table} (events of {day})")
         dropped += 1
     print(f"retention {args.days} days: dropped {dropped} partition(s)")
     return 0

@@ -742,12 +742,12 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
     url = clickhouse.url
     schema = run_example("schema", url=url)
     assert schema.returncode == 0, schema.stderr
-    assert "created meshaudit.events on ClickHouse 18.16" in schema.stdout, schema.stdout
+    assert "created meshaudit.trail and meshaudit.events on ClickHouse 18.16" in schema.stdout, schema.stdout
     assert "run `run.py retention --days N` daily" in schema.stdout, "an 18.16 server has no TTL: retention by partition"
     created = clickhouse.query("SHOW CREATE TABLE meshaudit.events FORMAT TSVRaw")
     assert "PARTITION BY event_date" in created and "MergeTree" in created, created
     insert_path = run_example("insert-path", url=url).stdout.strip()
-    assert insert_path.startswith("/?query=INSERT%20INTO%20meshaudit.events%20FORMAT%20JSONEachRow")
+    assert insert_path == "/?query=INSERT%20INTO%20meshaudit.trail%20FORMAT%20CSV&format_csv_delimiter=%01"
 
     # The sidecar of service "checkout", shipping JSON lines straight into ClickHouse.
     admin, port = free_port(), free_port()
@@ -797,6 +797,12 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
     assert by_rid[f"{run_id}-ch-2"]["rules"] == ["default:1"]
     assert by_rid[f"{run_id}-ch-3"]["status"] == 404
     assert "e2e-clickhouse-canary" not in clickhouse.query("SELECT * FROM meshaudit.events FORMAT JSONEachRow")
+    # The trail keeps each line as written: every attribute, the allowlisted headers included.
+    trail = [json.loads(line) for line in clickhouse.query(
+        f"SELECT line FROM meshaudit.trail WHERE line LIKE '%{run_id}-ch-%' FORMAT TSVRaw").splitlines()]
+    assert len(trail) == len(calls)
+    assert all(t["http.request.header.user-agent"] for t in trail if "http.request.header.user-agent" in t)
+    assert sum("http.request.header.authorization" in t for t in trail) == 1
 
     # The auditor's question, through the example script.
     answer = run_example("query", "--service", "checkout", "--from", rfc3339(t0), "--to", rfc3339(t1),
@@ -829,15 +835,16 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
     old_day = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
     old_line = json.dumps({"time": old_day.strftime("%Y-%m-%dT%H:%M:%S.000000001Z"), "event_name": "meshaudit.http",
                            "service.name": "checkout", "meshaudit.request.id": f"{run_id}-ch-old",
-                           "meshaudit.redaction.rules": ["default:1"], "unknown.field": {"x": 1}})
-    clickhouse.query(old_line + "\n", query="INSERT INTO meshaudit.events FORMAT JSONEachRow",
-                     input_format_skip_unknown_fields="1")
+                           "meshaudit.redaction.rules": ["default:1"], "unknown.field": {"x": 1}},
+                          separators=(",", ":"))
+    clickhouse.query(old_line + "\n", query="INSERT INTO meshaudit.trail FORMAT CSV", format_csv_delimiter="\x01")
     assert rows_in() == len(calls) + 1
     kept = run_example("retention", "--days", "365", url=url)
     assert kept.returncode == 0, kept.stderr
     assert f"(events of {old_day.date().isoformat()})" in kept.stdout, kept.stdout
-    assert "dropped 1 partition(s)" in kept.stdout
+    assert "dropped 2 partition(s)" in kept.stdout, "the old day of the trail and of events"
     assert rows_in() == len(calls), "the old row is gone, today's rows are kept"
+    assert f"{run_id}-ch-old" not in clickhouse.query("SELECT line FROM meshaudit.trail FORMAT TSVRaw")
 
 
 def test_clickhouse_schema_ttl_on_a_current_clickhouse(app, wasm, parts, tmp_path, run_id):
@@ -871,7 +878,7 @@ def test_clickhouse_schema_ttl_on_a_current_clickhouse(app, wasm, parts, tmp_pat
         assert testkit.request(port, f"/chdb/{i}", headers=headers).status == 200
     wait_stats(envoy, lambda s: get(s, "events_sent") == n)
     objects = sink.objects()
-    lines = [json.dumps(o) for o in objects]
+    lines = sink.lines()
     assert len(lines) == n
     # Lists of different lengths under one prefix ("http."): the schema must not trip on them.
     assert all(len(o["http.request.header.x-tag"]) == 2 and len(o["http.response.header.content-type"]) == 1
@@ -879,8 +886,9 @@ def test_clickhouse_schema_ttl_on_a_current_clickhouse(app, wasm, parts, tmp_pat
     assert sum(o.get("meshaudit.redaction.rules") == ["default:1"] for o in objects) == n // 2
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400)
     old_line = json.dumps({"time": old.strftime("%Y-%m-%dT%H:%M:%S.000000001Z"), "event_name": "meshaudit.http",
-                           "service.name": "edge-gateway", "meshaudit.request.id": f"{run_id}-chdb-old"})
-    insert = "INSERT INTO meshaudit.events SETTINGS input_format_skip_unknown_fields = 1 FORMAT JSONEachRow\n"
+                           "service.name": "edge-gateway", "meshaudit.request.id": f"{run_id}-chdb-old"},
+                          separators=(",", ":"))
+    insert = "INSERT INTO meshaudit.trail SETTINGS format_csv_delimiter = '\\x01' FORMAT CSV\n"
     db.query(insert + "\n".join(lines + [old_line]))
 
     def count(where: str = "1") -> int:
@@ -898,8 +906,10 @@ def test_clickhouse_schema_ttl_on_a_current_clickhouse(app, wasm, parts, tmp_pat
     # Retention: the row past 365 days is not kept (ClickHouse applies the TTL on insert and in
     # merges); the control shows it is the TTL that removed it.
     db.query("OPTIMIZE TABLE meshaudit.events FINAL")
+    db.query("OPTIMIZE TABLE meshaudit.trail FINAL")
     assert count() == n, "the TTL deleted the row past the retention period"
     assert count(f"`meshaudit.request.id` = '{run_id}-chdb-old'") == 0
+    assert int(db.query("SELECT count() FROM meshaudit.trail", "TSV").bytes().decode()) == n
     db.query("ALTER TABLE meshaudit.events REMOVE TTL")
     db.query(insert + old_line)
     assert count(f"`meshaudit.request.id` = '{run_id}-chdb-old'") == 1, "without the TTL the old row stays"

@@ -153,13 +153,12 @@ class JsonLinesSink(HttpServerThread):
         super().__init__(_SinkHandler)
         self.server.dump_path = dump_path  # every body is also appended there, for post-mortems
 
+    def lines(self) -> list[str]:
+        """Every non-empty line received, byte for byte as sent (decoded as UTF-8)."""
+        return [line for req in self.requests for line in req.body.decode().splitlines() if line.strip()]
+
     def objects(self) -> list[dict]:
-        out = []
-        for req in self.requests:
-            for line in req.body.decode().splitlines():
-                if line.strip():
-                    out.append(json.loads(line))
-        return out
+        return [json.loads(line) for line in self.lines()]
 
 
 @dataclass
