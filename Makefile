@@ -110,6 +110,7 @@ sysdeps:
 	@$(call need,docker-registry,docker-registry)
 	@$(call need,clickhouse-server,clickhouse-server)
 	@$(call need,wrk,wrk)  # load generator of tests/e2e/test_bench_quick.py (bench.py --quick)
+	@$(call need,promtool,prometheus)  # promtool: checks and unit-tests examples/prometheus (tests/e2e/test_alerts.py)
 
 ## oci: Istio-compatible Wasm OCI image ("compat" variant: one tar+gzip layer holding plugin.wasm)
 ## of the release module, as an OCI image layout in target/oci/meshaudit, reproducibly; prints the
