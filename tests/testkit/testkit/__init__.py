@@ -19,6 +19,8 @@ name is also here, so `import testkit` / `from testkit import Stack, running, me
   canaries    made-up secrets and the leak search
   stack       application + Envoy(meshaudit) + collector
   istio       WasmPlugin / TrafficExtension rendering, an Istio-shaped sidecar over ECDS
+  istio_schema  the manifests checked against the CRD schemas (not re-exported here: import
+              testkit.istio_schema; needs jsonschema)
   clickhouse  a ClickHouse server
 """
 
