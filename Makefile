@@ -111,15 +111,21 @@ sysdeps:
 	@$(call need,clickhouse-server,clickhouse-server)
 	@$(call need,wrk,wrk)  # load generator of tests/e2e/test_bench_quick.py (bench.py --quick)
 	@$(call need,promtool,prometheus)  # promtool: checks and unit-tests examples/prometheus (tests/e2e/test_alerts.py)
+	@$(call need,kubectl,kubernetes-client)  # `kubectl kustomize` of tests/e2e/test_kustomize.py (needs kustomize 5: kubectl 1.27+)
 
 ## oci: Istio-compatible Wasm OCI image ("compat" variant: one tar+gzip layer holding plugin.wasm)
 ## of the release module, as an OCI image layout in target/oci/meshaudit, reproducibly; prints the
-## manifest digest, which is what WasmPlugin.spec.sha256 takes
+## manifest digest, which is what WasmPlugin.spec.sha256 takes, and writes oci://OCI_IMAGE:OCI_TAG
+## and the digest to OCI_KUSTOMIZE_ENV, where the Kustomize overlays (istio/kustomize) take them.
+## OCI_IMAGE: the REGISTRY/REPOSITORY you push to (default registry.example.com/platform/meshaudit)
 OCI_TAG ?= $(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
 OCI_DIR := target/oci/meshaudit
+OCI_IMAGE ?= registry.example.com/platform/meshaudit
+OCI_KUSTOMIZE_ENV ?= istio/kustomize/base/image.env
 oci: wasm
-	$(PYTHON) tests/oci/build_image.py --wasm $(WASM) --out $(OCI_DIR) --tag $(OCI_TAG)
-	@echo "push: skopeo copy --preserve-digests oci:$(OCI_DIR):$(OCI_TAG) docker://REGISTRY/REPOSITORY/meshaudit:$(OCI_TAG)"
+	$(PYTHON) tests/oci/build_image.py --wasm $(WASM) --out $(OCI_DIR) --tag $(OCI_TAG) \
+	  --image $(OCI_IMAGE) --kustomize-env $(OCI_KUSTOMIZE_ENV)
+	@echo "push: skopeo copy --preserve-digests oci:$(OCI_DIR):$(OCI_TAG) docker://$(OCI_IMAGE):$(OCI_TAG)"
 
 ## bench: side-by-side throughput benchmark in real Envoy (benches/harness/README.md): no audit
 ## logging, Envoy's file and OpenTelemetry access logs, meshaudit (default, heavy, diagnostics),

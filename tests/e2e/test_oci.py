@@ -129,9 +129,14 @@ def test_image_is_the_istio_compat_variant(wasm, tmp_path):
 
 
 def test_make_oci_prints_the_digest_of_the_built_module(wasm, tmp_path):
+    """...and writes it, with the image reference, where the Kustomize base takes it
+    (istio/kustomize/base/image.env by default; a temporary file here, so the test leaves the
+    checkout as it was)."""
     out = tmp_path / "make-oci"
+    env_file = tmp_path / "image.env"
     proc = subprocess.run(
-        ["make", "--no-print-directory", "oci", f"OCI_DIR={out}", f"WASM={wasm}"],
+        ["make", "--no-print-directory", "oci", f"OCI_DIR={out}", f"WASM={wasm}",
+         "OCI_IMAGE=registry.test:5000/platform/meshaudit", f"OCI_KUSTOMIZE_ENV={env_file}"],
         cwd=testkit.REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -139,6 +144,9 @@ def test_make_oci_prints_the_digest_of_the_built_module(wasm, tmp_path):
     assert m, proc.stdout
     assert m.group(1) == build(wasm, tmp_path / "direct", tag=cargo_version())
     assert manifest_of(out, cargo_version())[0] == m.group(1)
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
+    assert values == {"url": f"oci://registry.test:5000/platform/meshaudit:{cargo_version()}", "sha256": m.group(1)}
+    assert f"docker://registry.test:5000/platform/meshaudit:{cargo_version()}" in proc.stdout
 
 
 def test_istio_manifests_reference_the_image_make_oci_tags():

@@ -14,7 +14,10 @@ mode 0644, GNU format) piped to `gzip -n -9` (no name, no timestamp); the config
 and index.json are compact JSON with sorted keys and no timestamps.
 
 Prints the manifest digest (what `WasmPlugin.spec.sha256` takes, without `sha256:`) and writes
-it to OUT/manifest-digest. Only the standard library, GNU tar and gzip are needed.
+it to OUT/manifest-digest. With `--kustomize-env FILE --image REGISTRY/REPOSITORY` it also
+writes the image reference and the digest to FILE, the one place the Kustomize base
+(istio/kustomize/base/image.env) takes them from: `make oci` does. Only the standard library,
+GNU tar and gzip are needed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,17 @@ CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 VARIANT_ANNOTATION = "module.wasm.image/variant"
 PLUGIN_FILE = "plugin.wasm"
+# What istio/kustomize/base/image.env holds until `make oci` writes a digest: not 64 hex digits,
+# so the WasmPlugin CRD (spec.sha256: `^[a-f0-9]{64}$`) refuses a rendered overlay that still has it.
+DIGEST_PLACEHOLDER = "run-make-oci-to-write-the-digest"
+IMAGE_ENV_HEADER = """\
+# The meshaudit image every overlay of istio/kustomize loads: the one place it is set.
+# istio/kustomize/base/kustomization.yaml copies `url` into spec.url and `sha256` into
+# spec.sha256 of each WasmPlugin. Written by `make oci` (tests/oci/build_image.py
+# --kustomize-env), with the manifest digest of the image it built: the same module gives the
+# same file. Set the registry with `make oci OCI_IMAGE=REGISTRY/REPOSITORY`. Until then `sha256`
+# is a placeholder that the API server refuses (the CRD wants 64 hex digits).
+"""
 
 
 def canonical_json(obj) -> bytes:
@@ -131,6 +145,26 @@ def build(wasm: Path, out: Path, tag: str, version: str, source: str | None) -> 
     return digest
 
 
+def image_env(url: str, sha256: str) -> str:
+    """The text of istio/kustomize/base/image.env for an image URL and its manifest digest."""
+    return f"{IMAGE_ENV_HEADER}url={url}\nsha256={sha256}\n"
+
+
+def image_url(image: str, tag: str) -> str:
+    """oci://REGISTRY/REPOSITORY:TAG, from REGISTRY/REPOSITORY (no scheme, no tag, no digest)."""
+    last = image.rsplit("/", 1)[-1]
+    if "://" in image or "/" not in image or ":" in last or "@" in image or not image.strip() or " " in image:
+        raise SystemExit(f"--image {image!r}: want REGISTRY/REPOSITORY, without scheme, tag or digest")
+    return f"oci://{image}:{tag}"
+
+
+def write_image_env(path: Path, url: str, digest: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(image_env(url, digest))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--wasm", type=Path, required=True, help="the built module")
@@ -138,7 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tag", required=True, help="tag in the layout (org.opencontainers.image.ref.name)")
     p.add_argument("--version", help="org.opencontainers.image.version (default: the tag)")
     p.add_argument("--source", help="org.opencontainers.image.source annotation (optional)")
+    p.add_argument("--image", help="REGISTRY/REPOSITORY the image is pushed to (for --kustomize-env)")
+    p.add_argument("--kustomize-env", type=Path,
+                   help="write url=oci://IMAGE:TAG and sha256=DIGEST here (istio/kustomize/base/image.env)")
     args = p.parse_args(argv)
+    if bool(args.image) != bool(args.kustomize_env):
+        p.error("--image and --kustomize-env go together")
+    url = image_url(args.image, args.tag) if args.image else None
     if not args.wasm.is_file():
         print(f"{args.wasm} not found: build it first (make wasm)", file=sys.stderr)
         return 1
@@ -146,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"OCI image layout: {args.out} (tag {args.tag})")
     print(f"manifest digest: sha256:{digest}")
     print(f"WasmPlugin.spec.sha256: {digest}")
+    if args.kustomize_env:
+        write_image_env(args.kustomize_env, url, digest)
+        print(f"Kustomize image: {args.kustomize_env} (url={url})")
     return 0
 
 
