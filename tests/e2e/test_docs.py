@@ -1,7 +1,9 @@
-"""The documentation's links resolve: every relative link and `#anchor` in README.md and
-docs/*.md names an existing file and, for a Markdown file, an existing heading (anchors as
-GitHub makes them). Mentions of `README.md#…` and `docs/….md#…` in the code's comments
+"""The documentation's links resolve: every relative link and `#anchor` in README.md,
+docs/*.md, CHANGELOG.md and istio/README.md names an existing file and, for a Markdown file,
+an existing heading (anchors as GitHub makes them). Mentions of `README.md#…` and `docs/….md#…` in the code's comments
 (src/, tests/, benches/, examples/, istio/, envoy/, Makefile) are checked the same way.
+LICENSE holds the full text of the license Cargo.toml names; CHANGELOG.md keeps an Unreleased
+section (Keep a Changelog).
 
 Needs nothing but Python; also runs as a script: `python3 tests/e2e/test_docs.py`.
 """
@@ -99,10 +101,15 @@ def check_target(source: Path, target: str, cache: dict[Path, set[str]]) -> str 
     return None
 
 
+def link_checked_documents() -> list[Path]:
+    """documents(), and the Markdown at the top and in istio/ that they link to."""
+    return [*documents(), REPO / "CHANGELOG.md", REPO / "istio" / "README.md"]
+
+
 def broken_doc_links() -> list[str]:
     cache: dict[Path, set[str]] = {}
     problems = []
-    for doc in documents():
+    for doc in link_checked_documents():
         for n, target in links(doc):
             why = check_target(doc, target, cache)
             if why:
@@ -178,7 +185,71 @@ def test_readme_stays_a_front_door():
     assert lines <= 200, f"README.md has {lines} lines; move reference material into docs/"
 
 
+# Cargo.toml's `license` (an SPDX id) -> what its full text must hold: every numbered section
+# heading of the Apache License 2.0, its title and its end. A license not listed here fails.
+LICENSE_TEXTS = {
+    "Apache-2.0": [
+        "Apache License", "Version 2.0, January 2004", "http://www.apache.org/licenses/",
+        "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION",
+        "1. Definitions.", "2. Grant of Copyright License.", "3. Grant of Patent License.",
+        "4. Redistribution.", "5. Submission of Contributions.", "6. Trademarks.",
+        "7. Disclaimer of Warranty.", "8. Limitation of Liability.",
+        "9. Accepting Warranty or Additional Liability.", "END OF TERMS AND CONDITIONS",
+    ],
+}
+
+
+def cargo_license() -> str:
+    m = re.search(r'^license\s*=\s*"([^"]+)"', (REPO / "Cargo.toml").read_text(encoding="utf-8"), re.M)
+    assert m, "Cargo.toml names no license"
+    return m.group(1)
+
+
+def license_problems(text: str, spdx: str) -> list[str]:
+    """What keeps `text` from being the full text of the license `spdx`."""
+    if spdx not in LICENSE_TEXTS:
+        return [f"no full text known here for {spdx!r}: add it to LICENSE_TEXTS"]
+    flat = " ".join(text.split())
+    problems = [f"missing {part!r}" for part in LICENSE_TEXTS[spdx] if part not in flat]
+    positions = [flat.find(part) for part in LICENSE_TEXTS[spdx]]
+    if not problems and positions != sorted(positions):
+        problems.append("the sections are out of order")
+    if not problems and len(flat) < 9000:  # the Apache License 2.0 is ~9,700 characters without the appendix
+        problems.append(f"only {len(flat)} characters: not the full text")
+    return problems
+
+
+def test_license_file_is_the_license_cargo_names():
+    path = REPO / "LICENSE"
+    assert path.is_file(), "no LICENSE at the top of the repository"
+    problems = license_problems(path.read_text(encoding="utf-8"), cargo_license())
+    assert not problems, f"LICENSE is not the full {cargo_license()} text: " + "; ".join(problems)
+
+
+def test_license_check_refuses_what_is_not_the_full_text():
+    full = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert license_problems(full.replace("6. Trademarks.", ""), "Apache-2.0")
+    assert license_problems(full.split("7. Disclaimer")[0], "Apache-2.0")
+    assert license_problems("MIT License\n\nPermission is hereby granted", "Apache-2.0")
+    assert license_problems(full, "MIT")
+
+
+def changelog_sections(text: str) -> list[str]:
+    """The `## [...]` section names of a Keep a Changelog file, outside code blocks."""
+    return [m.group(1) for _, line in _lines_outside_fences(text) if (m := re.match(r"^## \[([^\]]+)\]", line))]
+
+
+def test_changelog_has_an_unreleased_section():
+    text = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert text.startswith("# Changelog\n"), "CHANGELOG.md starts with its title"
+    sections = changelog_sections(text)
+    assert sections and sections[0] == "Unreleased", f"the first section must be [Unreleased]: {sections}"
+    unreleased = text.split("## [Unreleased]", 1)[1].split("\n## [", 1)[0]
+    assert re.search(r"^### (Added|Changed|Deprecated|Removed|Fixed|Security)$", unreleased, re.M), "Unreleased is empty"
+    assert changelog_sections("# Changelog\n\n## [0.1.0] - 2026-01-01\n") == ["0.1.0"]
+
+
 if __name__ == "__main__":
     found = broken_doc_links() + broken_code_mentions()
-    print("\n".join(found) or f"all links resolve in {len(documents())} documents")
+    print("\n".join(found) or f"all links resolve in {len(link_checked_documents())} documents")
     sys.exit(1 if found else 0)
