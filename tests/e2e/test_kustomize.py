@@ -73,7 +73,8 @@ def kustomize_version() -> tuple[int, ...]:
     found = json.loads(proc.stdout).get("kustomizeVersion", "")
     m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", found)
     if not m:
-        pytest.fail(f"kubectl reports no kustomize version ({found!r}): kubectl 1.27 or later is needed", pytrace=False)
+        pytest.fail(f"{kubectl()} reports no kustomize version ({found!r}): the overlays need kustomize 5, "
+                    "kubectl 1.27 or later (Debian 12's kubernetes-client is kubectl 1.20)", pytrace=False)
     return tuple(int(g) for g in m.groups())
 
 
