@@ -13,7 +13,9 @@
 //! - [`plugin`]: a configuration compiled once (redactor, body policy, fail-closed routes, the
 //!   export request);
 //! - [`route`]: request matching (hosts, path prefixes and patterns, methods);
-//! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding.
+//! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding;
+//! - [`integrity`]: canonical form, chain, signed checkpoints and the verifier engine (shared
+//!   with the `meshaudit` command-line program in `cli/`).
 //!
 //! All of that is plain Rust, tested natively and in wasm. The `host` module (built only for
 //! `wasm32-wasip1`) is the thin proxy-wasm layer: root and HTTP contexts, metrics.
@@ -24,6 +26,7 @@ pub mod deliver;
 pub mod encode;
 pub mod event;
 pub mod hex;
+pub mod integrity;
 pub mod pipeline;
 pub mod plugin;
 pub mod redact;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::capture::body::BodyPolicy;
 use crate::config::{Config, ConfigError, Protocol};
 use crate::encode::{content_type, otlp};
+use crate::integrity::keys::Signer;
 use crate::redact::Redactor;
 use crate::route::Route;
 
@@ -16,6 +17,8 @@ pub struct Plugin {
     pub bodies: BodyPolicy,
     pub fail_closed: Vec<Route>,
     pub export: ExportRequest,
+    /// The checkpoint signing key, from `integrity.signing_key_env` (none: unsigned checkpoints).
+    pub signer: Option<Signer>,
 }
 
 /// Where and how exports are sent: the request line and headers every export carries.
@@ -68,14 +71,35 @@ impl Plugin {
             }
         }
         let export = ExportRequest::of(&config);
+        let signer = signer(&config, env)?;
         Ok(Plugin {
             config,
             redactor,
             bodies,
             fail_closed,
             export,
+            signer,
         })
     }
+}
+
+/// The signing key named by `integrity.signing_key_env`, when integrity is on and the variable
+/// is set. A key that does not read is refused naming the variable, never its value.
+fn signer(
+    config: &Config,
+    env: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Option<Signer>, ConfigError> {
+    let integrity = &config.integrity;
+    if !integrity.enabled {
+        return Ok(None);
+    }
+    let Some(raw) = env(&integrity.signing_key_env).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    Signer::parse(&raw).map(Some).map_err(|why| ConfigError {
+        field: "integrity.signing_key_env".into(),
+        reason: format!("the value of {} {why}", integrity.signing_key_env),
+    })
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ mod tests {
         Export {
             body: vec![1, 2, 3],
             meta: ExportMeta {
+                last_chain: None,
                 events: 1,
                 record_bytes: 3,
                 first_seq,

@@ -383,6 +383,7 @@ impl RootContext for AuditRoot {
             bodies,
             fail_closed,
             export,
+            signer,
         } = match Plugin::load(&raw, env) {
             Ok(l) => l,
             Err(e) => {
@@ -414,7 +415,7 @@ impl RootContext for AuditRoot {
         let worker = Worker {
             attributes: AttributeReader::new(),
             wants_response_headers: !config.response_headers.is_empty(),
-            pipeline: Pipeline::new(config, redactor, &resource, stream_id),
+            pipeline: Pipeline::new(config, redactor, &resource, stream_id).with_signer(signer),
             connections: ConnectionCache::new(CONNECTION_CACHE),
             bodies,
             body_budget,
