@@ -140,6 +140,62 @@ mod tests {
     }
 
     #[test]
+    fn the_signing_key_comes_from_the_environment_and_bad_ones_are_refused() {
+        let seed = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let with = |value: &'static str| {
+            move |name: &str| (name == "MESHAUDIT_SIGNING_KEY").then(|| value.as_bytes().to_vec())
+        };
+        let p = Plugin::load(b"", with(seed)).unwrap();
+        let signer = p.signer.unwrap();
+        assert_eq!(
+            signer.key_id(),
+            crate::integrity::keys::Signer::from_seed(&[7; 32]).key_id()
+        );
+        assert!(Plugin::load(b"", no_env).unwrap().signer.is_none());
+        let off = Plugin::load(br#"{"integrity": {"enabled": false}}"#, with(seed)).unwrap();
+        assert!(off.signer.is_none());
+        let e = Plugin::load(b"", with("c2VjcmV0")).err().unwrap();
+        assert_eq!(e.field, "integrity.signing_key_env");
+        assert!(e.reason.contains("MESHAUDIT_SIGNING_KEY"), "{e}");
+        assert!(
+            !e.to_string().contains("c2VjcmV0"),
+            "never echoes the value: {e}"
+        );
+        for (config, field) in [
+            (
+                &br#"{"integrity": {"checkpoint_interval_ms": 0}}"#[..],
+                "integrity.checkpoint_interval_ms",
+            ),
+            (
+                br#"{"integrity": {"checkpoint_interval_ms": 100000000}}"#,
+                "integrity.checkpoint_interval_ms",
+            ),
+            (
+                br#"{"integrity": {"signing_key_env": ""}}"#,
+                "integrity.signing_key_env",
+            ),
+            (
+                br#"{"integrity": {"enabled": false, "witness": "log"}}"#,
+                "integrity.witness",
+            ),
+            (
+                br#"{"integrity": {"witness": "file"}}"#,
+                "integrity.witness",
+            ),
+            (br#"{"integrity": {"keys": 1}}"#, "integrity.keys"),
+        ] {
+            let e = Plugin::load(config, no_env).err().unwrap();
+            assert_eq!(e.field, field, "{e}");
+        }
+        let ok = Plugin::load(
+            br#"{"integrity": {"checkpoint_interval_ms": 5000.0, "witness": "log"}}"#,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(ok.config.integrity.checkpoint_interval_ms, 5000);
+    }
+
+    #[test]
     fn bad_routes_are_refused_naming_the_rule() {
         let e = Plugin::load(
             br#"{"routes": [{"match": {"path_prefix": "x"}, "fail_closed": true}]}"#,

@@ -8,6 +8,8 @@
 //! How each violation is told apart: docs/integrity.md#what-verify-reports.
 
 pub mod record;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -128,7 +130,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             keys: Vec::new(),
-            window: 1 << 20,
+            window: 100_000,
         }
     }
 }
@@ -182,7 +184,8 @@ struct Stream {
     prev: Prev,
     pending: BTreeMap<u64, Vec<Entry>>,
     pending_len: usize,
-    done: BTreeMap<u64, [u8; 16]>,
+    /// Checked sequences: content digest and stored chain value (the last `window`).
+    done: BTreeMap<u64, ([u8; 16], Option<Link>)>,
     gaps: Vec<Gap>,
     failures: Vec<Failure>,
     claims: Vec<Claim>,
@@ -391,17 +394,68 @@ impl Stream {
         self.advance(keys, window, false);
     }
 
-    /// A copy of a sequence already checked.
+    /// An event for a sequence already passed: a copy of one checked, or one inside a
+    /// complete loss (checked against its predecessor, else inserted).
     fn late(&mut self, seq: u64, entry: &Entry) {
         match self.done.get(&seq) {
-            Some(d) if *d == entry.digest => self.report.duplicates += 1,
-            Some(_) => self.violation(
+            Some((d, _)) if *d == entry.digest => self.report.duplicates += 1,
+            Some(_) => self.different_copy(seq, entry),
+            None => match self.gap_at(seq).filter(|g| g.complete).cloned() {
+                Some(gap) => {
+                    let stored = entry.record.chain();
+                    let prev = seq
+                        .checked_sub(1)
+                        .and_then(|p| self.done.get(&p))
+                        .and_then(|(_, c)| *c);
+                    let links = match (prev, stored) {
+                        (Some(p), Some(c)) => chain::link(&p, &entry.canonical) == c,
+                        (None, Some(c)) => seq == gap.last && gap.head == Some(c),
+                        _ => false,
+                    };
+                    if links {
+                        self.report.events += 1;
+                        self.report.verified += 1;
+                        self.done.insert(seq, (entry.digest, stored));
+                    } else {
+                        self.violation(
+                            ViolationKind::Inserted,
+                            seq,
+                            "a gap event reports this sequence lost, and nothing links to this event"
+                                .into(),
+                            Some(&entry.record.origin),
+                        );
+                    }
+                }
+                None => self.report.late_unchecked += 1,
+            },
+        }
+    }
+
+    /// A different event for a sequence already checked: one violation per sequence; when the
+    /// one checked first did not link and this one does, this one is the genuine event.
+    fn different_copy(&mut self, seq: u64, entry: &Entry) {
+        let reported = self
+            .violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::DuplicateDifferentContent && v.first_seq == seq);
+        if !reported {
+            self.violation(
                 ViolationKind::DuplicateDifferentContent,
                 seq,
                 "a second, different event with this log.record.uid".into(),
                 Some(&entry.record.origin),
-            ),
-            None => self.report.late_unchecked += 1,
+            );
+        }
+        let Some(at) = self.failures.iter().position(|f| f.seq == seq) else {
+            return;
+        };
+        let links = match (self.failures.get(at), entry.record.chain()) {
+            (Some(f), Some(c)) => chain::link(&f.prev, &entry.canonical) == c,
+            _ => false,
+        };
+        if links {
+            self.failures.remove(at);
+            self.report.verified += 1;
         }
     }
 
@@ -439,7 +493,12 @@ impl Stream {
                 self.check(s, entries, keys);
             } else if self.report.last_sequence.is_none_or(|m| s > m) {
                 return;
-            } else if let Some(gap) = self.gap_at(s).cloned() {
+            } else if let Some(gap) = self
+                .gap_at(s)
+                .filter(|g| g.complete || end || self.pending_len > window)
+                .cloned()
+            {
+                // A partial loss's range also holds events that arrived: wait for them.
                 self.prev = match gap.head {
                     Some(head) if gap.complete && s == gap.last => Prev::Known(head),
                     _ => Prev::Lost,
@@ -563,7 +622,15 @@ impl Stream {
             (Prev::Deleted, Some(_), _) => {}
         }
         self.prev = stored.map_or(Prev::Deleted, Prev::Known);
-        self.done.insert(s, entry.digest);
+        // The filter reported every event of this range lost, and the chain value of its last:
+        // the chain resumes from that, whatever is found here.
+        if let Some(head) = gap
+            .filter(|g| g.complete && g.last == s)
+            .and_then(|g| g.head)
+        {
+            self.prev = Prev::Known(head);
+        }
+        self.done.insert(s, (entry.digest, stored));
         if entry.record.event_name == EventKind::Gap.name() {
             self.report.gaps += 1;
             self.report.lost += entry
