@@ -13,7 +13,8 @@
 //!
 //! Inside: every record attribute except [`attr::CHAIN`] and except empty string lists (stores
 //! drop those), plus meshaudit's own resource attributes ([`RESOURCE_KEYS`]). Outside: any other
-//! resource attribute (a collector's Kubernetes metadata), severity, scope.
+//! resource attribute (a collector's Kubernetes metadata), severity, scope. A key that appears
+//! twice counts once, with its last value: what a JSON store keeps of it.
 
 use crate::event::{attr, Value};
 
@@ -59,7 +60,16 @@ pub fn write<'a>(
     attrs: impl Iterator<Item = (&'a str, &'a Value)>,
 ) {
     let mut sorted: Vec<(&str, &Value)> = attrs.filter(|(k, v)| is_inside(k, v)).collect();
-    sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    // Stable: of one key's values the last stays last, and only the last is written.
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let repeated = |i: usize| {
+        sorted
+            .get(i + 1)
+            .zip(sorted.get(i))
+            .is_some_and(|(next, this)| next.0 == this.0)
+    };
+    let count = (0..sorted.len()).filter(|i| !repeated(*i)).count();
+    out.reserve(256 + 64 * sorted.len());
     out.extend_from_slice(VERSION);
     str(out, envelope.event_name);
     out.extend_from_slice(&envelope.start_ns.to_be_bytes());
@@ -67,8 +77,11 @@ pub fn write<'a>(
     opt(out, envelope.trace_id.map(|t| t.as_slice()));
     opt(out, envelope.span_id.map(|s| s.as_slice()));
     str(out, envelope.body);
-    len(out, sorted.len());
-    for (key, value) in sorted {
+    len(out, count);
+    for (i, (key, value)) in sorted.iter().enumerate() {
+        if repeated(i) {
+            continue;
+        }
         str(out, key);
         match value {
             Value::Str(s) => {
@@ -181,6 +194,18 @@ mod tests {
         assert_ne!(
             canon(&envelope(), &[("b", Value::Str("1".into()))]),
             canon(&envelope(), &[("b", Value::Int(1))])
+        );
+        // A repeated key counts once, with its last value.
+        assert_eq!(
+            canon(
+                &envelope(),
+                &[
+                    ("b", Value::Int(9)),
+                    ("a", Value::Int(2)),
+                    ("b", Value::Int(1))
+                ]
+            ),
+            base
         );
         // Lengths keep key/value boundaries apart.
         assert_ne!(

@@ -700,8 +700,15 @@ impl Stream {
         // The chain value that belongs at each reordered position.
         let mut genuine: HashMap<u64, Link> = HashMap::new();
         let mut reordered: Vec<(u64, u64)> = Vec::new();
+        // Every pair while there are few failures; else each with its nearest (a trail that is
+        // mostly broken must not take quadratic time).
+        let reach = if failures.len() <= FULL_REORDER_SEARCH {
+            failures.len()
+        } else {
+            NEAR_REORDER_SEARCH
+        };
         for (i, a) in failures.iter().enumerate() {
-            for b in failures.iter().skip(i + 1) {
+            for b in failures.iter().skip(i + 1).take(reach) {
                 if belongs_at(a, b) && belongs_at(b, a) {
                     reordered.push((a.seq, b.seq));
                     if let (Some(ca), Some(cb)) = (a.record.chain(), b.record.chain()) {
@@ -762,6 +769,11 @@ impl Stream {
         }
     }
 }
+
+/// Link failures in a stream up to which every pair is tried as a reordering.
+const FULL_REORDER_SEARCH: usize = 512;
+/// Beyond that, each failure is tried with this many following ones.
+const NEAR_REORDER_SEARCH: usize = 16;
 
 /// Whether `other`'s event, moved to `at`'s position, links there.
 fn belongs_at(at: &Failure, other: &Failure) -> bool {
