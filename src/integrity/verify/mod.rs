@@ -559,14 +559,10 @@ impl Stream {
                 versions.push(e);
             }
         }
-        let prev = self.expected_prev(
-            s,
-            &versions
-                .first()
-                .map(|v| &v.record)
-                .cloned()
-                .unwrap_or_else(empty_record),
-        );
+        let Some(first) = versions.first() else {
+            return;
+        };
+        let prev = self.expected_prev(s, &first.record);
         let links = |v: &Entry| match (prev, v.record.chain()) {
             (Prev::Known(p), Some(c)) => Some(chain::link(&p, &v.canonical) == c),
             _ => None,
@@ -807,17 +803,4 @@ fn belongs_at(at: &Failure, other: &Failure) -> bool {
     let mut canonical = Vec::new();
     moved.canonical(&mut canonical);
     chain::link(&prev, &canonical) == chain_value
-}
-
-fn empty_record() -> Record {
-    Record {
-        event_name: String::new(),
-        start_ns: 0,
-        observed_ns: 0,
-        trace_id: None,
-        span_id: None,
-        body: String::new(),
-        attributes: Vec::new(),
-        origin: String::new(),
-    }
 }
