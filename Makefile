@@ -15,7 +15,7 @@ export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS := -C target-feature=+simd1
 # wasm-bindgen-cli must match the wasm-bindgen crate exactly.
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: help wasm venv tools lint unit wasm-unit e2e test demo fuzz bench-redact clean sysdeps oci bench bench-tools
+.PHONY: help wasm venv tools lint unit wasm-unit e2e test demo fuzz bench-redact bench-integrity cli clean sysdeps oci bench bench-tools
 
 ## help: this list: every target with what it does
 help:
@@ -47,16 +47,18 @@ tools:
 	  cargo install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
 	fi
 
-## lint: clippy (no unwrap/expect/panic/indexing in production code) and formatting
+## lint: clippy (no unwrap/expect/panic/indexing in production code) and formatting, of the
+## filter and of the command-line program (cli/)
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 
-## unit: core tests, natively
+## unit: core tests, natively, and the command-line program's tests (cli/, running the binary)
 unit:
 	cargo test --lib
+	cargo test -p meshaudit-cli
 
 ## wasm-unit: the same core tests compiled to wasm, run by wasm-bindgen-test in Node
 wasm-unit: tools
@@ -100,6 +102,16 @@ fuzz:
 bench-redact:
 	cargo bench --bench redaction
 	@$(PYTHON) benches/summary.py
+
+## cli: the `meshaudit` command-line program (verify, keygen), release build: target/release/meshaudit
+cli:
+	cargo build --release -p meshaudit-cli
+	@echo "target/release/meshaudit"
+
+## bench-integrity: criterion benchmark of chaining one typical event (benches/integrity.rs), then
+## verify's throughput from JSON lines (events/s on one core); figures in docs/performance.md
+bench-integrity:
+	cargo bench --bench integrity
 
 ## sysdeps: Debian packages the end-to-end tests drive. One line per package,
 ## `$(call need,COMMAND,PACKAGE)`: installs PACKAGE unless COMMAND is already on PATH. Nothing

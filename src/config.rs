@@ -64,6 +64,47 @@ pub struct Config {
     /// requests; a body the budget cannot cover is skipped or cut with a marker.
     #[serde(deserialize_with = "integer")]
     pub body_capture_budget_bytes: u32,
+    /// The chain, signed checkpoints and the witness (docs/integrity.md).
+    pub integrity: Integrity,
+}
+
+/// Integrity settings: every event chained, checkpoints signed with a key from the environment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Integrity {
+    /// Events carry `meshaudit.chain`, and checkpoints are emitted.
+    pub enabled: bool,
+    /// Environment variable that holds the Ed25519 signing key (never the configuration).
+    pub signing_key_env: String,
+    /// A checkpoint at most this often while events are chained (and always at drain).
+    #[serde(deserialize_with = "integer")]
+    pub checkpoint_interval_ms: u32,
+    /// A second copy of every checkpoint.
+    pub witness: Witness,
+}
+
+/// Smallest and largest `integrity.checkpoint_interval_ms`.
+pub const CHECKPOINT_INTERVAL_MS: std::ops::RangeInclusive<u32> = 1000..=86_400_000;
+
+impl Default for Integrity {
+    fn default() -> Self {
+        Integrity {
+            enabled: true,
+            signing_key_env: "MESHAUDIT_SIGNING_KEY".into(),
+            checkpoint_interval_ms: 60_000,
+            witness: Witness::None,
+        }
+    }
+}
+
+/// Where checkpoints are also written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Witness {
+    /// Nowhere else.
+    None,
+    /// Envoy's log, one line each: `meshaudit-checkpoint {json}`.
+    Log,
 }
 
 /// Largest `body_capture_budget_bytes`.
@@ -365,6 +406,7 @@ impl Default for Config {
             redaction: Redaction::default(),
             body_capture: Vec::new(),
             body_capture_budget_bytes: 16 << 20,
+            integrity: Integrity::default(),
         }
     }
 }
@@ -526,6 +568,7 @@ impl Config {
         {
             return fail("body_capture_budget_bytes", "must be 1 to 268435456");
         }
+        self.integrity.validate()?;
         // One body must fit: its `max_bytes` and the margin captured beyond it.
         let margin = u32::try_from(crate::redact::cut::BODY_MARGIN).unwrap_or(u32::MAX);
         if let Some(b) = self
@@ -539,6 +582,40 @@ impl Config {
                     "must be at least the largest body_capture[].max_bytes plus {margin} ({})",
                     b.max_bytes.saturating_add(margin)
                 ),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Integrity {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field: &str, reason: String| {
+            Err(ConfigError {
+                field: format!("integrity.{field}"),
+                reason,
+            })
+        };
+        if !CHECKPOINT_INTERVAL_MS.contains(&self.checkpoint_interval_ms) {
+            return fail(
+                "checkpoint_interval_ms",
+                format!(
+                    "must be {} to {} (1 s to 1 day)",
+                    CHECKPOINT_INTERVAL_MS.start(),
+                    CHECKPOINT_INTERVAL_MS.end()
+                ),
+            );
+        }
+        if self.signing_key_env.is_empty() {
+            return fail(
+                "signing_key_env",
+                "must name an environment variable".into(),
+            );
+        }
+        if !self.enabled && self.witness != Witness::None {
+            return fail(
+                "witness",
+                "writes checkpoints, and integrity.enabled is false".into(),
             );
         }
         Ok(())

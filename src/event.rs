@@ -20,6 +20,8 @@ pub enum EventKind {
     Gap,
     /// A TCP connection: opened, still open (interim), or closed (`meshaudit.tcp.phase`).
     Tcp,
+    /// A signed statement of the stream's chain head (see `meshaudit.checkpoint.*`).
+    Checkpoint,
 }
 
 impl EventKind {
@@ -29,7 +31,16 @@ impl EventKind {
             EventKind::Http => "meshaudit.http",
             EventKind::Gap => "meshaudit.gap",
             EventKind::Tcp => "meshaudit.tcp",
+            EventKind::Checkpoint => "meshaudit.checkpoint",
         }
+    }
+
+    /// The kind an `event_name` names (an unknown name reads as HTTP).
+    pub fn from_name(name: &str) -> EventKind {
+        [EventKind::Gap, EventKind::Tcp, EventKind::Checkpoint]
+            .into_iter()
+            .find(|k| k.name() == name)
+            .unwrap_or(EventKind::Http)
     }
 }
 
@@ -143,6 +154,17 @@ impl AuditEvent {
                 self.get_str(attr::GAP_REASON).unwrap_or("-")
             );
         }
+        if self.kind == EventKind::Checkpoint {
+            let int = |k| match self.get(k) {
+                Some(Value::Int(i)) => *i,
+                _ => -1,
+            };
+            return format!(
+                "checkpoint through sequence {} ({} events)",
+                int(attr::CHECKPOINT_LAST_SEQUENCE),
+                int(attr::CHECKPOINT_EVENTS),
+            );
+        }
         if self.kind == EventKind::Tcp {
             let int = |k| match self.get(k) {
                 Some(Value::Int(i)) => *i,
@@ -230,6 +252,19 @@ pub mod attr {
     pub const GAP_LAST_SEQUENCE: &str = "meshaudit.gap.last_sequence";
     pub const GAP_EVENTS: &str = "meshaudit.gap.events";
     pub const GAP_REASON: &str = "meshaudit.gap.reason";
+    /// The chain value of the last lost event, when every sequence of the range was lost.
+    pub const GAP_CHAIN_HEAD: &str = "meshaudit.gap.chain_head";
+    /// Integrity (docs/integrity.md): every event's chain value, hex SHA-256.
+    pub const CHAIN: &str = "meshaudit.chain";
+    /// The stream's first event: when the stream started (ns) and the id of its signing key.
+    pub const STREAM_START_TIME: &str = "meshaudit.stream.start_time";
+    pub const INTEGRITY_KEY_ID: &str = "meshaudit.integrity.key_id";
+    pub const CHECKPOINT_LAST_SEQUENCE: &str = "meshaudit.checkpoint.last_sequence";
+    pub const CHECKPOINT_CHAIN_HEAD: &str = "meshaudit.checkpoint.chain_head";
+    pub const CHECKPOINT_EVENTS: &str = "meshaudit.checkpoint.events";
+    pub const CHECKPOINT_PREVIOUS_SIGNATURE: &str = "meshaudit.checkpoint.previous_signature";
+    pub const CHECKPOINT_KEY_ID: &str = "meshaudit.checkpoint.key_id";
+    pub const CHECKPOINT_SIGNATURE: &str = "meshaudit.checkpoint.signature";
     pub const REDACTION_RULES: &str = "meshaudit.redaction.rules";
     pub const REQUEST_BODY: &str = "meshaudit.request.body";
     pub const REQUEST_BODY_TYPE: &str = "meshaudit.request.body.type";

@@ -18,7 +18,9 @@
 //!   export request);
 //! - [`route`]: request matching (hosts, path prefixes and patterns, methods);
 //! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding;
-//! - [`environment`]: settings that name an environment variable instead of holding a secret.
+//! - [`environment`]: settings that name an environment variable instead of holding a secret;
+//! - [`integrity`]: canonical form, chain, signed checkpoints and the verifier engine (shared
+//!   with the `meshaudit` command-line program in `cli/`).
 //!
 //! All of that is plain Rust, tested natively and in wasm. The `host` module (built only for
 //! `wasm32-wasip1`) is the thin proxy-wasm layer: root, HTTP and TCP contexts that read from
@@ -31,6 +33,7 @@ pub mod encode;
 pub mod environment;
 pub mod event;
 pub mod hex;
+pub mod integrity;
 pub mod pipeline;
 pub mod plugin;
 pub mod redact;

@@ -17,6 +17,9 @@ use crate::encode::otlp;
 use crate::encode::Codec;
 use crate::event::Resource;
 use crate::event::{attr, AuditEvent, EventKind, Value};
+use crate::integrity::chain;
+use crate::integrity::keys::Signer;
+use crate::integrity::stream::StreamIntegrity;
 use crate::redact::Redactor;
 
 pub struct Pipeline {
@@ -38,6 +41,10 @@ pub struct Pipeline {
     stats: Stats,
     scratch: Vec<u8>,
     last_record_len: usize,
+    /// The chain and checkpoints (`integrity.enabled`).
+    integrity: Option<StreamIntegrity>,
+    /// The latest time the pipeline was told (for a checkpoint at drain).
+    now_ms: u64,
 }
 
 impl Pipeline {
@@ -64,8 +71,20 @@ impl Pipeline {
             stats: Stats::default(),
             scratch: Vec::with_capacity(4096),
             last_record_len: 1024,
+            integrity: config.integrity.enabled.then(|| {
+                StreamIntegrity::new(&format!("{stream_id:016x}"), resource, &config.integrity)
+            }),
+            now_ms: 0,
             config,
         }
+    }
+
+    /// Checkpoints are signed with this key (`Plugin::signer`).
+    pub fn with_signer(mut self, signer: Option<Signer>) -> Pipeline {
+        if let Some(integrity) = &mut self.integrity {
+            integrity.set_signer(signer);
+        }
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -98,6 +117,11 @@ impl Pipeline {
             attr::SEQUENCE,
             Value::Int(i64::try_from(seq).unwrap_or(i64::MAX)),
         );
+        self.now_ms = self.now_ms.max(now_ms);
+        let link = self
+            .integrity
+            .as_mut()
+            .map(|i| i.chain(&mut event, seq, now_ms));
         self.scratch.clear();
         self.codec.encode(&event, &mut self.scratch);
         self.last_record_len = self.scratch.len();
@@ -109,7 +133,7 @@ impl Pipeline {
                 }
             }
         }
-        if self.batcher.push(&self.scratch, seq, now_ms).is_err() {
+        if self.batcher.push(&self.scratch, seq, link, now_ms).is_err() {
             match &mut self.fallback {
                 Some(fallback) => {
                     fallback.push_event(&event);
@@ -117,7 +141,13 @@ impl Pipeline {
                 }
                 None => {
                     self.stats.lost(LossReason::BufferFull, 1);
-                    self.losses.record(seq, seq, 1, LossReason::BufferFull);
+                    self.losses.record(Loss {
+                        first_seq: seq,
+                        last_seq: seq,
+                        events: 1,
+                        reason: LossReason::BufferFull,
+                        chain_head: link,
+                    });
                 }
             }
         }
@@ -147,6 +177,7 @@ impl Pipeline {
             events: meta.events,
             first_seq: meta.first_seq,
             last_seq: meta.last_seq,
+            last_chain: meta.last_chain,
         }
     }
 
@@ -165,24 +196,53 @@ impl Pipeline {
             return;
         }
         self.stats.lost(reason, u64::from(batch.events));
-        self.losses.record(
-            batch.first_seq,
-            batch.last_seq,
-            u64::from(batch.events),
+        self.losses.record(Loss {
+            first_seq: batch.first_seq,
+            last_seq: batch.last_seq,
+            events: u64::from(batch.events),
             reason,
-        );
+            chain_head: batch.last_chain,
+        });
     }
 
     /// Lines for Envoy's log (the fallback), taken by the host.
+    /// With `integrity.witness: "log"` they include the checkpoints' witness lines.
     pub fn take_fallback_lines(&mut self) -> Vec<String> {
-        self.fallback
+        let mut lines = self
+            .fallback
             .as_mut()
             .map(LogFallback::take)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(integrity) = &mut self.integrity {
+            lines.extend(integrity.take_witness_lines());
+        }
+        lines
+    }
+
+    /// Emits a checkpoint event when one is due (`drain`: whenever events are unsealed).
+    fn checkpoint(&mut self, now_ms: u64, drain: bool) {
+        let Some(integrity) = &mut self.integrity else {
+            return;
+        };
+        if !integrity.checkpoint_due(now_ms, drain) {
+            return;
+        }
+        if let Some(event) = integrity.checkpoint(now_ms, self.next_seq) {
+            self.enqueue(event, now_ms);
+        }
+    }
+
+    /// Checkpoints emitted so far (integrity on).
+    pub fn checkpoints(&self) -> u64 {
+        self.integrity
+            .as_ref()
+            .map_or(0, StreamIntegrity::checkpoints)
     }
 
     /// The next batch due for sending: a retry whose time has come, else a new batch.
     pub fn next_export(&mut self, now_ms: u64) -> Option<Export> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.checkpoint(now_ms, false);
         if let Some(export) = self.flights.due_retry(now_ms) {
             return Some(export);
         }
@@ -194,6 +254,7 @@ impl Pipeline {
             first_seq: batch.first_seq,
             last_seq: batch.last_seq,
             attempt: 0,
+            last_chain: batch.last_chain,
         };
         Some(Export { body, meta })
     }
@@ -255,8 +316,10 @@ impl Pipeline {
     }
 
     /// Seals the open batch so the next [`Pipeline::next_export`] returns it at once, and
-    /// makes every waiting retry due (drain).
+    /// makes every waiting retry due (drain). A stream with events since its last checkpoint
+    /// gets one now.
     pub fn flush_all(&mut self) {
+        self.checkpoint(self.now_ms, true);
         self.batcher.flush_all();
         self.flights.retry_all_now();
     }
@@ -298,12 +361,13 @@ impl Pipeline {
                 if rejected > 0 {
                     self.stats.events_rejected += rejected;
                     self.stats.events_dropped += rejected;
-                    self.losses.record(
-                        meta.first_seq,
-                        meta.last_seq,
-                        rejected,
-                        LossReason::PartialSuccess,
-                    );
+                    self.losses.record(Loss {
+                        first_seq: meta.first_seq,
+                        last_seq: meta.last_seq,
+                        events: rejected,
+                        reason: LossReason::PartialSuccess,
+                        chain_head: meta.last_chain,
+                    });
                 }
                 self.report_gaps(now_ms);
             }
@@ -330,8 +394,7 @@ impl Pipeline {
         let losses = self.losses.take();
         for loss in losses {
             if !self.batcher.fits(self.last_record_len.saturating_mul(2)) {
-                self.losses
-                    .record(loss.first_seq, loss.last_seq, loss.events, loss.reason);
+                self.losses.record(loss);
                 continue;
             }
             self.stats.gap_events += 1;
@@ -391,6 +454,9 @@ fn gap_event(loss: &Loss, now_ms: u64) -> AuditEvent {
     e.set(attr::GAP_LAST_SEQUENCE, int(loss.last_seq));
     e.set(attr::GAP_EVENTS, int(loss.events));
     e.set(attr::GAP_REASON, Value::Str(loss.reason.name().into()));
+    if let Some(head) = loss.contiguous_head() {
+        e.set(attr::GAP_CHAIN_HEAD, Value::Str(chain::to_hex(&head)));
+    }
     e
 }
 
@@ -608,11 +674,15 @@ mod tests {
         assert_eq!(p.unreported_losses(), 0);
     }
 
+    /// A buffer of a few chained events (about 300 bytes each in OTLP): 17 fit, 5 to a batch.
+    const SMALL_BUFFER: u32 = 6144;
+    const SMALL_BATCH: u32 = 2048;
+
     fn small_buffer(overflow: Overflow, fallback: Fallback) -> Pipeline {
         pipeline_with(Config {
             max_batch_events: 5,
-            max_batch_bytes: 1024,
-            max_buffer_bytes: 4096,
+            max_batch_bytes: SMALL_BATCH,
+            max_buffer_bytes: SMALL_BUFFER,
             overflow,
             fallback,
             ..Config::default()
@@ -631,14 +701,16 @@ mod tests {
                 drive(&mut p, u64::MAX / 2, DOWN);
             }
         }
-        assert!(max_seen <= 4096, "{max_seen}");
+        assert!(max_seen <= SMALL_BUFFER as usize, "{max_seen}");
         let s = p.take_stats();
         let held = p.buffered().0;
         assert_eq!(s.events_captured, 200);
         assert_eq!(s.events_dropped, s.dropped_buffer_full);
+        // Checkpoints (due at each drive, its clock being far ahead) are sequenced events too.
+        assert!(p.checkpoints() > 0);
         assert_eq!(
             s.events_dropped + held,
-            200,
+            200 + p.checkpoints(),
             "every event is held or counted as dropped"
         );
         assert_eq!(p.unreported_losses(), s.events_dropped);
@@ -651,18 +723,22 @@ mod tests {
         for i in 0..100 {
             p.accept(http_event(&format!("/{i}")), 0);
         }
-        assert!(p.buffered().1 <= 4096);
-        let s = p.take_stats();
-        assert!(s.events_dropped > 0);
+        assert!(p.buffered().1 <= SMALL_BUFFER as usize);
+        let before = p.take_stats().events_dropped;
+        assert!(before > 0);
+        // The drain's checkpoint (sequence 100) may evict once more.
         p.flush_all();
+        let dropped = before + p.take_stats().events_dropped;
         let kept: Vec<i64> = drive(&mut p, 0, OK)
             .iter()
             .flat_map(records)
             .filter_map(|r| int_attr(&r, attr::SEQUENCE))
             .collect();
+        assert_eq!(p.checkpoints(), 1);
         assert!(kept.contains(&99), "the newest event is kept");
+        assert!(kept.contains(&100), "the drain's checkpoint is kept");
         assert!(!kept.contains(&0), "the oldest event was evicted");
-        assert_eq!(kept.len() as u64 + s.events_dropped, 100);
+        assert_eq!(kept.len() as u64 + dropped, 101);
     }
 
     /// Events held in every state a drain can leave them: in flight, waiting to retry, sealed

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::capture::body::BodyPolicy;
 use crate::config::{Config, ConfigError, Protocol};
 use crate::encode::{content_type, otlp};
+use crate::integrity::keys::Signer;
 use crate::redact::Redactor;
 use crate::route::Route;
 
@@ -16,6 +17,8 @@ pub struct Plugin {
     pub bodies: BodyPolicy,
     pub fail_closed: Vec<Route>,
     pub export: ExportRequest,
+    /// The checkpoint signing key, from `integrity.signing_key_env` (none: unsigned checkpoints).
+    pub signer: Option<Signer>,
 }
 
 /// Where and how exports are sent: the request line and headers every export carries.
@@ -147,14 +150,35 @@ impl Plugin {
             }
         }
         let export = ExportRequest::of(&config, CredentialHeaders::read(&config, &env)?);
+        let signer = signer(&config, env)?;
         Ok(Plugin {
             config,
             redactor,
             bodies,
             fail_closed,
             export,
+            signer,
         })
     }
+}
+
+/// The signing key named by `integrity.signing_key_env`, when integrity is on and the variable
+/// is set. A key that does not read is refused naming the variable, never its value.
+fn signer(
+    config: &Config,
+    env: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Option<Signer>, ConfigError> {
+    let integrity = &config.integrity;
+    if !integrity.enabled {
+        return Ok(None);
+    }
+    let Some(raw) = env(&integrity.signing_key_env).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    Signer::parse(&raw).map(Some).map_err(|why| ConfigError {
+        field: "integrity.signing_key_env".into(),
+        reason: format!("the value of {} {why}", integrity.signing_key_env),
+    })
 }
 
 #[cfg(test)]
@@ -240,6 +264,62 @@ mod tests {
             assert!(e.reason.contains(reason), "{headers}: {e}");
             assert!(!e.to_string().contains("s3cr3t") && !e.to_string().contains("injected"));
         }
+    }
+
+    #[test]
+    fn the_signing_key_comes_from_the_environment_and_bad_ones_are_refused() {
+        let seed = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let with = |value: &'static str| {
+            move |name: &str| (name == "MESHAUDIT_SIGNING_KEY").then(|| value.as_bytes().to_vec())
+        };
+        let p = Plugin::load(b"", with(seed)).unwrap();
+        let signer = p.signer.unwrap();
+        assert_eq!(
+            signer.key_id(),
+            crate::integrity::keys::Signer::from_seed(&[7; 32]).key_id()
+        );
+        assert!(Plugin::load(b"", no_env).unwrap().signer.is_none());
+        let off = Plugin::load(br#"{"integrity": {"enabled": false}}"#, with(seed)).unwrap();
+        assert!(off.signer.is_none());
+        let e = Plugin::load(b"", with("c2VjcmV0")).err().unwrap();
+        assert_eq!(e.field, "integrity.signing_key_env");
+        assert!(e.reason.contains("MESHAUDIT_SIGNING_KEY"), "{e}");
+        assert!(
+            !e.to_string().contains("c2VjcmV0"),
+            "never echoes the value: {e}"
+        );
+        for (config, field) in [
+            (
+                &br#"{"integrity": {"checkpoint_interval_ms": 0}}"#[..],
+                "integrity.checkpoint_interval_ms",
+            ),
+            (
+                br#"{"integrity": {"checkpoint_interval_ms": 100000000}}"#,
+                "integrity.checkpoint_interval_ms",
+            ),
+            (
+                br#"{"integrity": {"signing_key_env": ""}}"#,
+                "integrity.signing_key_env",
+            ),
+            (
+                br#"{"integrity": {"enabled": false, "witness": "log"}}"#,
+                "integrity.witness",
+            ),
+            (
+                br#"{"integrity": {"witness": "file"}}"#,
+                "integrity.witness",
+            ),
+            (br#"{"integrity": {"keys": 1}}"#, "integrity.keys"),
+        ] {
+            let e = Plugin::load(config, no_env).err().unwrap();
+            assert_eq!(e.field, field, "{e}");
+        }
+        let ok = Plugin::load(
+            br#"{"integrity": {"checkpoint_interval_ms": 5000.0, "witness": "log"}}"#,
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(ok.config.integrity.checkpoint_interval_ms, 5000);
     }
 
     #[test]

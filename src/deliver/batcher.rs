@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use crate::config::Config;
+use crate::integrity::chain::Link;
 
 /// A run of encoded events with consecutive sequence numbers (holes only where events were
 /// refused).
@@ -15,6 +16,8 @@ pub struct Batch {
     pub events: u32,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// The chain value of the last event (integrity on).
+    pub last_chain: Option<Link>,
 }
 
 #[derive(Debug)]
@@ -52,8 +55,15 @@ impl Batcher {
         }
     }
 
-    /// Adds one encoded event. A record larger than `max_batch_bytes` travels alone.
-    pub fn push(&mut self, record: &[u8], seq: u64, now_ms: u64) -> Result<(), Refused> {
+    /// Adds one encoded event (with its chain value, if chained). A record larger than
+    /// `max_batch_bytes` travels alone.
+    pub fn push(
+        &mut self,
+        record: &[u8],
+        seq: u64,
+        chain: Option<Link>,
+        now_ms: u64,
+    ) -> Result<(), Refused> {
         if self.buffered_bytes.saturating_add(record.len()) > self.max_buffer_bytes {
             return Err(Refused::BufferFull);
         }
@@ -68,6 +78,7 @@ impl Batcher {
         self.open.records.extend_from_slice(record);
         self.open.events += 1;
         self.open.last_seq = seq;
+        self.open.last_chain = chain;
         self.buffered_bytes += record.len();
         self.buffered_events += 1;
         if self.open.events >= self.max_events || self.open.records.len() >= self.max_bytes {
@@ -171,7 +182,7 @@ mod tests {
     fn seals_at_max_events() {
         let mut b = batcher(3, 1 << 20, 1 << 20);
         for seq in 0..7 {
-            b.push(b"x", seq, 0).unwrap();
+            b.push(b"x", seq, None, 0).unwrap();
         }
         let first = b.next_due(0).unwrap();
         assert_eq!((first.events, first.first_seq, first.last_seq), (3, 0, 2));
@@ -187,11 +198,11 @@ mod tests {
     #[test]
     fn seals_before_passing_max_bytes() {
         let mut b = batcher(100, 1024, 1 << 20);
-        b.push(&[0; 600], 0, 0).unwrap();
-        b.push(&[0; 600], 1, 0).unwrap();
+        b.push(&[0; 600], 0, None, 0).unwrap();
+        b.push(&[0; 600], 1, None, 0).unwrap();
         let first = b.next_due(0).unwrap();
         assert_eq!(first.records.len(), 600);
-        b.push(&[0; 5000], 2, 0).unwrap();
+        b.push(&[0; 5000], 2, None, 0).unwrap();
         assert_eq!(
             b.next_due(0).unwrap().records.len(),
             600,
@@ -207,17 +218,17 @@ mod tests {
     #[test]
     fn buffer_bound_counts_in_flight_batches() {
         let mut b = batcher(1, 1024, 2048);
-        b.push(&[0; 1000], 0, 0).unwrap();
-        b.push(&[0; 1000], 1, 0).unwrap();
-        assert_eq!(b.push(&[0; 100], 2, 0), Err(Refused::BufferFull));
+        b.push(&[0; 1000], 0, None, 0).unwrap();
+        b.push(&[0; 1000], 1, None, 0).unwrap();
+        assert_eq!(b.push(&[0; 100], 2, None, 0), Err(Refused::BufferFull));
         let sent = b.next_due(0).unwrap();
         assert_eq!(
-            b.push(&[0; 100], 3, 0),
+            b.push(&[0; 100], 3, None, 0),
             Err(Refused::BufferFull),
             "in flight still counts"
         );
         b.release(sent.records.len(), sent.events);
-        assert!(b.push(&[0; 100], 4, 0).is_ok());
+        assert!(b.push(&[0; 100], 4, None, 0).is_ok());
         assert_eq!(b.buffered_bytes(), 1100);
         assert_eq!(b.buffered_events(), 2);
     }
@@ -226,7 +237,7 @@ mod tests {
     fn evicts_the_oldest_waiting_batch() {
         let mut b = batcher(2, 1 << 20, 1 << 20);
         for seq in 0..5 {
-            b.push(b"ab", seq, 0).unwrap();
+            b.push(b"ab", seq, None, 0).unwrap();
         }
         assert_eq!(b.evict_oldest().unwrap().first_seq, 0);
         assert_eq!(b.evict_oldest().unwrap().first_seq, 2);
@@ -242,7 +253,7 @@ mod tests {
     #[test]
     fn flush_all_seals_the_open_batch() {
         let mut b = batcher(10, 1 << 20, 1 << 20);
-        b.push(b"a", 0, 0).unwrap();
+        b.push(b"a", 0, None, 0).unwrap();
         assert!(b.next_due(0).is_none());
         b.flush_all();
         assert_eq!(b.next_due(0).unwrap().events, 1);

@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::integrity::chain::Link;
+
 /// A batch ready to go: the request body and what it holds.
 #[derive(Debug, Clone)]
 pub struct Export {
@@ -20,6 +22,8 @@ pub struct ExportMeta {
     pub last_seq: u64,
     /// Sends so far (0 for a first send).
     pub attempt: u32,
+    /// The chain value of the last event (integrity on).
+    pub last_chain: Option<Link>,
 }
 
 struct Waiting {
@@ -113,6 +117,7 @@ mod tests {
         Export {
             body: vec![1, 2, 3],
             meta: ExportMeta {
+                last_chain: None,
                 events: 1,
                 record_bytes: 3,
                 first_seq,

@@ -145,12 +145,7 @@ pub fn decode_records(records: &[u8]) -> Vec<AuditEvent> {
 fn to_event(r: proto::LogRecord) -> AuditEvent {
     use crate::event::EventKind;
     use proto::any_value::Value as Pv;
-    let kind = if r.event_name == EventKind::Gap.name() {
-        EventKind::Gap
-    } else {
-        EventKind::Http
-    };
-    let mut e = AuditEvent::new(kind);
+    let mut e = AuditEvent::new(EventKind::from_name(&r.event_name));
     e.start_unix_nano = r.time_unix_nano;
     e.observed_unix_nano = r.observed_time_unix_nano;
     e.trace_id = r.trace_id.as_slice().try_into().ok();

@@ -129,7 +129,11 @@ mod tests {
         assert_eq!(w.finish_drain(20), Some(DrainEnd::Idle));
         assert!(!w.draining());
         assert!(said(&mut w).is_empty());
-        assert_eq!(w.publish().stats.events_sent, 3);
+        assert_eq!(
+            w.publish().stats.events_sent,
+            4,
+            "3 events and the drain's checkpoint"
+        );
     }
 
     #[test]
@@ -149,10 +153,11 @@ mod tests {
         assert_eq!(w.finish_drain(6000), Some(DrainEnd::TimedOut));
         assert_eq!(
             said(&mut w),
-            ["meshaudit: drain timed out; 3 events still held are lost (counted in events_dropped.drain)"]
+            ["meshaudit: drain timed out; 4 events still held are lost (counted in events_dropped.drain)"],
+            "3 events and the drain's checkpoint"
         );
         let s = w.publish().stats;
-        assert_eq!((s.events_dropped, s.dropped_drain), (3, 3));
+        assert_eq!((s.events_dropped, s.dropped_drain), (4, 4));
         assert!(w.idle());
     }
 
@@ -164,18 +169,23 @@ mod tests {
         );
         w.start_drain(0);
         let logs = said(&mut w);
-        assert_eq!(logs.len(), 3, "{logs:?}");
+        assert_eq!(
+            logs.len(),
+            4,
+            "2 events and the drain's checkpoint: {logs:?}"
+        );
         assert_eq!(
             logs[0],
-            "meshaudit: draining; 2 events still held are also written to the log fallback"
+            "meshaudit: draining; 3 events still held are also written to the log fallback"
         );
+        assert!(logs[3].contains(r#""event_name":"meshaudit.checkpoint""#));
         assert!(logs[1..]
             .iter()
             .all(|l| l.starts_with("meshaudit-fallback: ")));
         assert_eq!(w.finish_drain(0), Some(DrainEnd::TimedOut));
         assert_eq!(
             said(&mut w),
-            ["meshaudit: drain timed out; 2 events still held are written to the log fallback"],
+            ["meshaudit: drain timed out; 3 events still held are written to the log fallback"],
             "the lines already written are not written again"
         );
     }

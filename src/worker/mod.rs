@@ -123,6 +123,7 @@ impl Worker {
             bodies,
             fail_closed,
             export,
+            signer,
         } = plugin;
         let budget_bytes = usize::try_from(config.body_capture_budget_bytes).unwrap_or(usize::MAX);
         let body_budget = match budget {
@@ -141,7 +142,7 @@ impl Worker {
         );
         let mut worker = Worker {
             wants_response_headers: !config.response_headers.is_empty(),
-            pipeline: Pipeline::new(config, redactor, resource, stream_id),
+            pipeline: Pipeline::new(config, redactor, resource, stream_id).with_signer(signer),
             connections: ConnectionCache::new(CONNECTION_CACHE),
             bodies,
             body_budget,

@@ -121,6 +121,10 @@ def http_events(records) -> list:
     return [r for r in records if r.event_name == "meshaudit.http"]
 
 
+def checkpoint_events(records) -> list:
+    return [r for r in records if r.event_name == "meshaudit.checkpoint"]
+
+
 def gap_events(records) -> list:
     return [r for r in records if r.event_name == "meshaudit.gap"]
 
@@ -978,7 +982,18 @@ def test_replaced_configuration_drains_what_it_holds(app, wasm, parts, tmp_path,
              .get("listener_manager.lds.update_success", 0) >= 2, 10, 0.05, "the new listener configuration")
     records = wait_request_ids(rotel, rids, timeout=15)
     assert {r.attr("meshaudit.request.id") for r in http_events(records)} == set(rids)
-    st = wait_stats(envoy, lambda s: get(s, "events_sent") == len(rids) and get(s, "buffered_events") == 0,
+    # The drain seals each stream that holds events with a checkpoint (docs/integrity.md),
+    # sequenced right after its last event and sent with them.
+    streams = {r.attr("meshaudit.stream.id") for r in http_events(records)}
+    checkpoints = checkpoint_events(records)
+    assert sorted(c.attr("meshaudit.stream.id") for c in checkpoints) == sorted(streams)
+    for c in checkpoints:
+        last = max(r.attr("meshaudit.sequence") for r in http_events(records)
+                   if r.attr("meshaudit.stream.id") == c.attr("meshaudit.stream.id"))
+        assert c.attr("meshaudit.checkpoint.last_sequence") == last
+        assert c.attr("meshaudit.sequence") == last + 1
+    sent = len(rids) + len(checkpoints)
+    st = wait_stats(envoy, lambda s: get(s, "events_sent") == sent and get(s, "buffered_events") == 0,
                     what="the old configuration's events sent and its share of the gauge withdrawn")
     assert get(st, "events_dropped") == 0
     # The new configuration audits the next request.
@@ -993,9 +1008,11 @@ def test_replaced_configuration_whose_drain_times_out_counts_the_loss(app, wasm,
     envoy, publish, rids = holding_lds_envoy(app, wasm, parts, tmp_path, rotel, f"drain-lost-{run_id}", 4, 1000)
     rotel.stop()
     publish({"request_headers": ["content-type", "user-agent"]})
-    st = wait_stats(envoy, lambda s: get(s, "events_dropped.drain") == len(rids), timeout=20,
+    # One worker (concurrency 1) holds the events; the drain adds its checkpoint, lost with them.
+    held = len(rids) + 1
+    st = wait_stats(envoy, lambda s: get(s, "events_dropped.drain") == held, timeout=20,
                     what="the held events counted as lost to the drain timeout")
-    assert get(st, "events_dropped") == len(rids) and get(st, "buffered_events") == 0
+    assert get(st, "events_dropped") == held and get(st, "buffered_events") == 0
     assert "events still held are lost (counted in events_dropped.drain)" in envoy.log_text()
 
 
@@ -1034,5 +1051,11 @@ def test_envoy_stop_writes_what_it_holds_to_the_log_fallback(app, wasm, parts, t
     envoy, rids = stopped_while_holding(app, wasm, parts, tmp_path, rotel, f"stop-log-{run_id}", fallback="log")
     log = envoy.log_path.read_text(errors="replace")
     logged = [json.loads(line.split(FALLBACK_PREFIX, 1)[1]) for line in log.splitlines() if FALLBACK_PREFIX in line]
-    assert sorted(e["meshaudit.request.id"] for e in logged) == sorted(rids), log[-3000:]
+    requests = [e for e in logged if e["event_name"] == "meshaudit.http"]
+    assert sorted(e["meshaudit.request.id"] for e in requests) == sorted(rids), log[-3000:]
+    # The drain's checkpoint seals the stream, and goes to the log with the events it covers.
+    checkpoints = [e for e in logged if e["event_name"] == "meshaudit.checkpoint"]
+    assert len(checkpoints) == 1 and len(logged) == len(rids) + 1, log[-3000:]
+    assert checkpoints[0]["meshaudit.checkpoint.last_sequence"] == max(e["meshaudit.sequence"] for e in requests)
+    assert all(len(e["meshaudit.chain"]) == 64 for e in logged)
     assert "events still held are also written to the log fallback" in log

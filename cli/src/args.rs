@@ -1,0 +1,93 @@
+//! Command-line arguments.
+
+pub const USAGE: &str = "\
+meshaudit: prove a meshaudit audit trail
+
+USAGE:
+  meshaudit verify [OPTIONS] [FILE...]   check a trail (files, or stdin when none or `-`)
+  meshaudit keygen [--out PREFIX]        write PREFIX.key (private) and PREFIX.pub
+  meshaudit help
+
+verify reads meshaudit JSON lines, OTLP/JSON export requests (one per line, as the
+OpenTelemetry Collector's file exporter writes) and OTLP protobuf export requests (a file of
+one request, or of 4-byte big-endian length-prefixed requests), in any order and mix.
+
+verify OPTIONS:
+  --public-key FILE   a trusted public key (PEM or base64); repeat for several (rotation)
+  --witness FILE      Envoy's log (or any file) holding `meshaudit-checkpoint {json}` lines
+  --json              the report as one JSON object
+  --window N          events per stream waiting for their predecessor, at most (100000)
+
+Exit: 0 clean, 1 a violation, 2 usage or input error.
+";
+
+pub enum Command {
+    Help,
+    Keygen { out: String },
+    Verify(Verify),
+}
+
+pub struct Verify {
+    pub inputs: Vec<String>,
+    pub public_keys: Vec<String>,
+    pub witness: Option<String>,
+    pub json: bool,
+    pub window: usize,
+}
+
+pub fn parse(argv: &[String]) -> Result<Command, String> {
+    let mut it = argv.iter();
+    let usage = |why: &str| format!("{why}\n\n{USAGE}");
+    match it.next().map(String::as_str) {
+        None | Some("help" | "--help" | "-h") => Ok(Command::Help),
+        Some("keygen") => {
+            let mut out = "meshaudit-signing".to_string();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--out" => out = value(&mut it, "--out")?,
+                    other => return Err(usage(&format!("keygen: unknown argument {other:?}"))),
+                }
+            }
+            Ok(Command::Keygen { out })
+        }
+        Some("verify") => {
+            let mut v = Verify {
+                inputs: Vec::new(),
+                public_keys: Vec::new(),
+                witness: None,
+                json: false,
+                window: 100_000,
+            };
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--public-key" => v.public_keys.push(value(&mut it, "--public-key")?),
+                    "--witness" => v.witness = Some(value(&mut it, "--witness")?),
+                    "--json" => v.json = true,
+                    "--window" => {
+                        let n = value(&mut it, "--window")?;
+                        v.window =
+                            n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                                format!("--window: {n:?} is not a positive number")
+                            })?;
+                    }
+                    "-" => v.inputs.push("-".into()),
+                    flag if flag.starts_with("--") => {
+                        return Err(usage(&format!("verify: unknown option {flag:?}")))
+                    }
+                    path => v.inputs.push(path.to_string()),
+                }
+            }
+            if v.inputs.is_empty() {
+                v.inputs.push("-".into());
+            }
+            Ok(Command::Verify(v))
+        }
+        Some(other) => Err(usage(&format!("unknown command {other:?}"))),
+    }
+}
+
+fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<String, String> {
+    it.next()
+        .cloned()
+        .ok_or_else(|| format!("{flag} needs a value"))
+}
