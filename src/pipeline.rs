@@ -228,6 +228,7 @@ impl Pipeline {
             return;
         }
         if let Some(event) = integrity.checkpoint(now_ms, self.next_seq) {
+            self.stats.checkpoints += 1;
             self.enqueue(event, now_ms);
         }
     }

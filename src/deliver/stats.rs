@@ -22,6 +22,8 @@ pub struct Stats {
     pub fallback_lines: u64,
     pub fail_closed_rejections: u64,
     pub bytes_sent: u64,
+    /// Checkpoint events emitted (integrity on).
+    pub checkpoints: u64,
 }
 
 impl Stats {

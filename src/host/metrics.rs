@@ -58,6 +58,7 @@ impl Metrics {
                 s.fail_closed_rejections
             }),
             (counter("meshaudit.bytes_sent"), |s| s.bytes_sent),
+            (counter("meshaudit.checkpoints"), |s| s.checkpoints),
         ];
         Metrics {
             counters,
