@@ -155,15 +155,6 @@ def cri_lines(envoy_lines: list[str], split_at: int) -> list[str]:
     return out
 
 
-def same_value(shipped, original) -> bool:
-    """JSON numbers come back from the agent as doubles; everything else must be equal."""
-    if isinstance(original, bool) or isinstance(shipped, bool):
-        return shipped == original and type(shipped) is type(original)
-    if isinstance(original, int) and isinstance(shipped, (int, float)):
-        return float(shipped) == float(original)
-    return shipped == original
-
-
 def test_node_agent_ships_fallback_and_witness_lines(app, wasm, parts, tmp_path, run_id):
     require_components(NODE_AGENT)
     rotel = started(parts, testkit.Rotel(tmp_path).start())
@@ -223,7 +214,7 @@ def test_node_agent_ships_fallback_and_witness_lines(app, wasm, parts, tmp_path,
             if key == "body":
                 continue
             assert key in rec.attributes, f"{key} lost on the way"
-            assert same_value(rec.attributes[key], value), (key, rec.attributes[key], value)
+            assert testkit.same_value(rec.attributes[key], value), (key, rec.attributes[key], value)
         expected_ns = int(dt.datetime.fromisoformat(original["time"][:26]).replace(tzinfo=dt.timezone.utc).timestamp()) * 10**9
         assert rec.timestamp is not None and abs(rec.timestamp - expected_ns) < 10**9
         assert rec.resource.get("k8s.namespace.name") == "payments"

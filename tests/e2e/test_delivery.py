@@ -475,15 +475,6 @@ def agent_config(envoy_log: Path, rotel_port: int) -> dict:
     }
 
 
-def same_value(shipped, original) -> bool:
-    """JSON numbers come back from the agent as doubles; everything else must be equal."""
-    if isinstance(original, bool) or isinstance(shipped, bool):
-        return shipped == original and type(shipped) is type(original)
-    if isinstance(original, int) and isinstance(shipped, (int, float)):
-        return float(shipped) == float(original)
-    return shipped == original
-
-
 def test_log_fallback_is_shipped_by_a_real_agent(app, wasm, parts, tmp_path, run_id):
     rotel = started(parts, RestartableRotel(tmp_path).start())
     envoy_log = tmp_path / "envoy-log-path.log"
@@ -534,7 +525,7 @@ def test_log_fallback_is_shipped_by_a_real_agent(app, wasm, parts, tmp_path, run
             if key == "body":
                 continue
             assert key in rec.attributes, f"{key} lost on the way"
-            assert same_value(rec.attributes[key], value), (key, rec.attributes[key], value)
+            assert testkit.same_value(rec.attributes[key], value), (key, rec.attributes[key], value)
         assert rec.attr("url.path").startswith("/fallback/")
         assert rec.attr("http.request.header.user-agent") == [f"agent-test/{int(rec.attr('url.path')[-2:])}"]
 

@@ -60,7 +60,7 @@ from .metrics import (
 
 # Rotel's printout of OTLP log records
 from .otlp import (
-    LogRecord, parse_rotel_log, parse_value,
+    LogRecord, parse_rotel_log, parse_value, same_value,
 )
 
 # Rotel, the OpenTelemetry Collector, a collector that never answers

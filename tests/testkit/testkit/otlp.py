@@ -190,3 +190,13 @@ def parse_rotel_log(text: str) -> list[LogRecord]:
             target[key] += "\n" + line
     finish()
     return records
+
+
+def same_value(shipped: Any, original: Any) -> bool:
+    """Whether a value shipped through a log agent is the original: JSON numbers come back from
+    an agent as doubles; everything else (booleans included, by type) must be equal."""
+    if isinstance(original, bool) or isinstance(shipped, bool):
+        return shipped == original and type(shipped) is type(original)
+    if isinstance(original, int) and isinstance(shipped, (int, float)):
+        return float(shipped) == float(original)
+    return shipped == original
