@@ -146,7 +146,7 @@ oci: wasm
 ## logging, Envoy's file and OpenTelemetry access logs, meshaudit (default, heavy, diagnostics),
 ## plaintext and mTLS; proxy pinned to core 0, load/upstream/collector on core 1; ~14 min on 2
 ## cores. Results: benches/results/latest.{json,md,svg} and dated copies.
-## BENCH_QUICK=1: one short round (~2 min) into target/bench-quick/, load from wrk. BENCH_ARGS:
+## BENCH_QUICK=1: one short round (~2.5 min) into target/bench-quick/, load from wrk. BENCH_ARGS:
 ## more flags (e.g. --arms plain,meshaudit_default --rounds 5). BENCH_NICE=-10: priority on a busy
 ## machine. BENCH_LOADGEN=oha|wrk: the load generator (default: oha for the full run, wrk quick).
 OHA_VERSION := 1.16.0
