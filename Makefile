@@ -65,8 +65,9 @@ wasm-unit: tools
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  cargo test --lib --target wasm32-unknown-unknown
 
-## e2e: real Envoy + real Rotel collector + generated certificates
-e2e: wasm venv sysdeps
+## e2e: real Envoy + real Rotel collector + generated certificates; `meshaudit verify` (cli) on
+## the trails they store (tests/e2e/test_integrity.py)
+e2e: wasm cli venv sysdeps
 	$(VPY) -m pytest tests/e2e -q
 
 ## test: everything CI runs
