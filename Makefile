@@ -65,11 +65,12 @@ wasm-unit: tools
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  cargo test --lib --target wasm32-unknown-unknown
 
-## e2e: real Envoy + real Rotel collector + generated certificates; two test files at a time
-## (pytest-xdist, each file on one worker: the tests mostly wait on processes). E2E_ARGS: more
-## pytest arguments (e.g. E2E_ARGS="-n 0 -x" for one at a time, stopping at the first failure)
+## e2e: real Envoy + real Rotel collector + generated certificates; `meshaudit verify` (cli) on
+## the trails they store (tests/e2e/test_integrity.py); two test files at a time (pytest-xdist,
+## each file on one worker: the tests mostly wait on processes). E2E_ARGS: more pytest
+## arguments (e.g. E2E_ARGS="-n 0 -x" for one at a time, stopping at the first failure)
 E2E_ARGS ?=
-e2e: wasm venv sysdeps
+e2e: wasm cli venv sysdeps
 	$(VPY) -m pytest tests/e2e -q -n 2 --dist loadfile $(E2E_ARGS)
 
 ## test: everything CI runs

@@ -15,6 +15,9 @@ one request, or of 4-byte big-endian length-prefixed requests), in any order and
 verify OPTIONS:
   --public-key FILE   a trusted public key (PEM or base64); repeat for several (rotation)
   --witness FILE      Envoy's log (or any file) holding `meshaudit-checkpoint {json}` lines
+  --clickhouse URL    also read the trail from ClickHouse's HTTP interface (http://HOST:8123,
+                      credentials as user:password@ or ?user=&password=; never printed)
+  --clickhouse-table T  the table of stored lines (meshaudit.trail; examples/clickhouse)
   --json              the report as one JSON object
   --window N          events per stream waiting for their predecessor, at most (100000)
 
@@ -31,6 +34,8 @@ pub struct Verify {
     pub inputs: Vec<String>,
     pub public_keys: Vec<String>,
     pub witness: Option<String>,
+    pub clickhouse: Option<String>,
+    pub clickhouse_table: String,
     pub json: bool,
     pub window: usize,
 }
@@ -55,6 +60,8 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
                 inputs: Vec::new(),
                 public_keys: Vec::new(),
                 witness: None,
+                clickhouse: None,
+                clickhouse_table: crate::clickhouse::DEFAULT_TABLE.to_string(),
                 json: false,
                 window: 100_000,
             };
@@ -62,6 +69,10 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
                 match a.as_str() {
                     "--public-key" => v.public_keys.push(value(&mut it, "--public-key")?),
                     "--witness" => v.witness = Some(value(&mut it, "--witness")?),
+                    "--clickhouse" => v.clickhouse = Some(value(&mut it, "--clickhouse")?),
+                    "--clickhouse-table" => {
+                        v.clickhouse_table = value(&mut it, "--clickhouse-table")?;
+                    }
                     "--json" => v.json = true,
                     "--window" => {
                         let n = value(&mut it, "--window")?;
@@ -77,7 +88,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
                     path => v.inputs.push(path.to_string()),
                 }
             }
-            if v.inputs.is_empty() {
+            if v.inputs.is_empty() && v.clickhouse.is_none() {
                 v.inputs.push("-".into());
             }
             Ok(Command::Verify(v))

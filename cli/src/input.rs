@@ -42,7 +42,8 @@ pub fn read_trail(path: &str, v: &mut Verifier, progress: &mut Progress) -> Resu
     }
 }
 
-fn read_lines(
+/// Every line of `reader` (JSON lines or OTLP/JSON; `path` names it in messages, `-` stdin).
+pub fn read_lines(
     path: &str,
     mut reader: impl BufRead,
     v: &mut Verifier,

@@ -3,6 +3,7 @@
 //! filter's own (`meshaudit::integrity`).
 
 mod args;
+mod clickhouse;
 mod input;
 mod output;
 
@@ -56,6 +57,9 @@ fn verify(v: &args::Verify) -> Result<u8, String> {
     let mut progress = output::Progress::new();
     for path in &v.inputs {
         input::read_trail(path, &mut verifier, &mut progress)?;
+    }
+    if let Some(url) = &v.clickhouse {
+        clickhouse::read_trail(url, &v.clickhouse_table, &mut verifier, &mut progress)?;
     }
     progress.done();
     let report = verifier.finish();

@@ -8,6 +8,7 @@ binary or wasm fails the tests with a message that says what to build or install
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -48,6 +49,25 @@ def wasm(binaries) -> Path:
         return testkit.require_wasm()
     except testkit.HarnessError as e:
         _fail_setup(e)
+
+
+@pytest.fixture(scope="session")
+def cli() -> Path:
+    """The `meshaudit` command-line program (cli/, package meshaudit-cli), release build:
+    `cargo build` once per session (a no-op when `make cli` or `make e2e` built it already)."""
+    try:
+        proc = subprocess.run(
+            ["cargo", "build", "--release", "-p", "meshaudit-cli"],
+            cwd=testkit.REPO, capture_output=True, text=True, timeout=900,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _fail_setup(testkit.HarnessError(f"cargo build -p meshaudit-cli: {e}"))
+    if proc.returncode != 0:
+        _fail_setup(testkit.HarnessError(f"cargo build -p meshaudit-cli failed:\n{proc.stderr[-3000:]}"))
+    path = testkit.REPO / "target" / "release" / "meshaudit"
+    if not path.is_file():
+        _fail_setup(testkit.HarnessError(f"{path} missing after cargo build"))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,8 @@ class RecordingServer(ThreadingHTTPServer):
     # of concurrent requests) would see SYNs dropped and Envoy's 1 s connect timeout (503).
     request_queue_size = 1024
 
-    def __init__(self, handler) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
+    def __init__(self, handler, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), handler)
         self.requests: list[ReceivedRequest] = []
         self.lock = threading.Lock()
 
@@ -114,11 +114,12 @@ class _SinkHandler(RecordingHandler):
 
 
 class HttpServerThread:
-    """A RecordingServer with `handler` on 127.0.0.1 (a free port: `port`), served from a thread;
-    `requests` is what it received so far."""
+    """A RecordingServer with `handler` on 127.0.0.1 (a free port, or the `port` given: a
+    server that comes back where it was), served from a thread; `requests` is what it received
+    so far."""
 
-    def __init__(self, handler) -> None:
-        self.server = RecordingServer(handler)
+    def __init__(self, handler, port: int = 0) -> None:
+        self.server = RecordingServer(handler, port)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
@@ -149,8 +150,8 @@ def upstream_server() -> HttpServerThread:
 class JsonLinesSink(HttpServerThread):
     """Records POST bodies; `objects()` parses every body as newline-delimited JSON."""
 
-    def __init__(self, dump_path: Path | None = None) -> None:
-        super().__init__(_SinkHandler)
+    def __init__(self, dump_path: Path | None = None, port: int = 0) -> None:
+        super().__init__(_SinkHandler, port)
         self.server.dump_path = dump_path  # every body is also appended there, for post-mortems
 
     def lines(self) -> list[str]:
