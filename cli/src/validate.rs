@@ -248,11 +248,14 @@ fn envoy_plugin(
         }
         (STRUCT, Some(v)) => match struct_json(v, text) {
             Ok(json) => check(json.as_bytes(), &|f| locate(v, f), env, report),
-            Err((line, why)) => report.findings.push(Finding {
-                line,
-                warning: false,
-                text: why,
-            }),
+            Err((line, why)) => {
+                report.configurations += 1;
+                report.findings.push(Finding {
+                    line,
+                    warning: false,
+                    text: why,
+                });
+            }
         },
         _ => {
             report.configurations += 1;
