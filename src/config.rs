@@ -10,6 +10,7 @@ use std::fmt;
 
 /// The validated plugin configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where batches go.
@@ -18,21 +19,32 @@ pub struct Config {
     pub format: Format,
     /// A batch is sealed once it holds this many events.
     #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub max_batch_events: u32,
     /// A batch is sealed before it would grow past this many encoded bytes.
     #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1024)))]
     pub max_batch_bytes: u32,
     /// An open batch is sent at the latest this long after its first event.
     #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 10)))]
     pub flush_interval_ms: u32,
     /// Upper bound on encoded events held by one worker (open, sealed and in-flight batches).
     #[serde(deserialize_with = "integer")]
     pub max_buffer_bytes: u32,
     /// Request headers copied into events as `http.request.header.<name>`.
     #[serde(deserialize_with = "header_names")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(regex(pattern = r"^[A-Za-z0-9_.:-]+$")))
+    )]
     pub request_headers: Vec<String>,
     /// Response headers copied into events as `http.response.header.<name>`.
     #[serde(deserialize_with = "header_names")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(regex(pattern = r"^[A-Za-z0-9_.:-]+$")))
+    )]
     pub response_headers: Vec<String>,
     /// Which filter this configuration is for: detected from the host, or stated.
     pub mode: Mode,
@@ -63,6 +75,7 @@ pub struct Config {
     /// Most bytes the bodies being captured may hold at once on one worker, across all its
     /// requests; a body the budget cannot cover is skipped or cut with a marker.
     #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 268_435_456)))]
     pub body_capture_budget_bytes: u32,
     /// The chain, signed checkpoints and the witness (docs/integrity.md).
     pub integrity: Integrity,
@@ -70,6 +83,7 @@ pub struct Config {
 
 /// Integrity settings: every event chained, checkpoints signed with a key from the environment.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Integrity {
     /// Events carry `meshaudit.chain`, and checkpoints are emitted.
@@ -78,6 +92,7 @@ pub struct Integrity {
     pub signing_key_env: String,
     /// A checkpoint at most this often while events are chained (and always at drain).
     #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1000, max = 86_400_000)))]
     pub checkpoint_interval_ms: u32,
     /// A second copy of every checkpoint.
     pub witness: Witness,
@@ -99,6 +114,7 @@ impl Default for Integrity {
 
 /// Where checkpoints are also written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Witness {
     /// Nowhere else.
@@ -112,6 +128,7 @@ pub const MAX_BODY_CAPTURE_BUDGET: u32 = 256 << 20;
 
 /// How the filter is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Told apart by the host: a context with an HTTP request is HTTP, else a connection.
@@ -141,6 +158,7 @@ impl Mode {
 
 /// Export protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Http,
@@ -149,6 +167,7 @@ pub enum Protocol {
 
 /// Overflow policy of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Overflow {
     /// New events are refused while the buffer is full.
@@ -159,6 +178,7 @@ pub enum Overflow {
 
 /// Where events go that the buffer cannot hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Fallback {
     /// They are dropped (and counted, and reported by a gap event).
@@ -169,9 +189,11 @@ pub enum Fallback {
 
 /// Exponential backoff with jitter.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Retry {
     #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub initial_backoff_ms: u32,
     #[serde(deserialize_with = "integer")]
     pub max_backoff_ms: u32,
@@ -188,6 +210,7 @@ impl Default for Retry {
 
 /// Delivery settings for the routes a rule matches.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     #[serde(default, rename = "match")]
@@ -199,6 +222,7 @@ pub struct RouteRule {
 
 /// Redaction settings. Rules are compiled (and checked) by `redact::Redactor::compile`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Redaction {
     /// The built-in credential rules (headers, cookies, query parameters, body fields).
@@ -227,6 +251,7 @@ impl Default for Redaction {
 
 /// How a built-in detector is set: on/off, or the action it applies.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum DetectorSetting {
     Enabled(bool),
@@ -235,17 +260,20 @@ pub enum DetectorSetting {
 
 /// What a rule does to a value it matches.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActionSpec {
     pub action: ActionKind,
     /// `partial`: characters kept at the end (default 4); `truncate`: kept at the start
     /// (default 8).
     #[serde(default, deserialize_with = "optional_integer")]
+    #[cfg_attr(feature = "schema", schemars(with = "u32"))]
     pub keep: Option<u32>,
 }
 
 /// The redaction actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
     /// The field is gone.
@@ -262,6 +290,7 @@ pub enum ActionKind {
 
 /// A user-defined regex detector.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CustomDetector {
     pub name: String,
@@ -270,11 +299,13 @@ pub struct CustomDetector {
     #[serde(default)]
     pub action: Option<ActionKind>,
     #[serde(default, deserialize_with = "optional_integer")]
+    #[cfg_attr(feature = "schema", schemars(with = "u32"))]
     pub keep: Option<u32>,
 }
 
 /// A field rule: which fields, on which routes, and what to do with them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
@@ -282,6 +313,10 @@ pub struct Rule {
     pub route: RouteMatch,
     /// Header names (request and response).
     #[serde(default, deserialize_with = "header_names")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(inner(regex(pattern = r"^[A-Za-z0-9_.:-]+$")))
+    )]
     pub headers: Vec<String>,
     /// Query parameter names.
     #[serde(default)]
@@ -302,11 +337,13 @@ pub struct Rule {
     #[serde(default)]
     pub action: Option<ActionKind>,
     #[serde(default, deserialize_with = "optional_integer")]
+    #[cfg_attr(feature = "schema", schemars(with = "u32"))]
     pub keep: Option<u32>,
 }
 
 /// Which requests a rule or body capture applies to; an empty match is every request.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// Exact host (`:authority` without port), or `*.example.com`.
@@ -321,12 +358,14 @@ pub struct RouteMatch {
 
 /// Body capture for the routes it matches.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BodyCapture {
     #[serde(default, rename = "match")]
     pub route: RouteMatch,
     /// Bytes kept per body; longer bodies are truncated in the event (never refused).
     #[serde(default = "default_body_bytes", deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_048_576)))]
     pub max_bytes: u32,
     /// Media types captured; others are skipped with a marker.
     #[serde(default = "default_body_types")]
@@ -357,6 +396,7 @@ fn yes() -> bool {
 
 /// The Envoy cluster that leads to the collector, and how to address it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Collector {
     /// Envoy cluster name (in Istio: `outbound|4318||HOST`).
@@ -367,6 +407,7 @@ pub struct Collector {
     pub path: String,
     /// How long one export may take before it counts as failed.
     #[serde(deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub timeout_ms: u32,
     /// Headers sent with every export: header name → the environment variable holding its
     /// value (a bearer token, an API key), read once at load; never the value itself.
@@ -375,6 +416,7 @@ pub struct Collector {
 
 /// Wire encoding of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// OTLP `ExportLogsServiceRequest`, protobuf, for OTLP/HTTP receivers.
@@ -659,6 +701,34 @@ impl Config {
             return Some("routes");
         }
         None
+    }
+}
+
+/// The JSON Schema of the plugin configuration (docs/plugin-config.schema.json), derived from
+/// these types: `meshaudit schema` prints it.
+#[cfg(feature = "schema")]
+pub fn schema_json() -> String {
+    let mut schema = schemars::schema_for!(Config);
+    schema.insert("title".into(), "meshaudit plugin configuration".into());
+    let mut value = serde_json::Value::from(schema);
+    drop_null_defaults(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// `"default": null` of the optional integers (`keep`): absent is the default, null is refused.
+#[cfg(feature = "schema")]
+fn drop_null_defaults(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get("default").is_some_and(serde_json::Value::is_null) {
+                m.remove("default");
+            }
+            m.values_mut().for_each(drop_null_defaults);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_null_defaults),
+        _ => {}
     }
 }
 

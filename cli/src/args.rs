@@ -6,6 +6,10 @@ meshaudit: prove a meshaudit audit trail
 USAGE:
   meshaudit verify [OPTIONS] [FILE...]   check a trail (files, or stdin when none or `-`)
   meshaudit keygen [--out PREFIX]        write PREFIX.key (private) and PREFIX.pub
+  meshaudit validate [--env NAME] FILE... check plugin configurations (JSON, Istio or Envoy
+                                         YAML): FILE:LINE: FIELD: REASON; exit 0 valid,
+                                         1 invalid, 2 unreadable (docs/cli.md)
+  meshaudit schema                       print the plugin configuration's JSON Schema
   meshaudit help
 
 verify reads meshaudit JSON lines, OTLP/JSON export requests (one per line, as the
@@ -28,6 +32,8 @@ pub enum Command {
     Help,
     Keygen { out: String },
     Verify(Verify),
+    Validate(crate::validate::Options),
+    Schema,
 }
 
 pub struct Verify {
@@ -93,6 +99,11 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
             }
             Ok(Command::Verify(v))
         }
+        Some("validate") => validate(it).map_err(|why| usage(&why)),
+        Some("schema") => match it.next() {
+            None => Ok(Command::Schema),
+            Some(a) => Err(usage(&format!("schema: unknown argument {a:?}"))),
+        },
         Some(other) => Err(usage(&format!("unknown command {other:?}"))),
     }
 }
@@ -101,4 +112,24 @@ fn value<'a>(it: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<St
     it.next()
         .cloned()
         .ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn validate<'a>(mut it: impl Iterator<Item = &'a String>) -> Result<Command, String> {
+    let mut o = crate::validate::Options {
+        inputs: Vec::new(),
+        env: Vec::new(),
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--env" => o.env.push(value(&mut it, "--env")?),
+            flag if flag.starts_with("--") => {
+                return Err(format!("validate: unknown option {flag:?}"))
+            }
+            path => o.inputs.push(path.to_string()),
+        }
+    }
+    if o.inputs.is_empty() {
+        return Err("validate: name at least one file".into());
+    }
+    Ok(Command::Validate(o))
 }

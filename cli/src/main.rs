@@ -6,6 +6,7 @@ mod args;
 mod clickhouse;
 mod input;
 mod output;
+mod validate;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,6 +37,11 @@ fn run(argv: &[String]) -> Result<u8, String> {
         }
         args::Command::Keygen { out } => keygen(&out),
         args::Command::Verify(v) => verify(&v),
+        args::Command::Validate(o) => validate::run(&o),
+        args::Command::Schema => {
+            print!("{}", meshaudit::config::schema_json());
+            Ok(0)
+        }
     }
 }
 
