@@ -55,10 +55,9 @@ lint:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo clippy --target wasm32-wasip1 --lib -- -D warnings
 
-## unit: core tests, natively, and the command-line program's tests (cli/, running the binary)
+## unit: core tests, natively, the reference tests (tests/), and the command-line program's tests (cli/, running the binary)
 unit:
-	cargo test --lib
-	cargo test -p meshaudit-cli
+	cargo test --workspace --lib --tests
 
 ## wasm-unit: the same core tests compiled to wasm, run by wasm-bindgen-test in Node
 wasm-unit: tools
