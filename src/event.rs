@@ -188,7 +188,9 @@ impl AuditEvent {
     /// `out` has grown (the chain builds it per event).
     pub fn summary_into(&self, out: &mut String) {
         match self.kind {
-            EventKind::Gap | EventKind::Checkpoint | EventKind::Tcp => out.push_str(&self.summary()),
+            EventKind::Gap | EventKind::Checkpoint | EventKind::Tcp => {
+                out.push_str(&self.summary())
+            }
             _ => self.http_summary(out),
         }
     }

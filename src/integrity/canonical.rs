@@ -73,10 +73,13 @@ impl Order {
         let key = |i: u32| at(i as usize).map_or("", |(k, _)| k);
         if self.order.len() != n {
             self.order.clear();
-            self.order.extend((0..n).filter_map(|i| u32::try_from(i).ok()));
+            self.order
+                .extend((0..n).filter_map(|i| u32::try_from(i).ok()));
         }
         for i in 1..self.order.len() {
-            let Some(&this) = self.order.get(i) else { break };
+            let Some(&this) = self.order.get(i) else {
+                break;
+            };
             let mut j = i;
             while let Some(&before) = j.checked_sub(1).and_then(|p| self.order.get(p)) {
                 if (key(before), before) <= (key(this), this) {
@@ -93,14 +96,18 @@ impl Order {
         }
         self.kept.clear();
         for (p, &i) in self.order.iter().enumerate() {
-            let Some((k, v)) = at(i as usize) else { continue };
+            let Some((k, v)) = at(i as usize) else {
+                continue;
+            };
             if !is_inside(k, v) {
                 continue;
             }
             // A later inside position of the same key wins (the order is by key, then position).
-            let later = self.order.iter().skip(p + 1).map_while(|&j| {
-                at(j as usize).filter(|(kj, _)| *kj == k)
-            });
+            let later = self
+                .order
+                .iter()
+                .skip(p + 1)
+                .map_while(|&j| at(j as usize).filter(|(kj, _)| *kj == k));
             if later.into_iter().any(|(kj, vj)| is_inside(kj, vj)) {
                 continue;
             }
@@ -147,11 +154,7 @@ pub fn write_indexed<'a>(
             continue;
         };
         let key = key.as_bytes();
-        let shared = previous
-            .iter()
-            .zip(key)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let shared = previous.iter().zip(key).take_while(|(a, b)| a == b).count();
         var(out, shared);
         let rest = key.get(shared..).unwrap_or_default();
         var(out, rest.len());
@@ -310,8 +313,16 @@ mod tests {
     #[test]
     fn a_reused_order_gives_what_a_fresh_one_gives() {
         let events: [Vec<(&str, Value)>; 4] = [
-            vec![("b", Value::Int(1)), ("a", Value::Int(2)), ("c", Value::Int(3))],
-            vec![("c", Value::Int(3)), ("b", Value::Int(1)), ("a", Value::Int(2))],
+            vec![
+                ("b", Value::Int(1)),
+                ("a", Value::Int(2)),
+                ("c", Value::Int(3)),
+            ],
+            vec![
+                ("c", Value::Int(3)),
+                ("b", Value::Int(1)),
+                ("a", Value::Int(2)),
+            ],
             vec![("a", Value::Int(2)), ("a", Value::Int(5))],
             vec![
                 ("b", Value::Int(9)),
@@ -333,7 +344,14 @@ mod tests {
         let mut one = Vec::new();
         write(&mut one, &envelope(), [("b", &Value::Int(9))].into_iter());
         let mut last = Vec::new();
-        write(&mut last, &envelope(), events[3].iter().filter(|(k, _)| *k == "b").map(|(k, v)| (*k, v)));
+        write(
+            &mut last,
+            &envelope(),
+            events[3]
+                .iter()
+                .filter(|(k, _)| *k == "b")
+                .map(|(k, v)| (*k, v)),
+        );
         assert_eq!(one, last);
     }
 }

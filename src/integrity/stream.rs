@@ -112,9 +112,7 @@ impl StreamIntegrity {
             record.len() + resource.len(),
             |i| match record.get(i) {
                 Some(a) => Some((a.key.as_ref(), &a.value)),
-                None => resource
-                    .get(i - record.len())
-                    .map(|(k, v)| (*k, v)),
+                None => resource.get(i - record.len()).map(|(k, v)| (*k, v)),
             },
         );
         chain::link(prev, &self.scratch)

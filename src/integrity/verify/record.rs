@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 
 use chrono::DateTime;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use prost::Message;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::encode::otlp::proto;
 use crate::event::{attr, Value};
