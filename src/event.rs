@@ -179,9 +179,25 @@ impl AuditEvent {
                 int(attr::TCP_DOWNSTREAM_SENT),
             );
         }
+        let mut s = String::with_capacity(64);
+        self.http_summary(&mut s);
+        s
+    }
+
+    /// [`AuditEvent::summary`] appended to `out`, without allocating for an HTTP event once
+    /// `out` has grown (the chain builds it per event).
+    pub fn summary_into(&self, out: &mut String) {
+        match self.kind {
+            EventKind::Gap | EventKind::Checkpoint | EventKind::Tcp => {
+                out.push_str(&self.summary())
+            }
+            _ => self.http_summary(out),
+        }
+    }
+
+    fn http_summary(&self, s: &mut String) {
         let method = self.get_str(attr::HTTP_METHOD).unwrap_or("-");
         let path = self.get_str(attr::URL_PATH).unwrap_or("-");
-        let mut s = String::with_capacity(method.len() + path.len() + 8);
         s.push_str(method);
         s.push(' ');
         s.push_str(path);
@@ -192,7 +208,6 @@ impl AuditEvent {
             }
             _ => s.push_str(" -"),
         }
-        s
     }
 }
 

@@ -223,6 +223,14 @@ ARMS: list[Arm] = [
         access_log=True,
         diagnostic=True,
     ),
+    # What the chain costs in Envoy: side by side with `meshaudit_default` (bench.TOGETHER).
+    Arm(
+        "meshaudit_nointegrity",
+        "meshaudit, default config with integrity off (diagnostic)",
+        "meshaudit",
+        plugin_config={"integrity": {"enabled": False}},
+        diagnostic=True,
+    ),
     Arm("wasm_noop", "Wasm probe as an access logger: does nothing (diagnostic)", "probe", probe_mode="noop",
         access_log=True, diagnostic=True),
     Arm("wasm_hostcalls", "Wasm probe as an access logger: 16 attributes one by one + 2 header maps (diagnostic)",

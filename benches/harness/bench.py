@@ -632,6 +632,7 @@ def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: in
 # the machine's drift).
 TOGETHER = [
     ("meshaudit_log", "meshaudit_noredact"),
+    ("meshaudit_default", "meshaudit_nointegrity"),
     ("meshaudit_default", "plain"),
     ("meshaudit_log", "plain"),
     ("meshaudit_log", "meshaudit_default"),

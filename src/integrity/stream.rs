@@ -28,6 +28,9 @@ pub struct StreamIntegrity {
     previous_signature: String,
     checkpoints: u64,
     scratch: Vec<u8>,
+    /// The key order of the last event's canonical form, and its body.
+    order: canonical::Order,
+    body: String,
     witness_lines: Vec<String>,
 }
 
@@ -49,7 +52,9 @@ impl StreamIntegrity {
             last_checkpoint_ms: 0,
             previous_signature: String::new(),
             checkpoints: 0,
-            scratch: Vec::with_capacity(2048),
+            scratch: Vec::with_capacity(4096),
+            order: canonical::Order::default(),
+            body: String::with_capacity(256),
             witness_lines: Vec::new(),
         }
     }
@@ -88,22 +93,28 @@ impl StreamIntegrity {
 
     /// The link of `event` after `prev` (the canonical form with this stream's resource).
     fn link_of(&mut self, event: &AuditEvent, prev: &Link) -> Link {
-        let body = event.summary();
+        self.body.clear();
+        event.summary_into(&mut self.body);
         let envelope = Envelope {
             event_name: event.kind.name(),
             start_ns: event.start_unix_nano,
             observed_ns: event.observed_unix_nano,
             trace_id: event.trace_id.as_ref(),
             span_id: event.span_id.as_ref(),
-            body: &body,
+            body: &self.body,
         };
         self.scratch.clear();
-        let attrs = event
-            .attributes
-            .iter()
-            .map(|a| (a.key.as_ref(), &a.value))
-            .chain(self.resource.iter().map(|(k, v)| (*k, v)));
-        canonical::write(&mut self.scratch, &envelope, attrs);
+        let (record, resource) = (&event.attributes, &self.resource);
+        canonical::write_indexed(
+            &mut self.scratch,
+            &mut self.order,
+            &envelope,
+            record.len() + resource.len(),
+            |i| match record.get(i) {
+                Some(a) => Some((a.key.as_ref(), &a.value)),
+                None => resource.get(i - record.len()).map(|(k, v)| (*k, v)),
+            },
+        );
         chain::link(prev, &self.scratch)
     }
 

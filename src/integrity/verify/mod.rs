@@ -200,6 +200,8 @@ pub struct Verifier {
     streams: BTreeMap<String, Stream>,
     witness: Vec<Checkpoint>,
     skipped: u64,
+    /// The key order of the last record's canonical form.
+    order: super::canonical::Order,
 }
 
 impl Verifier {
@@ -210,6 +212,7 @@ impl Verifier {
             streams: BTreeMap::new(),
             witness: Vec::new(),
             skipped: 0,
+            order: super::canonical::Order::default(),
         }
     }
 
@@ -229,8 +232,8 @@ impl Verifier {
             .streams
             .entry(stream_id.clone())
             .or_insert_with(|| Stream::new(&stream_id));
-        let mut canonical = Vec::with_capacity(1024);
-        record.canonical(&mut canonical);
+        let mut canonical = Vec::with_capacity(4096);
+        record.canonical_with(&mut canonical, &mut self.order);
         let mut h = Sha256::new();
         h.update(&canonical);
         h.update(record.str(attr::CHAIN).unwrap_or_default().as_bytes());

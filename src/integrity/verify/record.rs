@@ -2,8 +2,11 @@
 //! OTLP/JSON (`ExportLogsServiceRequest`, one per line as the OpenTelemetry Collector's file
 //! exporter writes) and OTLP protobuf export requests.
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
 use prost::Message;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::encode::otlp::proto;
 use crate::event::{attr, Value};
@@ -37,8 +40,10 @@ const ENVELOPE_FIELDS: [&str; 6] = [
 
 impl Record {
     pub fn get(&self, key: &str) -> Option<&Value> {
+        // The last of a repeated key, as in the canonical form.
         self.attributes
             .iter()
+            .rev()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
     }
@@ -80,6 +85,11 @@ impl Record {
 
     /// Appends the canonical bytes.
     pub fn canonical(&self, out: &mut Vec<u8>) {
+        self.canonical_with(out, &mut canonical::Order::default());
+    }
+
+    /// Appends the canonical bytes, reusing the key order of the last record.
+    pub fn canonical_with(&self, out: &mut Vec<u8>, order: &mut canonical::Order) {
         let envelope = Envelope {
             event_name: &self.event_name,
             start_ns: self.start_ns,
@@ -88,11 +98,9 @@ impl Record {
             span_id: self.span_id.as_ref(),
             body: &self.body,
         };
-        canonical::write(
-            out,
-            &envelope,
-            self.attributes.iter().map(|(k, v)| (k.as_str(), v)),
-        );
+        canonical::write_indexed(out, order, &envelope, self.attributes.len(), |i| {
+            self.attributes.get(i).map(|(k, v)| (k.as_str(), v))
+        });
     }
 }
 
@@ -103,6 +111,11 @@ pub fn from_json_line(line: &str, origin: &str) -> Result<Vec<Record>, String> {
     if line.is_empty() {
         return Ok(Vec::new());
     }
+    if !line.contains("\"resourceLogs\"") {
+        let fields: Fields<'_> =
+            serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+        return from_meshaudit_fields(fields.0, origin).map(|r| vec![r]);
+    }
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let obj = v
         .as_object()
@@ -110,51 +123,185 @@ pub fn from_json_line(line: &str, origin: &str) -> Result<Vec<Record>, String> {
     if obj.contains_key("resourceLogs") {
         return from_otlp_json(&v, origin);
     }
-    from_meshaudit_json(obj, origin).map(|r| vec![r])
+    let fields = obj
+        .iter()
+        .map(|(k, v)| (Cow::Borrowed(k.as_str()), field_of(v)))
+        .collect();
+    from_meshaudit_fields(fields, origin).map(|r| vec![r])
 }
 
-fn from_meshaudit_json(
-    obj: &serde_json::Map<String, serde_json::Value>,
+fn field_of(v: &serde_json::Value) -> Field<'_> {
+    match v {
+        serde_json::Value::String(s) => Field::Text(Cow::Borrowed(s.as_str())),
+        serde_json::Value::Bool(b) => Field::Bool(*b),
+        serde_json::Value::Number(n) => n.as_i64().map_or(Field::Other, Field::Int),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(Cow::Borrowed))
+            .collect::<Option<_>>()
+            .map_or(Field::Other, Field::List),
+        _ => Field::Other,
+    }
+}
+
+/// A JSON line's field value, borrowed from the line where it has no escapes.
+#[derive(Debug)]
+enum Field<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+    Bool(bool),
+    List(Vec<Cow<'a, str>>),
+    /// Any other JSON value (an unexpected type).
+    Other,
+}
+
+/// A JSON object's fields in line order (a repeated key stays repeated: the last counts).
+struct Fields<'a>(Vec<(Cow<'a, str>, Field<'a>)>);
+
+/// A JSON string, borrowed where it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Text(Cow::Owned(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(Field::Other, Field::Int))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Field::Bool(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                let mut all_text = true;
+                while let Some(item) = seq.next_element::<Field<'de>>()? {
+                    match item {
+                        Field::Text(t) => items.push(t),
+                        _ => all_text = false,
+                    }
+                }
+                Ok(if all_text {
+                    Field::List(items)
+                } else {
+                    Field::Other
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(80));
+                while let Some((k, v)) = map.next_entry::<Text<'de>, Field<'de>>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A meshaudit JSON line's record from its fields.
+fn from_meshaudit_fields(
+    fields: Vec<(Cow<'_, str>, Field<'_>)>,
     origin: &str,
 ) -> Result<Record, String> {
-    let text = |k: &str| obj.get(k).and_then(|v| v.as_str());
+    let text = |k: &str| {
+        fields
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .and_then(|(_, v)| match v {
+                Field::Text(t) => Some(t.as_ref()),
+                _ => None,
+            })
+    };
     let time = |k: &str| -> Result<u64, String> {
         let t = text(k).ok_or_else(|| format!("no {k:?}"))?;
         parse_rfc3339(t).ok_or_else(|| format!("{k:?} is not an RFC 3339 time: {t:?}"))
     };
-    let mut attributes = Vec::with_capacity(obj.len());
-    for (k, v) in obj {
-        if ENVELOPE_FIELDS.contains(&k.as_str()) {
-            continue;
-        }
-        let value = json_value(v).ok_or_else(|| format!("field {k:?} has an unexpected type"))?;
-        attributes.push((k.clone(), value));
-    }
-    Ok(Record {
+    let mut record = Record {
         event_name: text("event_name").ok_or("no \"event_name\"")?.to_string(),
         start_ns: time("time")?,
         observed_ns: time("observed_time")?,
         trace_id: hex_id(text("trace_id"))?,
         span_id: hex_id(text("span_id"))?,
         body: text("body").unwrap_or_default().to_string(),
-        attributes,
+        attributes: Vec::with_capacity(fields.len()),
         origin: origin.to_string(),
-    })
-}
-
-fn json_value(v: &serde_json::Value) -> Option<Value> {
-    Some(match v {
-        serde_json::Value::String(s) => Value::Str(s.clone()),
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => Value::Int(n.as_i64()?),
-        serde_json::Value::Array(items) => Value::StrList(
-            items
-                .iter()
-                .map(|i| i.as_str().map(str::to_string))
-                .collect::<Option<_>>()?,
-        ),
-        _ => return None,
-    })
+    };
+    for (k, v) in fields {
+        if ENVELOPE_FIELDS.contains(&k.as_ref()) {
+            continue;
+        }
+        let value = match v {
+            Field::Text(t) => Value::Str(t.into_owned()),
+            Field::Int(i) => Value::Int(i),
+            Field::Bool(b) => Value::Bool(b),
+            Field::List(items) => Value::StrList(items.into_iter().map(Cow::into_owned).collect()),
+            Field::Other => return Err(format!("field {k:?} has an unexpected type")),
+        };
+        record.attributes.push((k.into_owned(), value));
+    }
+    Ok(record)
 }
 
 /// RFC 3339 to Unix nanoseconds (lossless for the nanosecond times meshaudit writes).
