@@ -81,7 +81,8 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     assert result["rss_scaling"]["rss_kib"]["plain"]
     together = result["together"]
     assert [t["arms"] for t in together] == [
-        ["meshaudit_log", "meshaudit_noredact"], ["meshaudit_default", "plain"],
+        ["meshaudit_log", "meshaudit_noredact"], ["meshaudit_default", "meshaudit_nointegrity"],
+        ["meshaudit_default", "plain"],
         ["meshaudit_log", "plain"], ["meshaudit_log", "meshaudit_default"],
         ["meshaudit_default_mtls", "plain_mtls"], ["file_json", "plain"], ["otel_grpc", "plain"],
     ]

@@ -120,26 +120,12 @@ def sealed(objs: list[dict], stream: str | None = None) -> bool:
     return True
 
 
-def stats(envoy: testkit.Envoy) -> dict[str, int]:
-    return envoy.all_stats(r"^wasmcustom\.meshaudit\.")
-
-
-def get(st: dict[str, int], name: str) -> int:
-    return testkit.metric(st, "meshaudit." + name)
+stats = testkit.meshaudit_stats
+get = testkit.meshaudit_stat
 
 
 def wait_stats(envoy: testkit.Envoy, predicate, timeout: float = 20.0, what: str = "meshaudit stats"):
-    last: dict[str, int] = {}
-
-    def check():
-        nonlocal last
-        last = stats(envoy)
-        try:
-            return last if predicate(last) else None
-        except AssertionError:
-            return None
-
-    return wait_for(check, timeout, 0.05, lambda: f"{what}; last stats {last}\n{testkit.log_tail(envoy.log_path, 15)}")
+    return testkit.wait_meshaudit_stats(envoy, predicate, timeout, what)
 
 
 def json_envoy(workdir: Path, wasm: Path, app_port: int, collector_port: int, keys: Keys, config: dict,

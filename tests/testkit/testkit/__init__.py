@@ -55,7 +55,7 @@ from .envoy import (
 
 # Envoy statistics
 from .metrics import (
-    GaugeSampler, metric, parse_stats,
+    GaugeSampler, meshaudit_stat, meshaudit_stats, metric, parse_stats, wait_meshaudit_stats,
 )
 
 # Rotel's printout of OTLP log records

@@ -59,3 +59,32 @@ class GaugeSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def meshaudit_stats(envoy) -> dict[str, int]:
+    """meshaudit's own counters and gauges of a running Envoy."""
+    return envoy.all_stats(r"^wasmcustom\.meshaudit\.")
+
+
+def meshaudit_stat(stats: Mapping[str, int], name: str) -> int:
+    """The meshaudit stat `name` (e.g. `events_sent`) among `stats`."""
+    return metric(stats, "meshaudit." + name)
+
+
+def wait_meshaudit_stats(envoy, predicate, timeout: float = 15.0, what: str = "meshaudit stats") -> dict[str, int]:
+    """Polls meshaudit's stats until `predicate` holds (an AssertionError inside it, e.g. a
+    metric not published yet, counts as not yet); returns them."""
+    from .core import wait_for
+    from .processes import log_tail
+
+    last: dict[str, int] = {}
+
+    def check():
+        nonlocal last
+        last = meshaudit_stats(envoy)
+        try:
+            return last if predicate(last) else None
+        except AssertionError:
+            return None
+
+    return wait_for(check, timeout, 0.05, lambda: f"{what}; last stats {last}\nenvoy log:\n{log_tail(envoy.log_path, 15)}")
