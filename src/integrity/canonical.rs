@@ -3,29 +3,35 @@
 //! fields (docs/integrity.md#the-canonical-form).
 //!
 //! ```text
-//! "meshaudit-event-v2"
+//! "meshaudit-event-v3"
 //! str(event_name)  u64(start ns)  u64(observed ns)
 //! opt(trace id, 16 bytes)  opt(span id, 8 bytes)  str(body)
-//! var(attribute count)  then per attribute, sorted by key bytewise:
-//!   var(bytes shared with the previous key)  str(rest of key)  tag  value
-//!   tag: 's' str | 'i' i64 | 'b' u8 (0/1) | 'l' var(count) str…
+//! keys digest: SHA-256("meshaudit-keys-v1" var(count) str(key)…), keys sorted bytewise
+//! then per key, in that order, its value:
+//!   tag value   tag: 's' str | 'i' i64 | 'b' u8 (0/1) | 'l' var(count) str…
 //! str(x) = var(byte length) x;  var = unsigned LEB128, shortest;  integers big-endian;
 //! opt(x) = 0x00 | 0x01 x
 //! ```
 //!
-//! Keys are front-coded (the first key shares 0 bytes): sorted keys share long prefixes
-//! (`http.request.header.`, `meshaudit.`), and every byte here is a byte SHA-256 hashes per
-//! event. The key is still wholly inside: the previous key's prefix and the rest give it back.
+//! The keys are inside through their digest: a typical request event's 66 keys are 1.5 KB, more
+//! than its values, and the events of one stream nearly always have the same keys, so the
+//! digest is computed when the set of keys changes, not per event ([`Shape`]). SHA-256 being
+//! collision resistant, the digest binds the keys as firmly as their bytes would.
 //!
 //! Inside: every record attribute except [`attr::CHAIN`] and except empty string lists (stores
 //! drop those), plus meshaudit's own resource attributes ([`RESOURCE_KEYS`]). Outside: any other
 //! resource attribute (a collector's Kubernetes metadata), severity, scope. A key that appears
 //! twice counts once, with its last value: what a JSON store keeps of it.
 
+use sha2::{Digest, Sha256};
+
 use crate::event::{attr, Value};
 
 /// The first bytes of every canonical form (the version of this layout).
-pub const VERSION: &[u8] = b"meshaudit-event-v2";
+pub const VERSION: &[u8] = b"meshaudit-event-v3";
+
+/// The first bytes hashed into a keys digest.
+pub const KEYS_VERSION: &[u8] = b"meshaudit-keys-v1";
 
 /// The resource attributes meshaudit itself writes (`capture::node`), the only resource
 /// attributes inside the canonical form.
@@ -57,62 +63,75 @@ pub fn is_inside(key: &str, value: &Value) -> bool {
     key != attr::CHAIN && !matches!(value, Value::StrList(l) if l.is_empty())
 }
 
-/// What building a canonical form reuses from one event to the next: the key order of the last
-/// event (the events of one stream come with their keys in nearly the same order, so sorting
-/// starts from it and is mostly one comparison per key) and the positions written.
+/// The shape of the last event a canonical form was built for: its keys by position and which
+/// of them are inside, the positions written in key order, and the keys digest. An event with
+/// the same keys at the same positions (the usual case within a stream) reuses all of it.
 #[derive(Debug, Default, Clone)]
-pub struct Order {
-    order: Vec<u32>,
+pub struct Shape {
+    /// The keys of the last event, by position, end to end; `ends[i]` closes position `i`.
+    keys: String,
+    ends: Vec<usize>,
+    inside: Vec<bool>,
+    /// Positions written, sorted by key; of a repeated key, its last inside position.
     kept: Vec<u32>,
+    digest: [u8; 32],
 }
 
-impl Order {
-    /// Sorts positions `0..n` by (key, position), starting from the last order: an insertion
-    /// sort, linear when the order holds, then keeps each key's last inside position.
-    fn sort<'a>(&mut self, n: usize, at: &impl Fn(usize) -> Option<(&'a str, &'a Value)>) {
+impl Shape {
+    /// Whether the event at `at` has this shape: the same key and the same insideness at every
+    /// position.
+    fn matches<'a>(&self, n: usize, at: &impl Fn(usize) -> Option<(&'a str, &'a Value)>) -> bool {
+        if self.ends.len() != n {
+            return false;
+        }
+        let mut begin = 0;
+        for (i, (&end, &inside)) in self.ends.iter().zip(&self.inside).enumerate() {
+            let Some((key, value)) = at(i) else {
+                return false;
+            };
+            if self.keys.get(begin..end) != Some(key) || is_inside(key, value) != inside {
+                return false;
+            }
+            begin = end;
+        }
+        true
+    }
+
+    /// Takes the shape of the event at `at`: keys, the order they are written in, the digest.
+    fn rebuild<'a>(&mut self, n: usize, at: &impl Fn(usize) -> Option<(&'a str, &'a Value)>) {
+        self.keys.clear();
+        self.ends.clear();
+        self.inside.clear();
+        for i in 0..n {
+            let (key, inside) = at(i).map_or(("", false), |(k, v)| (k, is_inside(k, v)));
+            self.keys.push_str(key);
+            self.ends.push(self.keys.len());
+            self.inside.push(inside);
+        }
         let key = |i: u32| at(i as usize).map_or("", |(k, _)| k);
-        if self.order.len() != n {
-            self.order.clear();
-            self.order
-                .extend((0..n).filter_map(|i| u32::try_from(i).ok()));
-        }
-        for i in 1..self.order.len() {
-            let Some(&this) = self.order.get(i) else {
-                break;
-            };
-            let mut j = i;
-            while let Some(&before) = j.checked_sub(1).and_then(|p| self.order.get(p)) {
-                if (key(before), before) <= (key(this), this) {
-                    break;
-                }
-                if let Some(slot) = self.order.get_mut(j) {
-                    *slot = before;
-                }
-                j -= 1;
-            }
-            if let Some(slot) = self.order.get_mut(j) {
-                *slot = this;
-            }
-        }
+        let mut order: Vec<u32> = (0..n).filter_map(|i| u32::try_from(i).ok()).collect();
+        order.sort_by(|&a, &b| (key(a), a).cmp(&(key(b), b)));
         self.kept.clear();
-        for (p, &i) in self.order.iter().enumerate() {
-            let Some((k, v)) = at(i as usize) else {
-                continue;
-            };
-            if !is_inside(k, v) {
+        for (p, &i) in order.iter().enumerate() {
+            if !self.inside.get(i as usize).copied().unwrap_or(false) {
                 continue;
             }
             // A later inside position of the same key wins (the order is by key, then position).
-            let later = self
-                .order
+            let later = order
                 .iter()
                 .skip(p + 1)
-                .map_while(|&j| at(j as usize).filter(|(kj, _)| *kj == k));
-            if later.into_iter().any(|(kj, vj)| is_inside(kj, vj)) {
-                continue;
+                .take_while(|&&j| key(j) == key(i))
+                .any(|&j| self.inside.get(j as usize).copied().unwrap_or(false));
+            if !later {
+                self.kept.push(i);
             }
-            self.kept.push(i);
         }
+        let mut keys = KEYS_VERSION.to_vec();
+        var(&mut keys, self.kept.len());
+        for &i in &self.kept {
+            vstr(&mut keys, key(i));
+        }
+        self.digest = Sha256::digest(&keys).into();
     }
 }
 
@@ -125,21 +144,23 @@ pub fn write<'a>(
     attrs: impl Iterator<Item = (&'a str, &'a Value)>,
 ) {
     let attrs: Vec<(&str, &Value)> = attrs.collect();
-    write_indexed(out, &mut Order::default(), envelope, attrs.len(), |i| {
+    write_indexed(out, &mut Shape::default(), envelope, attrs.len(), |i| {
         attrs.get(i).copied()
     });
 }
 
-/// [`write`] over attributes by position (`at(i)` for `i` in `0..n`), reusing `order` from the
-/// last event: no allocation once `out` and `order` have grown to an event's size.
+/// [`write`] over attributes by position (`at(i)` for `i` in `0..n`), reusing `shape` from the
+/// last event: no allocation and no key hashed once `out` and `shape` fit an event's shape.
 pub fn write_indexed<'a>(
     out: &mut Vec<u8>,
-    order: &mut Order,
+    shape: &mut Shape,
     envelope: &Envelope<'_>,
     n: usize,
     at: impl Fn(usize) -> Option<(&'a str, &'a Value)>,
 ) {
-    order.sort(n, &at);
+    if !shape.matches(n, &at) {
+        shape.rebuild(n, &at);
+    }
     out.extend_from_slice(VERSION);
     vstr(out, envelope.event_name);
     out.extend_from_slice(&envelope.start_ns.to_be_bytes());
@@ -147,38 +168,33 @@ pub fn write_indexed<'a>(
     opt(out, envelope.trace_id.map(|t| t.as_slice()));
     opt(out, envelope.span_id.map(|s| s.as_slice()));
     vstr(out, envelope.body);
-    var(out, order.kept.len());
-    let mut previous: &[u8] = &[];
-    for &i in &order.kept {
-        let Some((key, value)) = at(i as usize) else {
-            continue;
-        };
-        let key = key.as_bytes();
-        let shared = previous.iter().zip(key).take_while(|(a, b)| a == b).count();
-        var(out, shared);
-        let rest = key.get(shared..).unwrap_or_default();
-        var(out, rest.len());
-        out.extend_from_slice(rest);
-        previous = key;
-        match value {
-            Value::Str(s) => {
-                out.push(b's');
+    out.extend_from_slice(&shape.digest);
+    for &i in &shape.kept {
+        if let Some((_, value)) = at(i as usize) {
+            write_value(out, value);
+        }
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Str(s) => {
+            out.push(b's');
+            vstr(out, s);
+        }
+        Value::Int(i) => {
+            out.push(b'i');
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+        Value::Bool(b) => {
+            out.push(b'b');
+            out.push(u8::from(*b));
+        }
+        Value::StrList(items) => {
+            out.push(b'l');
+            var(out, items.len());
+            for s in items {
                 vstr(out, s);
-            }
-            Value::Int(i) => {
-                out.push(b'i');
-                out.extend_from_slice(&i.to_be_bytes());
-            }
-            Value::Bool(b) => {
-                out.push(b'b');
-                out.push(u8::from(*b));
-            }
-            Value::StrList(items) => {
-                out.push(b'l');
-                var(out, items.len());
-                for s in items {
-                    vstr(out, s);
-                }
             }
         }
     }
@@ -251,21 +267,47 @@ mod tests {
         ];
         let mut out = Vec::new();
         write(&mut out, &envelope(), attrs.iter().map(|(k, v)| (*k, v)));
-        let mut want = b"meshaudit-event-v2".to_vec();
+        let mut want = b"meshaudit-event-v3".to_vec();
         want.extend_from_slice(b"\x0emeshaudit.http");
         want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
         want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 2]);
         want.push(0);
         want.extend_from_slice(&[1, 7, 7, 7, 7, 7, 7, 7, 7]);
         want.extend_from_slice(b"\x09GET / 200");
-        want.push(5);
-        want.extend_from_slice(b"\0\x01as\x02\xc3\xa9");
-        want.extend_from_slice(b"\0\x02l1l\x02\x01x\0");
-        want.extend_from_slice(b"\x01\x01mb\x01"); // "lm" after "l1": 1 byte shared
-        want.extend_from_slice(b"\0\x01vs\xc8\x01");
+        // The keys digest, over the inside keys sorted: a, l1, lm, v, z.
+        let keys: [u8; 32] =
+            Sha256::digest(b"meshaudit-keys-v1\x05\x01a\x02l1\x02lm\x01v\x01z").into();
+        want.extend_from_slice(&keys);
+        want.extend_from_slice(b"s\x02\xc3\xa9");
+        want.extend_from_slice(b"l\x02\x01x\0");
+        want.extend_from_slice(b"b\x01");
+        want.extend_from_slice(b"s\xc8\x01");
         want.extend_from_slice(&[b'x'; 200]);
-        want.extend_from_slice(b"\0\x01zi\xff\xff\xff\xff\xff\xff\xff\xfe");
+        want.extend_from_slice(b"i\xff\xff\xff\xff\xff\xff\xff\xfe");
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn keys_are_bound_through_their_digest() {
+        let canon = |attrs: &[(&'static str, Value)]| {
+            let mut out = Vec::new();
+            write(&mut out, &envelope(), attrs.iter().map(|(k, v)| (*k, v)));
+            out
+        };
+        // The same values under other keys, or a key moved to the other value, differ.
+        let base = canon(&[("a", Value::Int(1)), ("b", Value::Int(2))]);
+        assert_ne!(base, canon(&[("a", Value::Int(1)), ("c", Value::Int(2))]));
+        assert_ne!(base, canon(&[("b", Value::Int(1)), ("c", Value::Int(2))]));
+        assert_ne!(base, canon(&[("a", Value::Int(2)), ("b", Value::Int(1))]));
+        // An empty list is outside, so it leaves the keys (and the digest) as they were.
+        assert_eq!(
+            base,
+            canon(&[
+                ("a", Value::Int(1)),
+                ("b", Value::Int(2)),
+                ("c", Value::StrList(vec![]))
+            ])
+        );
     }
 
     #[test]
@@ -311,8 +353,8 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_order_gives_what_a_fresh_one_gives() {
-        let events: [Vec<(&str, Value)>; 4] = [
+    fn a_reused_shape_gives_what_a_fresh_one_gives() {
+        let events: [Vec<(&str, Value)>; 5] = [
             vec![
                 ("b", Value::Int(1)),
                 ("a", Value::Int(2)),
@@ -329,13 +371,19 @@ mod tests {
                 ("b", Value::StrList(vec![])),
                 ("a", Value::Int(2)),
             ],
+            // The keys of the one before, at the same positions, but the list is now inside.
+            vec![
+                ("b", Value::Int(9)),
+                ("b", Value::StrList(vec!["x".into()])),
+                ("a", Value::Int(2)),
+            ],
         ];
-        let mut order = Order::default();
+        let mut shape = Shape::default();
         for attrs in events.iter().chain(events.iter().rev()) {
             let mut fresh = Vec::new();
             write(&mut fresh, &envelope(), attrs.iter().map(|(k, v)| (*k, v)));
             let mut reused = Vec::new();
-            write_indexed(&mut reused, &mut order, &envelope(), attrs.len(), |i| {
+            write_indexed(&mut reused, &mut shape, &envelope(), attrs.len(), |i| {
                 attrs.get(i).map(|(k, v)| (*k, v))
             });
             assert_eq!(fresh, reused);

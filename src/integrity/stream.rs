@@ -28,8 +28,8 @@ pub struct StreamIntegrity {
     previous_signature: String,
     checkpoints: u64,
     scratch: Vec<u8>,
-    /// The key order of the last event's canonical form, and its body.
-    order: canonical::Order,
+    /// The shape of the last event's canonical form, and its body.
+    shape: canonical::Shape,
     body: String,
     witness_lines: Vec<String>,
 }
@@ -53,7 +53,7 @@ impl StreamIntegrity {
             previous_signature: String::new(),
             checkpoints: 0,
             scratch: Vec::with_capacity(4096),
-            order: canonical::Order::default(),
+            shape: canonical::Shape::default(),
             body: String::with_capacity(256),
             witness_lines: Vec::new(),
         }
@@ -107,7 +107,7 @@ impl StreamIntegrity {
         let (record, resource) = (&event.attributes, &self.resource);
         canonical::write_indexed(
             &mut self.scratch,
-            &mut self.order,
+            &mut self.shape,
             &envelope,
             record.len() + resource.len(),
             |i| match record.get(i) {

@@ -14,7 +14,6 @@ mod tests;
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::VerifyingKey;
-use sha2::{Digest, Sha256};
 
 use super::chain::{self, Link};
 use super::checkpoint::{Checkpoint, SignatureError};
@@ -149,7 +148,31 @@ struct Gap {
 struct Entry {
     record: Record,
     canonical: Vec<u8>,
-    digest: [u8; 16],
+}
+
+impl Entry {
+    /// What tells copies apart: the link of its canonical bytes after `anchor` (its
+    /// predecessor's link when known, so this is the link the check computes anyway: one hash
+    /// per event) and its stored chain value. Identical copies have the same; different
+    /// content cannot, SHA-256 being collision resistant.
+    fn fingerprint(&self, anchor: &Link) -> Fingerprint {
+        (chain::link(anchor, &self.canonical), self.record.chain())
+    }
+}
+
+type Fingerprint = (Link, Option<Link>);
+
+/// A checked sequence, as a later copy is compared with it.
+struct Done {
+    anchor: Link,
+    fingerprint: Fingerprint,
+}
+
+impl Done {
+    /// The stored chain value of the event checked.
+    fn stored(&self) -> Option<Link> {
+        self.fingerprint.1
+    }
 }
 
 /// A link that did not hold, classified at the end.
@@ -184,8 +207,8 @@ struct Stream {
     prev: Prev,
     pending: BTreeMap<u64, Vec<Entry>>,
     pending_len: usize,
-    /// Checked sequences: content digest and stored chain value (the last `window`).
-    done: BTreeMap<u64, ([u8; 16], Option<Link>)>,
+    /// Checked sequences (the last `window`).
+    done: BTreeMap<u64, Done>,
     gaps: Vec<Gap>,
     failures: Vec<Failure>,
     claims: Vec<Claim>,
@@ -200,8 +223,8 @@ pub struct Verifier {
     streams: BTreeMap<String, Stream>,
     witness: Vec<Checkpoint>,
     skipped: u64,
-    /// The key order of the last record's canonical form.
-    order: super::canonical::Order,
+    /// The shape of the last record's canonical form.
+    shape: super::canonical::Shape,
 }
 
 impl Verifier {
@@ -212,7 +235,7 @@ impl Verifier {
             streams: BTreeMap::new(),
             witness: Vec::new(),
             skipped: 0,
-            order: super::canonical::Order::default(),
+            shape: super::canonical::Shape::default(),
         }
     }
 
@@ -232,19 +255,9 @@ impl Verifier {
             .streams
             .entry(stream_id.clone())
             .or_insert_with(|| Stream::new(&stream_id));
-        let mut canonical = Vec::with_capacity(4096);
-        record.canonical_with(&mut canonical, &mut self.order);
-        let mut h = Sha256::new();
-        h.update(&canonical);
-        h.update(record.str(attr::CHAIN).unwrap_or_default().as_bytes());
-        let digest: [u8; 32] = h.finalize().into();
-        let mut short = [0u8; 16];
-        short.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
-        let entry = Entry {
-            record,
-            canonical,
-            digest: short,
-        };
+        let mut canonical = Vec::with_capacity(2048);
+        record.canonical_with(&mut canonical, &mut self.shape);
+        let entry = Entry { record, canonical };
         stream.ingest(seq, entry, &self.keys, self.window);
     }
 
@@ -401,7 +414,7 @@ impl Stream {
     /// complete loss (checked against its predecessor, else inserted).
     fn late(&mut self, seq: u64, entry: &Entry) {
         match self.done.get(&seq) {
-            Some((d, _)) if *d == entry.digest => self.report.duplicates += 1,
+            Some(d) if entry.fingerprint(&d.anchor) == d.fingerprint => self.report.duplicates += 1,
             Some(_) => self.different_copy(seq, entry),
             None => match self.gap_at(seq).filter(|g| g.complete).cloned() {
                 Some(gap) => {
@@ -409,16 +422,24 @@ impl Stream {
                     let prev = seq
                         .checked_sub(1)
                         .and_then(|p| self.done.get(&p))
-                        .and_then(|(_, c)| *c);
+                        .and_then(Done::stored);
+                    let anchor = prev.unwrap_or([0; 32]);
+                    let fingerprint = entry.fingerprint(&anchor);
                     let links = match (prev, stored) {
-                        (Some(p), Some(c)) => chain::link(&p, &entry.canonical) == c,
+                        (Some(_), Some(c)) => fingerprint.0 == c,
                         (None, Some(c)) => seq == gap.last && gap.head == Some(c),
                         _ => false,
                     };
                     if links {
                         self.report.events += 1;
                         self.report.verified += 1;
-                        self.done.insert(seq, (entry.digest, stored));
+                        self.done.insert(
+                            seq,
+                            Done {
+                                anchor,
+                                fingerprint,
+                            },
+                        );
                     } else {
                         self.violation(
                             ViolationKind::Inserted,
@@ -553,29 +574,34 @@ impl Stream {
     }
 
     fn check(&mut self, s: u64, entries: Vec<Entry>, keys: &HashMap<String, VerifyingKey>) {
-        // Identical copies are one event.
-        let mut versions: Vec<Entry> = Vec::with_capacity(1);
-        for e in entries {
-            if versions.iter().any(|v| v.digest == e.digest) {
-                self.report.duplicates += 1;
-            } else {
-                versions.push(e);
-            }
-        }
-        let Some(first) = versions.first() else {
+        let Some(first) = entries.first() else {
             return;
         };
         let prev = self.expected_prev(s, &first.record);
-        let links = |v: &Entry| match (prev, v.record.chain()) {
-            (Prev::Known(p), Some(c)) => Some(chain::link(&p, &v.canonical) == c),
+        let anchor = match prev {
+            Prev::Known(p) => p,
+            Prev::Lost | Prev::Deleted => [0; 32],
+        };
+        // Identical copies are one event.
+        let mut versions: Vec<(Entry, Fingerprint)> = Vec::with_capacity(1);
+        for e in entries {
+            let fingerprint = e.fingerprint(&anchor);
+            if versions.iter().any(|(_, f)| *f == fingerprint) {
+                self.report.duplicates += 1;
+            } else {
+                versions.push((e, fingerprint));
+            }
+        }
+        let links = |(link, stored): &Fingerprint| match (prev, stored) {
+            (Prev::Known(_), Some(c)) => Some(link == c),
             _ => None,
         };
         let chosen = versions
             .iter()
-            .position(|v| links(v) == Some(true))
+            .position(|(_, f)| links(f) == Some(true))
             .unwrap_or(0);
         if versions.len() > 1 {
-            let origin = versions.get(1).map(|v| v.record.origin.clone());
+            let origin = versions.get(1).map(|(v, _)| v.record.origin.clone());
             self.violation(
                 ViolationKind::DuplicateDifferentContent,
                 s,
@@ -586,13 +612,13 @@ impl Stream {
                 origin.as_deref(),
             );
         }
-        let Some(entry) = versions.into_iter().nth(chosen) else {
+        let Some((entry, fingerprint)) = versions.into_iter().nth(chosen) else {
             return;
         };
         self.report.events += 1;
         let gap = self.gap_at(s).cloned();
-        let stored = entry.record.chain();
-        match (prev, stored, links(&entry)) {
+        let stored = fingerprint.1;
+        match (prev, stored, links(&fingerprint)) {
             (_, None, _) => self.violation(
                 ViolationKind::Modified,
                 s,
@@ -629,7 +655,13 @@ impl Stream {
         {
             self.prev = Prev::Known(head);
         }
-        self.done.insert(s, (entry.digest, stored));
+        self.done.insert(
+            s,
+            Done {
+                anchor,
+                fingerprint,
+            },
+        );
         if entry.record.event_name == EventKind::Gap.name() {
             self.report.gaps += 1;
             self.report.lost += entry

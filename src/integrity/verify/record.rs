@@ -85,11 +85,11 @@ impl Record {
 
     /// Appends the canonical bytes.
     pub fn canonical(&self, out: &mut Vec<u8>) {
-        self.canonical_with(out, &mut canonical::Order::default());
+        self.canonical_with(out, &mut canonical::Shape::default());
     }
 
-    /// Appends the canonical bytes, reusing the key order of the last record.
-    pub fn canonical_with(&self, out: &mut Vec<u8>, order: &mut canonical::Order) {
+    /// Appends the canonical bytes, reusing the shape of the last record.
+    pub fn canonical_with(&self, out: &mut Vec<u8>, shape: &mut canonical::Shape) {
         let envelope = Envelope {
             event_name: &self.event_name,
             start_ns: self.start_ns,
@@ -98,7 +98,7 @@ impl Record {
             span_id: self.span_id.as_ref(),
             body: &self.body,
         };
-        canonical::write_indexed(out, order, &envelope, self.attributes.len(), |i| {
+        canonical::write_indexed(out, shape, &envelope, self.attributes.len(), |i| {
             self.attributes.get(i).map(|(k, v)| (k.as_str(), v))
         });
     }
