@@ -244,6 +244,12 @@ pub mod attr {
     pub const DURATION_NS: &str = "meshaudit.duration_ns";
     pub const RESPONSE_FLAGS: &str = "meshaudit.envoy.response_flags";
     pub const RESPONSE_CODE_DETAILS: &str = "meshaudit.envoy.response_code_details";
+    /// `allow` or `deny` (capture::decision).
+    pub const DECISION: &str = "meshaudit.decision";
+    /// Why it was denied: rbac, jwt, ext_authz, rate_limit, fail_closed, no_route, csrf, tls.
+    pub const DECISION_REASON: &str = "meshaudit.decision.reason";
+    /// The policy that denied it, where Envoy names one (RBAC).
+    pub const DECISION_POLICY: &str = "meshaudit.decision.policy";
     pub const ROUTE_NAME: &str = "meshaudit.envoy.route_name";
     pub const UPSTREAM_CLUSTER: &str = "meshaudit.envoy.upstream_cluster";
     pub const LISTENER_DIRECTION: &str = "meshaudit.envoy.listener_direction";

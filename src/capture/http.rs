@@ -2,6 +2,7 @@
 //! attributes, read once the request has completed (`on_log`).
 
 use super::connection::{read_identity, ConnectionFacts, SocketAddr};
+use super::decision::Decision;
 use super::decode;
 use super::identity;
 use super::response_flags::response_flags;
@@ -182,13 +183,13 @@ fn write_response(host: &impl Host, grpc: bool, e: &mut AuditEvent, a: &mut Anom
         attr::HTTP_STATUS,
         host.int(&["response", "code"]).filter(|&c| c > 0),
     );
-    if let Some(flags) = host.int(&["response", "flags"]).filter(|&f| f != 0) {
+    let flags = host.int(&["response", "flags"]).unwrap_or(0);
+    if flags != 0 {
         e.set(attr::RESPONSE_FLAGS, Value::Str(response_flags(flags)));
     }
-    e.set_str(
-        attr::RESPONSE_CODE_DETAILS,
-        host.string(&["response", "code_details"], a),
-    );
+    let details = host.string(&["response", "code_details"], a);
+    Decision::from_envoy(flags, details.as_deref()).write(e);
+    e.set_str(attr::RESPONSE_CODE_DETAILS, details);
     if grpc {
         e.set_int(attr::GRPC_STATUS, host.int(&["response", "grpc_status"]));
     }

@@ -7,6 +7,7 @@ pub mod body;
 pub mod budget;
 pub mod certificate;
 pub mod connection;
+pub mod decision;
 pub mod decode;
 pub mod http;
 pub mod identity;

@@ -8,6 +8,26 @@ const RESPONSE_FLAGS: [&str; 30] = [
     "UDO",
 ];
 
+/// The flags the access decision reads (`capture::decision`), by their bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// `NR`
+    NoRouteFound = 8,
+    /// `RL`
+    RateLimited = 11,
+    /// `UAEX`
+    UnauthorizedExternalService = 12,
+    /// `RLSE`
+    RateLimitServiceError = 13,
+}
+
+impl Flag {
+    /// Whether this flag is set in `bits`.
+    pub fn is_in(self, bits: i64) -> bool {
+        bits & (1i64 << (self as u32)) != 0
+    }
+}
+
 /// The bit vector of `response.flags` as Envoy's access log writes it: `UF,URX`.
 pub fn response_flags(bits: i64) -> String {
     let mut names: Vec<String> = Vec::new();
@@ -33,5 +53,21 @@ mod tests {
         assert_eq!(response_flags(1 << 5 | 1 << 15), "UF,URX");
         assert_eq!(response_flags(1 << 40), "bit40");
         assert_eq!(response_flags(0), "");
+        for flag in [
+            Flag::NoRouteFound,
+            Flag::RateLimited,
+            Flag::UnauthorizedExternalService,
+            Flag::RateLimitServiceError,
+        ] {
+            let name = match flag {
+                Flag::NoRouteFound => "NR",
+                Flag::RateLimited => "RL",
+                Flag::UnauthorizedExternalService => "UAEX",
+                Flag::RateLimitServiceError => "RLSE",
+            };
+            assert_eq!(response_flags(1 << (flag as u32)), name);
+            assert!(flag.is_in(1 << (flag as u32) | 1));
+            assert!(!flag.is_in(1));
+        }
     }
 }

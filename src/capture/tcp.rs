@@ -3,6 +3,7 @@
 //! `close` — all carrying the same connection id so they can be linked.
 
 use super::connection::{ConnectionFacts, Sni};
+use super::decision::{Decision, Reason};
 use super::response_flags::response_flags;
 use super::{Anomalies, Host};
 use crate::event::{attr, AuditEvent, EventKind, Value};
@@ -250,20 +251,21 @@ impl TcpConnection {
         let mut a = Anomalies::default();
         // Set when the downstream TLS handshake failed (no certificate, unknown CA...).
         let mut transport_failure = None;
+        let (mut flags, mut termination) = (0, None);
         if let Some(host) = host {
             self.open(host);
             if phase != Phase::Open {
                 self.read_upstream(host, &mut a);
-                if let Some(flags) = host.int(&["response", "flags"]).filter(|&f| f != 0) {
+                flags = host.int(&["response", "flags"]).unwrap_or(0);
+                if flags != 0 {
                     e.set(attr::RESPONSE_FLAGS, Value::Str(response_flags(flags)));
                 }
                 // Set by the filter that ended the connection (e.g. the network RBAC filter's
                 // `rbac_access_denied_matched_policy[...]`); tcp_proxy sets none of its own.
-                e.set_str(
-                    attr::TERMINATION_DETAILS,
-                    host.string(&["connection", "termination_details"], &mut a)
-                        .filter(|s| !s.is_empty()),
-                );
+                termination = host
+                    .string(&["connection", "termination_details"], &mut a)
+                    .filter(|s| !s.is_empty());
+                e.set_str(attr::TERMINATION_DETAILS, termination.clone());
                 transport_failure = host
                     .string(&["connection", "transport_failure_reason"], &mut a)
                     .filter(|s| !s.is_empty());
@@ -329,6 +331,15 @@ impl TcpConnection {
                 e.set(attr::TLS_HANDSHAKE, Value::Str(h.name().into()));
             }
         }
+        // At open, a connection is accepted so far; a later event says what became of it.
+        let decision = match handshake {
+            Some(Handshake::Failed) if phase != Phase::Open => Decision::Deny {
+                reason: Reason::Tls,
+                policy: None,
+            },
+            _ => Decision::from_envoy(flags, termination.as_deref()),
+        };
+        decision.write(&mut e);
         e.set_str(attr::TRANSPORT_FAILURE, transport_failure);
         if !a.0.is_empty() {
             e.set(attr::ANOMALIES, Value::StrList(a.0));
@@ -377,7 +388,24 @@ mod tests {
             e.get(attr::TERMINATION_DETAILS).is_none(),
             "empty is absent"
         );
+        assert_eq!(e.get_str(attr::DECISION), Some("allow"));
         assert!(c.closed);
+    }
+
+    #[test]
+    fn a_network_rbac_denial_is_the_connections_decision() {
+        let mut c = TcpConnection::new(0);
+        let host = RecordedHost::default().with(
+            "connection.termination_details",
+            "rbac_access_denied_matched_policy[deny-db]",
+        );
+        let open = c.event(Phase::Open, Some(&host), 5);
+        assert_eq!(open.get_str(attr::DECISION), Some("allow"));
+        c.on_close(Side::Downstream, Ender::Proxy);
+        let e = c.event(Phase::Close, Some(&host), 10);
+        assert_eq!(e.get_str(attr::DECISION), Some("deny"));
+        assert_eq!(e.get_str(attr::DECISION_REASON), Some("rbac"));
+        assert_eq!(e.get_str(attr::DECISION_POLICY), Some("deny-db"));
     }
 
     #[test]
@@ -427,6 +455,8 @@ mod tests {
             .unwrap()
             .contains("VERIFY_FAILED"));
         assert_eq!(e.get_str(attr::TCP_CLOSED_BY), Some("proxy"));
+        assert_eq!(e.get_str(attr::DECISION), Some("deny"));
+        assert_eq!(e.get_str(attr::DECISION_REASON), Some("tls"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use proxy_wasm::types::Action;
 use super::abi::{self, BufferType, EnvoyHost, MapType};
 use super::shared::{Shared, Slot};
 use crate::capture::body::Side;
+use crate::capture::decision::Decision;
 use crate::capture::decode;
 use crate::event::AuditEvent;
 use crate::worker::{Admission, Bodies};
@@ -18,6 +19,8 @@ pub struct AuditHttp {
     shared: Shared,
     /// This request's body capture, when its route asks for it.
     bodies: Option<Box<Bodies>>,
+    /// meshaudit refused this request (a fail-closed route while the buffer was full).
+    refused: bool,
 }
 
 impl AuditHttp {
@@ -25,6 +28,7 @@ impl AuditHttp {
         AuditHttp {
             shared,
             bodies: None,
+            refused: false,
         }
     }
 
@@ -56,6 +60,7 @@ impl HttpContext for AuditHttp {
         });
         match admission {
             Some(Admission::Refuse(reply)) => {
+                self.refused = true;
                 let _ =
                     hostcalls::send_http_response(reply.status, reply.headers, Some(reply.body));
                 Action::Pause
@@ -92,8 +97,12 @@ impl HttpContext for AuditHttp {
     /// upstream failure, local replies), after the response is complete.
     fn on_log(&mut self) {
         let bodies = self.bodies.take();
+        let refused = self.refused;
         self.shared.with(|slot| {
             let mut event = request_event(slot);
+            if refused {
+                Decision::fail_closed().replace(&mut event);
+            }
             if let Some(bodies) = bodies {
                 (*bodies).finish(&mut event);
             }

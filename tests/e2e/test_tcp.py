@@ -388,6 +388,10 @@ def test_mtls_connection_is_audited(tcp_stack, tcp_pki, echo, client, size, spif
         problems.append(f"meshaudit.tls.mtls: {a.get('meshaudit.tls.mtls')!r} != True")
     if a.get("meshaudit.tls.handshake") != "complete":
         problems.append(f"meshaudit.tls.handshake: {a.get('meshaudit.tls.handshake')!r} != 'complete'")
+    for phase, rec in (("close", close), ("open", opened)):
+        if rec.attr("meshaudit.decision") != "allow" or rec.attr("meshaudit.decision.reason") is not None:
+            problems.append(f"{phase}: decision {rec.attr('meshaudit.decision')!r}, reason "
+                            f"{rec.attr('meshaudit.decision.reason')!r} != 'allow', None")
     # The SNI the client sent (testkit.tls_connect), read by tcp.yaml's tls_inspector.
     for phase, rec in (("close", close), ("open", opened)):
         if rec.attr("tls.client.server_name") != testkit.SERVER_DNS:
@@ -628,6 +632,9 @@ def test_rbac_denial_is_recorded_with_its_termination_details(tmp_path, wasm, tc
         problems.append(f"meshaudit.envoy.termination_details: {a.get('meshaudit.envoy.termination_details')!r}")
     if a.get("meshaudit.tcp.closed_by") != "proxy":
         problems.append(f"meshaudit.tcp.closed_by: {a.get('meshaudit.tcp.closed_by')!r} != 'proxy'")
+    decision = tuple(a.get(k) for k in ("meshaudit.decision", "meshaudit.decision.reason", "meshaudit.decision.policy"))
+    if decision != ("deny", "rbac", "deny-ledger"):
+        problems.append(f"decision, reason, policy: {decision!r} != ('deny', 'rbac', 'deny-ledger')")
     if a.get("meshaudit.tcp.downstream.received_bytes") != 50:
         problems.append(f"bytes: {byte_counts(close)}")
     problems += check_identity(a, tcp_pki.clients["api"], API_SPIFFE, "app", "api")
@@ -688,6 +695,9 @@ def test_failed_handshake_is_audited(tcp_stack, tcp_pki, rogue_cert, echo, who, 
         problems.append(f"meshaudit.tcp.closed_by: {a.get('meshaudit.tcp.closed_by')!r} != 'proxy' (Envoy refused the client)")
     if a.get("meshaudit.tls.handshake") != "failed":
         problems.append(f"meshaudit.tls.handshake: {a.get('meshaudit.tls.handshake')!r} != 'failed'")
+    decision = (a.get("meshaudit.decision"), a.get("meshaudit.decision.reason"))
+    if decision != ("deny", "tls"):
+        problems.append(f"decision, reason: {decision!r} != ('deny', 'tls')")
     assert_no_problems(problems, f"close event of a failed TLS handshake ({who or 'no client certificate'})", close)
 
 

@@ -101,6 +101,9 @@ from .istio import (
     istiod_wasm_filter, IstioPlugin, IstioSidecar, write_xds_file,
 )
 
+# JSON Web Tokens the tests sign
+from .tokens import JwtIssuer
+
 # a ClickHouse server
 from .clickhouse import (
     ClickHouse, clickhouse_server_bin,
@@ -130,5 +133,5 @@ __all__ = [
     "istio_plugin", "ISTIO_RBAC_HTTP_TYPE", "ISTIO_RBAC_NETWORK_TYPE", "ISTIO_STRING_VALUE",
     "istio_struct_json", "ISTIO_TCP_SIDECAR", "ISTIO_TYPED_EXTENSION_CONFIG",
     "ISTIO_WASM_HTTP_TYPE", "ISTIO_WASM_NETWORK_TYPE", "istiod_wasm_filter", "IstioPlugin",
-    "IstioSidecar", "write_xds_file", "ClickHouse", "clickhouse_server_bin",
+    "IstioSidecar", "write_xds_file", "JwtIssuer", "ClickHouse", "clickhouse_server_bin",
 ]

@@ -10,7 +10,7 @@ import os
 import subprocess
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -119,6 +119,7 @@ def render_envoy(
     access_log: bool = False,
     name: str | None = None,
     vm_env: Mapping[str, str] | None = None,
+    config_patch: Callable[[dict], None] | None = None,
 ) -> Path:
     """Copy an envoy/*.yaml into `out_dir` with ports and paths rewritten.
 
@@ -136,7 +137,9 @@ def render_envoy(
       meshaudit filter becomes an `envoy.access_loggers.wasm` entry of its `access_log`, with
       the same plugin configuration;
     - `vm_env` becomes the meshaudit VM's environment
-      (`vm_config.environment_variables.key_values`), e.g. the `hash` key.
+      (`vm_config.environment_variables.key_values`), e.g. the `hash` key;
+    - `config_patch` is called last with the whole configuration (a dict) to change it in
+      place: filters, routes or clusters of a test's own (whose addresses it sets itself).
     Returns the path of the rendered file.
     """
     source = Path(source)
@@ -217,6 +220,8 @@ def render_envoy(
             tc["config"]["vm_config"]["environment_variables"] = {"key_values": dict(vm_env)}
     if access_log:
         move_filters_to_access_log(cfg, filters)
+    if config_patch is not None:
+        config_patch(cfg)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / (name or source.name)

@@ -57,11 +57,14 @@ class Stack:
         vm_env: Mapping[str, str] | None = None,
         access_log: bool = False,
         collector_front: Callable[[int], int] | None = None,
+        config_patch: Callable[[dict], None] | None = None,
     ) -> None:
         self.workdir = workdir
         # Something between meshaudit and the collector (a gateway): given the collector's
         # port, starts it and returns the port meshaudit sends to. The caller stops it.
         self.collector_front = collector_front
+        # Changes to Envoy's configuration of the test's own (render_envoy's `config_patch`).
+        self.config_patch = config_patch
         self.access_log = access_log
         self.vm_env = vm_env
         self.kind = kind
@@ -109,6 +112,7 @@ class Stack:
                 plugin_config_overrides=self.plugin_config_overrides,
                 vm_env=self.vm_env,
                 access_log=self.access_log,
+                config_patch=self.config_patch,
             )
             self.envoy = Envoy(
                 config,

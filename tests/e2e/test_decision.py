@@ -1,0 +1,252 @@
+"""The access decision (`meshaudit.decision`, `.reason`, `.policy`) in real Envoy, with Envoy's
+own filters making the decisions: RBAC denying a path, `jwt_authn` refusing an expired token
+(tokens signed by the test, verified against a local JWKS), a local rate limit, an `ext_authz`
+HTTP service the test runs that refuses one path, no route, meshaudit's own fail-closed
+refusal, and requests that were allowed. Both forms: the HTTP filter and the access logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+import testkit
+
+AUDIENCE = "orders"
+HTTP_FILTERS = "type.googleapis.com/envoy.extensions.filters"
+
+
+class RefusingAuthz(BaseHTTPRequestHandler):
+    """An ext_authz HTTP service: refuses every request for `/authz/...`, allows the rest."""
+
+    def _answer(self) -> None:
+        status = 403 if self.path.startswith("/authz") else 200
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def guards(issuer: testkit.JwtIssuer, authz_port: int):
+    """The config patch: routes of their own, and jwt_authn, RBAC, ext_authz and a local rate
+    limit between meshaudit and the router (where Istio puts them too)."""
+
+    def patch(cfg: dict) -> None:
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        route = lambda name, prefix, **extra: {  # noqa: E731
+            "name": name, "match": {"prefix": prefix}, "route": {"cluster": "app", "timeout": "15s"}, **extra,
+        }
+        limited = {
+            "envoy.filters.http.local_ratelimit": {
+                "@type": f"{HTTP_FILTERS}.http.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": "limited",
+                "token_bucket": {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval": "3600s"},
+                "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_on"},
+                "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}, "runtime_key": "rl_enforced"},
+            }
+        }
+        hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+            route("admin", "/admin"),
+            route("jwt", "/jwt"),
+            route("optional", "/optional"),
+            route("limited", "/limited", typed_per_filter_config=limited),
+            route("authz", "/authz"),
+            route("ok", "/ok"),
+        ]
+        added = [
+            {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+                "@type": f"{HTTP_FILTERS}.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {"test": {
+                    "issuer": issuer.issuer, "audiences": [AUDIENCE],
+                    "local_jwks": {"inline_string": issuer.jwks()},
+                    "payload_in_metadata": "jwt_payload", "forward": False,
+                }},
+                "rules": [
+                    {"match": {"prefix": "/jwt"}, "requires": {"provider_name": "test"}},
+                    {"match": {"prefix": "/optional"}, "requires": {"requires_any": {"requirements": [
+                        {"provider_name": "test"}, {"allow_missing": {}}]}}},
+                ],
+            }},
+            {"name": "envoy.filters.http.rbac", "typed_config": {
+                "@type": f"{HTTP_FILTERS}.http.rbac.v3.RBAC",
+                "rules": {"action": "DENY", "policies": {"deny-admin": {
+                    "permissions": [{"url_path": {"path": {"prefix": "/admin"}}}],
+                    "principals": [{"any": True}],
+                }}},
+            }},
+            {"name": "envoy.filters.http.ext_authz", "typed_config": {
+                "@type": f"{HTTP_FILTERS}.http.ext_authz.v3.ExtAuthz",
+                "transport_api_version": "V3",
+                "failure_mode_allow": False,
+                "http_service": {"server_uri": {
+                    "uri": f"http://127.0.0.1:{authz_port}", "cluster": "ext_authz", "timeout": "5s"}},
+            }},
+            {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+                "@type": f"{HTTP_FILTERS}.http.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": "http_local_rate_limiter",
+            }},
+        ]
+        hcm["http_filters"][-1:-1] = added  # before the router
+        cfg["static_resources"]["clusters"].append({
+            "name": "ext_authz", "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "ext_authz", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": authz_port}}}}]}]},
+        })
+
+    return patch
+
+
+@pytest.fixture(scope="module")
+def issuer() -> testkit.JwtIssuer:
+    return testkit.JwtIssuer()
+
+
+@pytest.fixture(scope="module", params=["filter", "access_log"])
+def guarded(request, tmp_path_factory, wasm, issuer):
+    authz = testkit.HttpServerThread(RefusingAuthz).start()
+    stack = testkit.Stack(
+        tmp_path_factory.mktemp(f"decision-{request.param}"),
+        kind=testkit.EDGE,
+        wasm=wasm,
+        pki=None,
+        plugin_config_overrides={
+            **testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log",
+        },
+        access_log=request.param == "access_log",
+        config_patch=guards(issuer, authz.port),
+    )
+    try:
+        with testkit.running(stack):
+            yield stack
+    finally:
+        authz.stop()
+
+
+def decision_of(stack: testkit.Stack, path: str) -> tuple:
+    rec = stack.records_for_path(path)[0]
+    return (rec.attr("meshaudit.decision"), rec.attr("meshaudit.decision.reason"),
+            rec.attr("meshaudit.decision.policy"))
+
+
+def test_an_allowed_request_says_allow(guarded, run_id):
+    path = f"/ok/{run_id}"
+    assert guarded.request(path).status == 200
+    assert decision_of(guarded, path) == ("allow", None, None)
+
+
+def test_rbac_denial_names_the_policy(guarded, run_id):
+    path = f"/admin/{run_id}"
+    assert guarded.request(path).status == 403
+    rec = guarded.records_for_path(path)[0]
+    assert rec.attr("meshaudit.envoy.response_code_details") == "rbac_access_denied_matched_policy[deny-admin]"
+    assert decision_of(guarded, path) == ("deny", "rbac", "deny-admin")
+
+
+def test_expired_token_is_a_jwt_denial_and_a_valid_one_is_allowed(guarded, issuer, run_id):
+    expired = issuer.token({"sub": "alice"}, lifetime_s=-120, audience=AUDIENCE)
+    path = f"/jwt/expired-{run_id}"
+    assert guarded.request(path, headers={"authorization": f"Bearer {expired}"}).status == 401
+    assert decision_of(guarded, path) == ("deny", "jwt", None)
+
+    valid = issuer.token({"sub": "alice"}, audience=AUDIENCE)
+    path = f"/jwt/valid-{run_id}"
+    assert guarded.request(path, headers={"authorization": f"Bearer {valid}"}).status == 200
+    assert decision_of(guarded, path) == ("allow", None, None)
+
+    path = f"/jwt/missing-{run_id}"
+    assert guarded.request(path).status == 401
+    assert decision_of(guarded, path) == ("deny", "jwt", None)
+
+
+def test_no_token_on_an_optional_route_is_allowed(guarded, run_id):
+    path = f"/optional/{run_id}"
+    assert guarded.request(path).status == 200
+    assert decision_of(guarded, path) == ("allow", None, None)
+
+
+def test_rate_limited_request_is_a_rate_limit_denial(guarded, run_id):
+    first, second = f"/limited/a-{run_id}", f"/limited/b-{run_id}"
+    assert guarded.request(first).status == 200
+    assert guarded.request(second).status == 429
+    assert decision_of(guarded, first) == ("allow", None, None)
+    assert decision_of(guarded, second) == ("deny", "rate_limit", None)
+
+
+def test_ext_authz_refusal_is_an_ext_authz_denial(guarded, run_id):
+    path = f"/authz/{run_id}"
+    assert guarded.request(path).status == 403
+    assert decision_of(guarded, path) == ("deny", "ext_authz", None)
+
+
+def test_no_route_is_a_no_route_denial(guarded, run_id):
+    path = f"/nowhere/{run_id}"
+    assert guarded.request(path).status == 404
+    assert decision_of(guarded, path) == ("deny", "no_route", None)
+
+
+def test_an_upstream_403_is_the_applications_answer_not_a_denial(guarded, run_id):
+    path = f"/ok/upstream-403-{run_id}"
+    assert guarded.request(f"{path}?status=403").status == 403  # testkit.UpstreamHandler
+    rec = guarded.records_for_path(path)[0]
+    assert rec.attr("http.response.status_code") == 403
+    assert decision_of(guarded, path) == ("allow", None, None)
+
+
+FALLBACK_PREFIX = "meshaudit-fallback: "
+
+
+@pytest.fixture
+def parts():
+    """Whatever a test starts is registered here and stopped at teardown, last first."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def app():
+    server = testkit.upstream_server().start()
+    yield server
+    server.stop()
+
+
+def test_fail_closed_refusal_is_meshaudits_own_denial(app, wasm, parts, tmp_path, run_id):
+    """The refused request's event, kept by the log fallback while the collector is down."""
+    rotel = testkit.RestartableRotel(tmp_path)  # down: the buffer fills
+    parts.callback(rotel.stop)
+    envoy = testkit.edge_envoy(
+        tmp_path, wasm=wasm, app_port=app.port, collector_port=rotel.http_port,
+        plugin_config={
+            "format": "json", "flush_interval_ms": 100, "fallback": "log",
+            "max_batch_bytes": 2048, "max_buffer_bytes": 4096,
+            "routes": [{"match": {"path_prefix": "/pay"}, "fail_closed": True}],
+        },
+    )
+    parts.callback(envoy.stop)
+    port = envoy.listener_ports[testkit.EDGE["listener"]]
+    refused = None
+    for i in range(60):
+        path = f"/pay/{run_id}-{i:03d}"
+        if testkit.request(port, path).status == 503:
+            refused = path
+            break
+    assert refused is not None, "the fail-closed route never refused a request although the buffer filled up"
+
+    def refused_event():
+        for line in envoy.log_text().splitlines():
+            at = line.find(FALLBACK_PREFIX)
+            if at >= 0:
+                event = json.loads(line[at + len(FALLBACK_PREFIX):])
+                if event.get("url.path") == refused:
+                    return event
+        return None
+
+    event = testkit.wait_for(refused_event, 15, 0.1, lambda: f"no fallback line for {refused}")
+    assert event["http.response.status_code"] == 503
+    assert (event["meshaudit.decision"], event["meshaudit.decision.reason"]) == ("deny", "fail_closed")
