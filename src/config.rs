@@ -79,6 +79,66 @@ pub struct Config {
     pub body_capture_budget_bytes: u32,
     /// The chain, signed checkpoints and the witness (docs/integrity.md).
     pub integrity: Integrity,
+    /// Who is behind a request beyond its certificate: the end user of a verified token.
+    pub identity: Identity,
+}
+
+/// Identity settings (docs/event-schema.md#the-end-user).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// Record the end user of a token Envoy's `jwt_authn` filter verified (its payload in
+    /// dynamic metadata, `payload_in_metadata`): `enduser.id` (`sub`), issuer, audience.
+    pub jwt: bool,
+    /// Claims of that token also recorded, as `meshaudit.enduser.claim.NAME`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 16), inner(regex(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")))
+    )]
+    pub jwt_claims: Vec<String>,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            jwt: true,
+            jwt_claims: Vec::new(),
+        }
+    }
+}
+
+/// Most claims `identity.jwt_claims` may name.
+pub const MAX_JWT_CLAIMS: usize = 16;
+
+impl Identity {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |reason: String| {
+            Err(ConfigError {
+                field: "identity.jwt_claims".into(),
+                reason,
+            })
+        };
+        if self.jwt_claims.len() > MAX_JWT_CLAIMS {
+            return fail(format!("names at most {MAX_JWT_CLAIMS} claims"));
+        }
+        if !self.jwt && !self.jwt_claims.is_empty() {
+            return fail("needs identity.jwt, which is false".into());
+        }
+        let bad = self.jwt_claims.iter().position(|c| {
+            c.is_empty()
+                || c.len() > 64
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        });
+        if let Some(i) = bad {
+            return fail(format!(
+                "claim {i}: 1 to 64 letters, digits and _ . : - (a claim's name, not its value)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Integrity settings: every event chained, checkpoints signed with a key from the environment.
@@ -449,6 +509,7 @@ impl Default for Config {
             body_capture: Vec::new(),
             body_capture_budget_bytes: 16 << 20,
             integrity: Integrity::default(),
+            identity: Identity::default(),
         }
     }
 }
@@ -611,6 +672,7 @@ impl Config {
             return fail("body_capture_budget_bytes", "must be 1 to 268435456");
         }
         self.integrity.validate()?;
+        self.identity.validate()?;
         // One body must fit: its `max_bytes` and the margin captured beyond it.
         let margin = u32::try_from(crate::redact::cut::BODY_MARGIN).unwrap_or(u32::MAX);
         if let Some(b) = self
@@ -685,6 +747,9 @@ impl Config {
         }
         if !self.redaction.rules.is_empty() {
             return Some("redaction.rules");
+        }
+        if !self.identity.jwt_claims.is_empty() {
+            return Some("identity.jwt_claims");
         }
         None
     }
@@ -890,6 +955,54 @@ mod tests {
         .unwrap();
         assert_eq!(ok.mode, Mode::AccessLog);
         assert_eq!(Config::default().filter_only_field(), None);
+    }
+
+    #[test]
+    fn identity_claims_are_names_and_need_the_jwt_reader() {
+        let d = Config::default().identity;
+        assert!(d.jwt && d.jwt_claims.is_empty());
+        let ok = Config::parse(br#"{"identity": {"jwt_claims": ["email", "groups", "x.y:z-1"]}}"#)
+            .unwrap();
+        assert_eq!(ok.identity.jwt_claims.len(), 3);
+        let secret = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln";
+        for (body, field, says) in [
+            (
+                format!(r#"{{"identity": {{"jwt_claims": ["email", "{secret}="]}}}}"#),
+                "identity.jwt_claims",
+                "claim 1",
+            ),
+            (
+                r#"{"identity": {"jwt": false, "jwt_claims": ["email"]}}"#.to_string(),
+                "identity.jwt_claims",
+                "identity.jwt",
+            ),
+            (
+                format!(
+                    r#"{{"identity": {{"jwt_claims": [{}]}}}}"#,
+                    vec!["\"a\""; 17].join(",")
+                ),
+                "identity.jwt_claims",
+                "at most 16",
+            ),
+            (
+                r#"{"mode": "tcp", "identity": {"jwt_claims": ["email"]}}"#.to_string(),
+                "identity.jwt_claims",
+                "HTTP-only",
+            ),
+            (
+                r#"{"identity": {"claims": ["email"]}}"#.to_string(),
+                "identity.claims",
+                "",
+            ),
+        ] {
+            let e = Config::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{body}: {e}");
+            assert!(e.reason.contains(says), "{body}: {e}");
+            assert!(
+                !e.to_string().contains(secret),
+                "the refusal echoes the value: {e}"
+            );
+        }
     }
 
     #[test]

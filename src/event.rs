@@ -244,6 +244,12 @@ pub mod attr {
     pub const DURATION_NS: &str = "meshaudit.duration_ns";
     pub const RESPONSE_FLAGS: &str = "meshaudit.envoy.response_flags";
     pub const RESPONSE_CODE_DETAILS: &str = "meshaudit.envoy.response_code_details";
+    /// The end user: the `sub` of a token Envoy's jwt_authn verified (capture::enduser).
+    pub const ENDUSER_ID: &str = "enduser.id";
+    pub const ENDUSER_ISSUER: &str = "meshaudit.enduser.issuer";
+    pub const ENDUSER_AUDIENCE: &str = "meshaudit.enduser.audience";
+    /// The prefix of `identity.jwt_claims`' attributes.
+    pub const ENDUSER_CLAIM: &str = "meshaudit.enduser.claim.";
     /// `allow` or `deny` (capture::decision).
     pub const DECISION: &str = "meshaudit.decision";
     /// Why it was denied: rbac, jwt, ext_authz, rate_limit, fail_closed, no_route, csrf, tls.

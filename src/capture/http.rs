@@ -4,6 +4,7 @@
 use super::connection::{read_identity, ConnectionFacts, SocketAddr};
 use super::decision::Decision;
 use super::decode;
+use super::enduser::EndUser;
 use super::identity;
 use super::response_flags::response_flags;
 use super::trace_context::{TraceContext, TraceHeaders};
@@ -23,6 +24,8 @@ struct HeaderKey {
 pub struct HttpCapture {
     request_headers: Vec<HeaderKey>,
     response_headers: Vec<HeaderKey>,
+    /// The end user of a verified token (`identity.jwt`).
+    enduser: Option<EndUser>,
 }
 
 /// One header map as the host gives it: name and value bytes.
@@ -44,6 +47,10 @@ impl HttpCapture {
         HttpCapture {
             request_headers: keys(&config.request_headers, attr::HTTP_REQUEST_HEADER),
             response_headers: keys(&config.response_headers, attr::HTTP_RESPONSE_HEADER),
+            enduser: config
+                .identity
+                .jwt
+                .then(|| EndUser::new(&config.identity.jwt_claims)),
         }
     }
 
@@ -64,6 +71,9 @@ impl HttpCapture {
         write_response(host, line.grpc, &mut e, &mut a);
         write_routing(host, &mut e, &mut a);
         conn.write(&mut e);
+        if let Some(enduser) = &self.enduser {
+            enduser.write(host, &mut e, &mut a);
+        }
         if host.property(&["upstream", "tls_version"]).is_some() {
             read_identity(host, "upstream", "peer", &mut a).write(&identity::UPSTREAM_PEER, &mut e);
         }

@@ -9,6 +9,7 @@ pub mod certificate;
 pub mod connection;
 pub mod decision;
 pub mod decode;
+pub mod enduser;
 pub mod http;
 pub mod identity;
 pub mod node;

@@ -1,14 +1,18 @@
-"""The access decision (`meshaudit.decision`, `.reason`, `.policy`) in real Envoy, with Envoy's
-own filters making the decisions: RBAC denying a path, `jwt_authn` refusing an expired token
-(tokens signed by the test, verified against a local JWKS), a local rate limit, an `ext_authz`
-HTTP service the test runs that refuses one path, no route, meshaudit's own fail-closed
-refusal, and requests that were allowed. Both forms: the HTTP filter and the access logger.
+"""Who was behind a request and whether it was allowed, in real Envoy with Envoy's own filters
+deciding. The end user (`enduser.id`, issuer, audience, `identity.jwt_claims`) of tokens the
+test signs, verified by `jwt_authn` against a local JWKS. The access decision
+(`meshaudit.decision`, `.reason`, `.policy`): RBAC denying a path, `jwt_authn` refusing an
+expired or missing token, a local rate limit, an `ext_authz` HTTP service the test runs that
+refuses one path, no route, meshaudit's own fail-closed refusal, and requests that were
+allowed. Both forms: the HTTP filter and the access logger.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import secrets
+import string
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -118,6 +122,7 @@ def guarded(request, tmp_path_factory, wasm, issuer):
         pki=None,
         plugin_config_overrides={
             **testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log",
+            "identity": {"jwt_claims": ["email", "groups", "note", "tier"]},
         },
         access_log=request.param == "access_log",
         config_patch=guards(issuer, authz.port),
@@ -154,6 +159,7 @@ def test_expired_token_is_a_jwt_denial_and_a_valid_one_is_allowed(guarded, issue
     path = f"/jwt/expired-{run_id}"
     assert guarded.request(path, headers={"authorization": f"Bearer {expired}"}).status == 401
     assert decision_of(guarded, path) == ("deny", "jwt", None)
+    assert guarded.records_for_path(path)[0].attr("enduser.id") is None, "an unverified subject"
 
     valid = issuer.token({"sub": "alice"}, audience=AUDIENCE)
     path = f"/jwt/valid-{run_id}"
@@ -169,6 +175,34 @@ def test_no_token_on_an_optional_route_is_allowed(guarded, run_id):
     path = f"/optional/{run_id}"
     assert guarded.request(path).status == 200
     assert decision_of(guarded, path) == ("allow", None, None)
+    assert guarded.records_for_path(path)[0].attr("enduser.id") is None
+
+
+def test_a_verified_token_names_the_end_user_and_never_the_token(guarded, issuer, run_id):
+    aws_key = "AKIA" + "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+    token = issuer.token({
+        "sub": f"alice-{run_id}", "email": "alice@example.com", "groups": ["payments", "admins"],
+        "note": aws_key, "tier": 3, "unlisted": "not recorded",
+    }, audience=AUDIENCE)
+    path = f"/jwt/enduser-{run_id}"
+    assert guarded.request(path, headers={"authorization": f"Bearer {token}"}).status == 200
+    rec = guarded.records_for_path(path)[0]
+    assert rec.attr("enduser.id") == f"alice-{run_id}"
+    assert rec.attr("meshaudit.enduser.issuer") == issuer.issuer
+    assert rec.attr("meshaudit.enduser.audience") == [AUDIENCE]
+    assert rec.attr("meshaudit.enduser.claim.groups") == ["payments", "admins"]
+    assert rec.attr("meshaudit.enduser.claim.tier") == "3"
+    assert rec.attr("meshaudit.enduser.claim.unlisted") is None
+    # Claims pass through redaction's detectors like any other value.
+    fired = " ".join(rec.attr("meshaudit.redaction.rules") or [])
+    assert aws_key not in rec.attr("meshaudit.enduser.claim.note"), rec.attributes
+    assert "detector.aws_key" in fired and "detector.email" in fired, fired
+    assert rec.attr("meshaudit.enduser.claim.email") != "alice@example.com"
+    # Nothing of the token itself: not its payload, not its signature.
+    header, payload, signature = token.split(".")
+    text = json.dumps(rec.attributes)
+    for part in (payload, signature):
+        assert part[:16] not in text, "a piece of the token reached the event"
 
 
 def test_rate_limited_request_is_a_rate_limit_denial(guarded, run_id):
