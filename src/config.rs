@@ -81,6 +81,62 @@ pub struct Config {
     pub integrity: Integrity,
     /// Who is behind a request beyond its certificate: the end user of a verified token.
     pub identity: Identity,
+    /// How much of each request is recorded: ordered rules, first match wins (none matching:
+    /// `metadata`, today's event).
+    pub audit: Vec<AuditRule>,
+}
+
+/// One rule of the audit policy (docs/configuration.md#audit-levels-audit).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AuditRule {
+    /// What the rule applies to; empty: every request.
+    #[serde(default, rename = "match")]
+    pub when: AuditMatch,
+    /// How much of a matching request is recorded.
+    pub level: AuditLevel,
+    /// With `request` or `request_response`: bytes kept per body (as `body_capture`).
+    #[serde(default = "default_body_bytes", deserialize_with = "integer")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_048_576)))]
+    pub max_bytes: u32,
+}
+
+/// What an audit rule matches: the request line, the caller, the response's class.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AuditMatch {
+    /// Exact host (`:authority` without port), or `*.example.com`.
+    pub host: Option<String>,
+    /// Exact path (without the query), e.g. `/healthz`.
+    pub path: Option<String>,
+    /// Path prefix, e.g. `/admin/`.
+    pub path_prefix: Option<String>,
+    /// Path pattern, e.g. `/users/{id}/cards/*`.
+    pub path_pattern: Option<String>,
+    /// HTTP method, e.g. `POST`.
+    pub method: Option<String>,
+    /// The caller: its SPIFFE id, exact or ending in `*` (a prefix), or `"unauthenticated"`
+    /// (no verified client certificate).
+    pub caller: Option<String>,
+    /// The response's class, `"1xx"` to `"5xx"` (only with level `none`).
+    pub response: Option<String>,
+}
+
+/// Kubernetes' audit levels, per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditLevel {
+    /// No event (counted in `meshaudit.events_unaudited`, never a loss).
+    None,
+    /// The event as it is without bodies (and with what `body_capture` captures).
+    Metadata,
+    /// Also the request body.
+    Request,
+    /// Also both bodies.
+    RequestResponse,
 }
 
 /// Identity settings (docs/event-schema.md#the-end-user).
@@ -436,6 +492,20 @@ pub struct BodyCapture {
     pub response: bool,
 }
 
+impl BodyCapture {
+    /// The body capture an audit level of `request` or `request_response` asks for, on a route
+    /// without a `body_capture` entry: the default media types, no side yet.
+    pub fn for_audit(max_bytes: u32) -> BodyCapture {
+        BodyCapture {
+            route: RouteMatch::default(),
+            max_bytes,
+            content_types: default_body_types(),
+            request: false,
+            response: false,
+        }
+    }
+}
+
 fn default_body_bytes() -> u32 {
     1024
 }
@@ -510,6 +580,7 @@ impl Default for Config {
             body_capture_budget_bytes: 16 << 20,
             integrity: Integrity::default(),
             identity: Identity::default(),
+            audit: Vec::new(),
         }
     }
 }
@@ -751,6 +822,9 @@ impl Config {
         if !self.identity.jwt_claims.is_empty() {
             return Some("identity.jwt_claims");
         }
+        if !self.audit.is_empty() {
+            return Some("audit");
+        }
         None
     }
 
@@ -764,6 +838,9 @@ impl Config {
         }
         if self.routes.iter().any(|r| r.fail_closed) {
             return Some("routes");
+        }
+        if self.audit.iter().any(|r| r.level >= AuditLevel::Request) {
+            return Some("audit");
         }
         None
     }
@@ -955,6 +1032,12 @@ mod tests {
         .unwrap();
         assert_eq!(ok.mode, Mode::AccessLog);
         assert_eq!(Config::default().filter_only_field(), None);
+        let e = Config::parse(br#"{"mode": "access_log", "audit": [{"level": "request"}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "audit");
+        assert!(Config::parse(br#"{"mode": "access_log", "audit": [{"level": "none"}]}"#).is_ok());
+        let e = Config::parse(br#"{"mode": "tcp", "audit": [{"level": "none"}]}"#).unwrap_err();
+        assert_eq!(e.field, "audit");
     }
 
     #[test]

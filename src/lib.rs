@@ -17,6 +17,7 @@
 //! - [`plugin`]: a configuration compiled once (redactor, body policy, fail-closed routes, the
 //!   export request);
 //! - [`route`]: request matching (hosts, path prefixes and patterns, methods);
+//! - [`audit`]: the audit policy (levels none, metadata, request, request_response per rule);
 //! - [`hex`]: hex digits both ways, shared by capture, redaction and encoding;
 //! - [`environment`]: settings that name an environment variable instead of holding a secret;
 //! - [`integrity`]: canonical form, chain, signed checkpoints and the verifier engine (shared
@@ -26,6 +27,7 @@
 //! `wasm32-wasip1`) is the thin proxy-wasm layer: root, HTTP and TCP contexts that read from
 //! Envoy, call the worker and carry out what it says; metrics; the host calls.
 
+pub mod audit;
 pub mod capture;
 pub mod config;
 pub mod deliver;

@@ -409,6 +409,11 @@ impl Pipeline {
         !self.batcher.fits(self.last_record_len)
     }
 
+    /// A request the audit policy records at level `none` was not recorded.
+    pub fn count_unaudited(&mut self) {
+        self.stats.events_unaudited += 1;
+    }
+
     /// A request on a fail-closed route was refused while the buffer was full.
     pub fn count_fail_closed(&mut self) {
         self.stats.fail_closed_rejections += 1;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::audit::AuditPolicy;
 use crate::capture::body::BodyPolicy;
 use crate::config::{Config, ConfigError, Protocol};
 use crate::encode::{content_type, otlp};
@@ -15,6 +16,7 @@ pub struct Plugin {
     pub config: Config,
     pub redactor: Redactor,
     pub bodies: BodyPolicy,
+    pub audit: AuditPolicy,
     pub fail_closed: Vec<Route>,
     pub export: ExportRequest,
     /// The checkpoint signing key, from `integrity.signing_key_env` (none: unsigned checkpoints).
@@ -139,6 +141,7 @@ impl Plugin {
         let key = env(&config.redaction.hash_key_env).filter(|k| !k.is_empty());
         let redactor = Redactor::compile(&config.redaction, key)?;
         let bodies = BodyPolicy::compile(&config.body_capture)?;
+        let audit = AuditPolicy::compile(&config.audit)?;
         let mut fail_closed = Vec::new();
         for (i, r) in config.routes.iter().enumerate() {
             let route = Route::compile(&r.route).map_err(|e| ConfigError {
@@ -155,6 +158,7 @@ impl Plugin {
             config,
             redactor,
             bodies,
+            audit,
             fail_closed,
             export,
             signer,

@@ -46,6 +46,7 @@ fn shipped() -> Vec<PathBuf> {
         }
     }
     files.push(repo().join("istio/kustomize/base/wasmplugin.yaml"));
+    files.push(repo().join("examples/audit-policy/audit-policy.json"));
     files.sort();
     assert!(files.len() >= 8, "{files:?}");
     files
@@ -114,21 +115,21 @@ struct Break {
 const BREAKS: &[Break] = &[
     // An unknown field.
     Break {
-        before: &["collector:", "\"collector\":"],
+        before: &["collector:", "\"collector\":", "\"audit\":"],
         yaml: "colour: blue",
         json: "\"colour\": \"blue\",",
         field: "colour",
     },
     // An impossible value.
     Break {
-        before: &["collector:", "\"collector\":"],
+        before: &["collector:", "\"collector\":", "\"audit\":"],
         yaml: "max_batch_events: 0",
         json: "\"max_batch_events\": 0,",
         field: "max_batch_events",
     },
     // A bad redaction rule.
     Break {
-        before: &["collector:", "\"collector\":"],
+        before: &["collector:", "\"collector\":", "\"audit\":"],
         yaml: "redaction: {rules: [{name: r, headers: [x-a], action: scramble}]}",
         json: "\"redaction\": {\"rules\": [{\"name\": \"r\", \"headers\": [\"x-a\"], \"action\": \"scramble\"}]},",
         field: "redaction.rules[0].action",

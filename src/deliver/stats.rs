@@ -21,6 +21,8 @@ pub struct Stats {
     pub gap_events: u64,
     pub fallback_lines: u64,
     pub fail_closed_rejections: u64,
+    /// Requests the audit policy records at level `none` (not a loss).
+    pub events_unaudited: u64,
     pub bytes_sent: u64,
     /// Checkpoint events emitted (integrity on).
     pub checkpoints: u64,

@@ -56,7 +56,7 @@ impl HttpContext for AuditHttp {
                 return Admission::Pass(None);
             }
             let raw = abi::header_map(MapType::Request);
-            w.admit(&decode::map(&raw), end_of_stream)
+            w.admit(&EnvoyHost, &decode::map(&raw), end_of_stream)
         });
         match admission {
             Some(Admission::Refuse(reply)) => {

@@ -57,6 +57,9 @@ impl Metrics {
             (counter("meshaudit.fail_closed_rejections"), |s| {
                 s.fail_closed_rejections
             }),
+            (counter("meshaudit.events_unaudited"), |s| {
+                s.events_unaudited
+            }),
             (counter("meshaudit.bytes_sent"), |s| s.bytes_sent),
             (counter("meshaudit.checkpoints"), |s| s.checkpoints),
         ];

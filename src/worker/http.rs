@@ -2,12 +2,13 @@
 //! full), whether and how its bodies are captured, its event, and the access logger's events.
 
 use super::{Level, Worker};
+use crate::audit::{Request, Start};
 use crate::capture::body::{BodyState, Side};
 use crate::capture::budget::Budget;
 use crate::capture::connection::{ConnectionFacts, SocketAddr};
 use crate::capture::http::HeaderPairs;
 use crate::capture::Host;
-use crate::config::BodyCapture;
+use crate::config::{AuditLevel, BodyCapture};
 use crate::event::{attr, AuditEvent};
 use crate::route::RequestLine;
 
@@ -98,7 +99,46 @@ impl Worker {
     /// Whether a request's headers are looked at before it goes on (fail-closed routes or body
     /// capture are configured); if not, the host need not read them.
     pub fn inspects_requests(&self) -> bool {
-        !(self.bodies.is_empty() && self.fail_closed.is_empty())
+        !(self.bodies.is_empty() && self.fail_closed.is_empty() && !self.audit.captures_bodies())
+    }
+
+    /// The caller as the audit policy matches it when a request starts (read only when a rule
+    /// needs it: the connection's facts, cached per connection).
+    fn caller_at_start(&mut self, host: &impl Host) -> (bool, Option<String>) {
+        if !self.audit.reads_caller() {
+            return (false, None);
+        }
+        let id = host
+            .int(&["connection", "id"])
+            .and_then(|id| u64::try_from(id).ok());
+        let facts = self
+            .connections
+            .get_or_read(id, || ConnectionFacts::read(host));
+        let caller = facts.peer.spiffe().map(|s| s.id.to_string());
+        (facts.mtls, caller)
+    }
+
+    /// The bodies a request's capture takes: its `body_capture` route's, with the sides its
+    /// audit level adds (`request`, `request_response`); `none`: nothing.
+    fn body_spec(&self, line: &RequestLine<'_>, start: Start) -> Option<BodyCapture> {
+        let wanted = |spec: &mut BodyCapture| {
+            spec.request |= start.level >= AuditLevel::Request;
+            spec.response |= start.level >= AuditLevel::RequestResponse;
+        };
+        match (self.bodies.for_request(line), start.level) {
+            (_, AuditLevel::None) => None,
+            (Some(spec), _) => {
+                let mut spec = spec.clone();
+                wanted(&mut spec);
+                Some(spec)
+            }
+            (None, AuditLevel::Metadata) => None,
+            (None, _) => {
+                let mut spec = BodyCapture::for_audit(start.max_bytes);
+                wanted(&mut spec);
+                Some(spec)
+            }
+        }
     }
 
     /// Whether request `line` is refused: its route is fail-closed and the audit buffer is full.
@@ -108,7 +148,13 @@ impl Worker {
 
     /// A request's headers are in (`end_of_stream`: it has no body): it is refused, or passed
     /// on with the body capture its route asks for.
-    pub fn admit(&mut self, pairs: &HeaderPairs<'_>, end_of_stream: bool) -> Admission {
+    pub fn admit(
+        &mut self,
+        host: &impl Host,
+        pairs: &HeaderPairs<'_>,
+        end_of_stream: bool,
+    ) -> Admission {
+        let (authenticated, caller) = self.caller_at_start(host);
         with_request_line(pairs, |line| {
             if self.refuses(line) {
                 self.pipeline.count_fail_closed();
@@ -121,17 +167,22 @@ impl Worker {
                     body: FAIL_CLOSED_BODY,
                 });
             }
-            let Some(spec) = self.bodies.for_request(line) else {
+            let start = self.audit.at_start(&Request {
+                line: *line,
+                authenticated,
+                caller: caller.as_deref(),
+            });
+            let Some(spec) = self.body_spec(line, start) else {
                 return Admission::Pass(None);
             };
             let request = if end_of_stream {
                 None
             } else {
                 let (ct, ce) = content_headers(pairs);
-                BodyState::start(spec, Side::Request, ct, ce, &self.body_budget)
+                BodyState::start(&spec, Side::Request, ct, ce, &self.body_budget)
             };
             Admission::Pass(Some(Box::new(Bodies {
-                spec: spec.clone(),
+                spec,
                 budget: self.body_budget.clone(),
                 request,
                 response: None,
@@ -223,11 +274,12 @@ mod tests {
         let mut w = worker(FAIL_CLOSED);
         assert!(w.inspects_requests());
         assert!(matches!(
-            w.admit(&get("/pay/1"), true),
+            w.admit(&RecordedHost::default(), &get("/pay/1"), true),
             Admission::Pass(None)
         ));
         fill(&mut w);
-        let Admission::Refuse(reply) = w.admit(&get("/pay/1?x=1"), true) else {
+        let Admission::Refuse(reply) = w.admit(&RecordedHost::default(), &get("/pay/1?x=1"), true)
+        else {
             panic!("refused");
         };
         assert_eq!(reply.status, 503);
@@ -240,7 +292,10 @@ mod tests {
         );
         assert!(reply.body.starts_with(b"audit log unavailable"));
         assert!(
-            matches!(w.admit(&get("/shop"), true), Admission::Pass(None)),
+            matches!(
+                w.admit(&RecordedHost::default(), &get("/shop"), true),
+                Admission::Pass(None)
+            ),
             "another route"
         );
         assert_eq!(w.publish().stats.fail_closed_rejections, 1);
@@ -253,10 +308,12 @@ mod tests {
             r#"{"body_capture": [{"match": {"path_prefix": "/api"}, "request": true, "response": true}]}"#,
         );
         assert!(matches!(
-            w.admit(&get("/other"), false),
+            w.admit(&RecordedHost::default(), &get("/other"), false),
             Admission::Pass(None)
         ));
-        let Admission::Pass(Some(mut bodies)) = w.admit(&get("/api/orders"), false) else {
+        let Admission::Pass(Some(mut bodies)) =
+            w.admit(&RecordedHost::default(), &get("/api/orders"), false)
+        else {
             panic!("captured");
         };
         let state = bodies.body(Side::Request).unwrap();
@@ -273,13 +330,55 @@ mod tests {
             event.get(attr::RESPONSE_BODY_CAPTURE).is_some()
                 || event.get(attr::RESPONSE_BODY).is_some()
         );
-        let Admission::Pass(Some(mut none)) = w.admit(&get("/api/x"), true) else {
+        let Admission::Pass(Some(mut none)) =
+            w.admit(&RecordedHost::default(), &get("/api/x"), true)
+        else {
             panic!("captured");
         };
         assert!(
             none.body(Side::Request).is_none(),
             "a request without a body"
         );
+    }
+
+    #[test]
+    fn audit_levels_pick_bodies_at_the_start_and_drop_none_at_the_end() {
+        let mut w = worker(
+            r#"{"audit": [
+                {"match": {"path": "/healthz", "caller": "unauthenticated"}, "level": "none"},
+                {"match": {"path_prefix": "/admin/"}, "level": "request_response", "max_bytes": 16},
+                {"match": {"path_prefix": "/upload/"}, "level": "request"}
+            ]}"#,
+        );
+        assert!(w.inspects_requests());
+        let plain = RecordedHost::default().with_int("connection.id", 1);
+        let Admission::Pass(Some(mut admin)) = w.admit(&plain, &get("/admin/users"), false) else {
+            panic!("request_response captures bodies");
+        };
+        assert!(admin.body(Side::Request).is_some());
+        let json: Pairs = vec![(b"content-type", b"application/json")];
+        admin.response_headers(&json, false);
+        assert!(admin.body(Side::Response).is_some());
+        let Admission::Pass(Some(mut upload)) = w.admit(&plain, &get("/upload/x"), false) else {
+            panic!("request captures the request body");
+        };
+        upload.response_headers(&json, false);
+        assert!(upload.body(Side::Request).is_some() && upload.body(Side::Response).is_none());
+        assert!(matches!(
+            w.admit(&plain, &get("/healthz"), false),
+            Admission::Pass(None)
+        ));
+        assert!(matches!(
+            w.admit(&plain, &get("/orders"), false),
+            Admission::Pass(None)
+        ));
+
+        let probe = w.request_event(&plain, &get("/healthz"), &Vec::new(), || 5);
+        let order = w.request_event(&plain, &get("/orders"), &Vec::new(), || 5);
+        w.record(probe);
+        w.record(order);
+        let stats = w.publish().stats;
+        assert_eq!((stats.events_unaudited, stats.events_captured), (1, 1));
     }
 
     #[test]

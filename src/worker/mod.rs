@@ -24,6 +24,7 @@ pub use drain::DrainEnd;
 pub use export::{AnswerHeaders, Call};
 pub use http::{Admission, Bodies, LocalReply};
 
+use crate::audit::AuditPolicy;
 use crate::capture::body::BodyPolicy;
 use crate::capture::budget::Budget;
 use crate::capture::connection::ConnectionCache;
@@ -93,6 +94,7 @@ pub struct Worker {
     connections: ConnectionCache,
     wants_response_headers: bool,
     bodies: BodyPolicy,
+    audit: AuditPolicy,
     /// What the bodies being captured on this worker may hold at once, shared by all of them.
     body_budget: Budget,
     fail_closed: Vec<Route>,
@@ -121,6 +123,7 @@ impl Worker {
             config,
             redactor,
             bodies,
+            audit,
             fail_closed,
             export,
             signer,
@@ -145,6 +148,7 @@ impl Worker {
             pipeline: Pipeline::new(config, redactor, resource, stream_id).with_signer(signer),
             connections: ConnectionCache::new(CONNECTION_CACHE),
             bodies,
+            audit,
             body_budget,
             fail_closed,
             export: Rc::new(export),
@@ -189,6 +193,10 @@ impl Worker {
 
     /// Hands a finished event to the pipeline.
     pub fn record(&mut self, event: AuditEvent) {
+        if self.audit.skips(&event) {
+            self.pipeline.count_unaudited();
+            return;
+        }
         let now_ms = event.observed_unix_nano / 1_000_000;
         self.pipeline.accept(event, now_ms);
         self.log_fallback();
