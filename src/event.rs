@@ -60,6 +60,13 @@ pub struct Attribute {
     pub value: Value,
 }
 
+/// The OpenTelemetry semantic conventions release the attribute names follow
+/// (docs/event-schema.md; checked against its registry by tests/semconv.rs).
+pub const SEMCONV_VERSION: &str = "1.44.0";
+
+/// [`SEMCONV_VERSION`]'s schema URL, in every OTLP export.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.44.0";
+
 /// Longest single header or attribute value an event keeps. Longer values are redacted whole
 /// first, then cut (see `redact::cut`).
 pub const MAX_VALUE_BYTES: usize = 8 * 1024;
@@ -173,7 +180,7 @@ impl AuditEvent {
             return format!(
                 "TCP {} {} -> {} ({} bytes in, {} out)",
                 self.get_str(attr::TCP_PHASE).unwrap_or("-"),
-                self.get_str(attr::CLIENT_ADDRESS).unwrap_or("-"),
+                self.get_str(attr::PEER_ADDRESS).unwrap_or("-"),
                 self.get_str(attr::UPSTREAM_CLUSTER).unwrap_or("-"),
                 int(attr::TCP_DOWNSTREAM_RECEIVED),
                 int(attr::TCP_DOWNSTREAM_SENT),
@@ -227,16 +234,20 @@ pub mod attr {
     pub const URL_QUERY: &str = "url.query";
     pub const SERVER_ADDRESS: &str = "server.address";
     pub const SERVER_PORT: &str = "server.port";
-    pub const CLIENT_ADDRESS: &str = "client.address";
-    pub const CLIENT_PORT: &str = "client.port";
+    /// The downstream peer (Envoy's `source.address`).
+    pub const PEER_ADDRESS: &str = "network.peer.address";
+    pub const PEER_PORT: &str = "network.peer.port";
     pub const LOCAL_ADDRESS: &str = "network.local.address";
     pub const LOCAL_PORT: &str = "network.local.port";
     pub const PROTOCOL_NAME: &str = "network.protocol.name";
     pub const PROTOCOL_VERSION: &str = "network.protocol.version";
     pub const USER_AGENT: &str = "user_agent.original";
-    pub const GRPC_STATUS: &str = "rpc.grpc.status_code";
+    /// The gRPC status, by name (`OK`, `UNAVAILABLE`).
+    pub const RPC_STATUS: &str = "rpc.response.status_code";
     pub const TLS_VERSION: &str = "tls.protocol.version";
-    pub const TLS_SNI: &str = "tls.client.server_name";
+    /// The SNI of an HTTP request's connection (`server.address` is its authority); a
+    /// connection event has its SNI as `server.address`.
+    pub const TLS_SNI: &str = "meshaudit.tls.server_name";
 
     pub const STREAM_ID: &str = "meshaudit.stream.id";
     pub const SEQUENCE: &str = "meshaudit.sequence";

@@ -202,14 +202,14 @@ fn decode_export(body: &[u8], resource: &Resource) -> Vec<LogRecord> {
     assert_eq!(res.attributes, want, "resource attributes");
     assert_eq!(res.dropped_attributes_count, 0);
     assert!(res.entity_refs.is_empty());
-    assert!(rl.schema_url.is_empty());
+    assert_eq!(rl.schema_url, "https://opentelemetry.io/schemas/1.44.0");
     assert_eq!(rl.scope_logs.len(), 1, "one ScopeLogs");
     let sl = &rl.scope_logs[0];
     let scope = sl.scope.as_ref().expect("a scope");
     assert_eq!(scope.name, "meshaudit");
     assert_eq!(scope.version, env!("CARGO_PKG_VERSION"));
     assert!(scope.attributes.is_empty() && scope.dropped_attributes_count == 0);
-    assert!(sl.schema_url.is_empty());
+    assert_eq!(sl.schema_url, "https://opentelemetry.io/schemas/1.44.0");
     sl.log_records.clone()
 }
 

@@ -11,7 +11,7 @@
 SELECT
     if(`meshaudit.peer.spiffe_id` != '',
        `meshaudit.peer.spiffe_id`,
-       concat('unauthenticated ', `client.address`))             AS caller,
+       concat('unauthenticated ', `network.peer.address`))             AS caller,
     any(`meshaudit.peer.namespace`)                               AS caller_namespace,
     any(`meshaudit.peer.service_account`)                         AS caller_service_account,
     count()                                                       AS calls,

@@ -19,8 +19,8 @@ SHOWN = [
     "http.request.method", "url.path", "url.query", "http.response.status_code",
     "meshaudit.envoy.response_flags", "meshaudit.tls.mtls", "tls.protocol.version",
     "meshaudit.peer.spiffe_id", "meshaudit.peer.namespace", "meshaudit.peer.service_account",
-    "meshaudit.peer.uri_sans", "meshaudit.peer.subject", "meshaudit.local.spiffe_id",
-    "client.address", "meshaudit.request.id", "meshaudit.duration_ns", "log.record.uid",
+    "meshaudit.peer.uri_sans", "tls.client.subject", "meshaudit.local.spiffe_id",
+    "network.peer.address", "meshaudit.request.id", "meshaudit.duration_ns", "log.record.uid",
 ]
 
 

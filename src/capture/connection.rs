@@ -121,9 +121,10 @@ impl ConnectionFacts {
         self.anomalies = a;
     }
 
-    /// Writes the connection's attributes into an event.
-    pub fn write(&self, event: &mut AuditEvent) {
-        self.write_addresses(event);
+    /// Writes the connection's attributes into an event, its SNI under `sni` (an HTTP event's
+    /// [`attr::TLS_SNI`], a connection event's `server.address`).
+    pub fn write(&self, event: &mut AuditEvent, sni: &'static str) {
+        self.write_addresses(event, sni);
         event.set(attr::MTLS, Value::Bool(self.mtls));
         event.set_str(attr::TLS_VERSION, self.tls_version.clone());
         self.peer.write(&identity::PEER, event);
@@ -131,10 +132,10 @@ impl ConnectionFacts {
     }
 
     /// Addresses, listener direction and SNI only: what is known before a TLS handshake is over.
-    pub fn write_addresses(&self, event: &mut AuditEvent) {
+    pub fn write_addresses(&self, event: &mut AuditEvent, sni: &'static str) {
         if let Some(c) = &self.client {
-            event.set(attr::CLIENT_ADDRESS, Value::Str(c.host.clone()));
-            event.set_int(attr::CLIENT_PORT, c.port);
+            event.set(attr::PEER_ADDRESS, Value::Str(c.host.clone()));
+            event.set_int(attr::PEER_PORT, c.port);
         }
         if let Some(l) = &self.local {
             event.set(attr::LOCAL_ADDRESS, Value::Str(l.host.clone()));
@@ -143,7 +144,7 @@ impl ConnectionFacts {
         if let Some(d) = self.direction {
             event.set(attr::LISTENER_DIRECTION, Value::Str(d.to_string()));
         }
-        event.set_str(attr::TLS_SNI, self.sni.clone());
+        event.set_str(sni, self.sni.clone());
     }
 }
 
@@ -168,8 +169,9 @@ pub fn read_identity(
         |name: String, a: &mut Anomalies| host.string(&[scope, &name], a).filter(|s| !s.is_empty());
     let mut id = Identity {
         subject: get(format!("subject_{side}_certificate"), a),
+        // Uppercase, as OpenTelemetry writes certificate hashes (`tls.client.hash.sha256`).
         sha256: if side == "peer" {
-            get("sha256_peer_certificate_digest".into(), a)
+            get("sha256_peer_certificate_digest".into(), a).map(|h| h.to_ascii_uppercase())
         } else {
             None
         },
@@ -343,9 +345,9 @@ mod tests {
             .with_int("xds.listener_direction", 1);
         let facts = ConnectionFacts::read(&host);
         let mut e = AuditEvent::new(EventKind::Http);
-        facts.write(&mut e);
+        facts.write(&mut e, attr::TLS_SNI);
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
-        assert_eq!(e.get(attr::CLIENT_PORT), Some(&Value::Int(5000)));
+        assert_eq!(e.get(attr::PEER_PORT), Some(&Value::Int(5000)));
         assert_eq!(e.get_str(attr::LISTENER_DIRECTION), Some("inbound"));
         assert!(e.get(attr::TLS_VERSION).is_none());
         assert!(!e
@@ -374,9 +376,9 @@ mod tests {
         assert!(facts.mtls);
         assert_eq!(facts.tls_version.as_deref(), Some("1.3"));
         let mut e = AuditEvent::new(EventKind::Http);
-        facts.write(&mut e);
+        facts.write(&mut e, attr::TLS_SNI);
         assert_eq!(e.get_str("meshaudit.peer.namespace"), Some("frontend"));
-        assert_eq!(e.get_str("meshaudit.peer.sha256"), Some("abcd"));
+        assert_eq!(e.get_str("tls.client.hash.sha256"), Some("ABCD"));
         assert_eq!(
             e.get_str("meshaudit.local.service_account"),
             Some("checkout")

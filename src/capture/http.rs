@@ -70,7 +70,7 @@ impl HttpCapture {
         write_timing(host, &mut e, now_unix_nano);
         write_response(host, line.grpc, &mut e, &mut a);
         write_routing(host, &mut e, &mut a);
-        conn.write(&mut e);
+        conn.write(&mut e, attr::TLS_SNI);
         if let Some(enduser) = &self.enduser {
             enduser.write(host, &mut e, &mut a);
         }
@@ -182,6 +182,35 @@ fn write_timing(host: &impl Host, e: &mut AuditEvent, now_unix_nano: impl FnOnce
     );
 }
 
+/// gRPC's status codes by number, as `rpc.response.status_code` names them.
+const GRPC_STATUS_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// A gRPC status code's name; a number gRPC does not define stays a number.
+fn grpc_status_name(code: i64) -> String {
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| GRPC_STATUS_NAMES.get(i))
+        .map_or_else(|| code.to_string(), |n| (*n).to_string())
+}
+
 /// The protocol, the response's status, flags and details, and the sizes.
 fn write_response(host: &impl Host, grpc: bool, e: &mut AuditEvent, a: &mut Anomalies) {
     if let Some(p) = host.string(&["request", "protocol"], a) {
@@ -201,7 +230,9 @@ fn write_response(host: &impl Host, grpc: bool, e: &mut AuditEvent, a: &mut Anom
     Decision::from_envoy(flags, details.as_deref()).write(e);
     e.set_str(attr::RESPONSE_CODE_DETAILS, details);
     if grpc {
-        e.set_int(attr::GRPC_STATUS, host.int(&["response", "grpc_status"]));
+        if let Some(code) = host.int(&["response", "grpc_status"]) {
+            e.set(attr::RPC_STATUS, Value::Str(grpc_status_name(code)));
+        }
     }
     e.set_int(
         attr::HTTP_REQUEST_SIZE,
@@ -329,7 +360,7 @@ mod tests {
             "empty route name is absent"
         );
         assert!(e.get(attr::RESPONSE_FLAGS).is_none());
-        assert!(e.get(attr::GRPC_STATUS).is_none());
+        assert!(e.get(attr::RPC_STATUS).is_none());
         assert!(e.get(attr::ANOMALIES).is_none());
     }
 
@@ -379,7 +410,10 @@ mod tests {
             &[],
             || 0,
         );
-        assert_eq!(e.get(attr::GRPC_STATUS), Some(&Value::Int(14)));
+        assert_eq!(e.get_str(attr::RPC_STATUS), Some("UNAVAILABLE"));
+        assert_eq!(grpc_status_name(0), "OK");
+        assert_eq!(grpc_status_name(16), "UNAUTHENTICATED");
+        assert_eq!(grpc_status_name(99), "99");
     }
 
     #[test]

@@ -56,10 +56,10 @@ pub struct IdentityKeys {
 }
 
 macro_rules! identity_keys {
-    ($name:ident, $prefix:literal) => {
+    ($name:ident, $prefix:literal, $subject:expr, $sha256:expr) => {
         pub const $name: IdentityKeys = IdentityKeys {
-            subject: concat!($prefix, ".subject"),
-            sha256: concat!($prefix, ".sha256"),
+            subject: $subject,
+            sha256: $sha256,
             uri_sans: concat!($prefix, ".uri_sans"),
             dns_sans: concat!($prefix, ".dns_sans"),
             spiffe_id: concat!($prefix, ".spiffe_id"),
@@ -70,9 +70,27 @@ macro_rules! identity_keys {
     };
 }
 
-identity_keys!(PEER, "meshaudit.peer");
-identity_keys!(LOCAL, "meshaudit.local");
-identity_keys!(UPSTREAM_PEER, "meshaudit.upstream.peer");
+// The downstream connection's certificates have OpenTelemetry names for their subject and hash
+// (the client's and the server's, as the proxy is the server); the upstream's keep meshaudit's,
+// beside them on an outbound sidecar's event.
+identity_keys!(
+    PEER,
+    "meshaudit.peer",
+    "tls.client.subject",
+    "tls.client.hash.sha256"
+);
+identity_keys!(
+    LOCAL,
+    "meshaudit.local",
+    "tls.server.subject",
+    "tls.server.hash.sha256"
+);
+identity_keys!(
+    UPSTREAM_PEER,
+    "meshaudit.upstream.peer",
+    "meshaudit.upstream.peer.subject",
+    "meshaudit.upstream.peer.sha256"
+);
 
 impl Identity {
     /// The first URI SAN that is a SPIFFE ID.

@@ -312,15 +312,17 @@ impl TcpConnection {
         if let Some(f) = &self.facts {
             match handshake {
                 // At open, or before the handshake is known to be over: addresses and SNI.
-                _ if phase == Phase::Open => f.write_addresses(&mut e),
-                None => f.write_addresses(&mut e),
-                Some(Handshake::Plaintext | Handshake::Complete) => f.write(&mut e),
+                _ if phase == Phase::Open => f.write_addresses(&mut e, attr::SERVER_ADDRESS),
+                None => f.write_addresses(&mut e, attr::SERVER_ADDRESS),
+                Some(Handshake::Plaintext | Handshake::Complete) => {
+                    f.write(&mut e, attr::SERVER_ADDRESS)
+                }
                 // No TLS was established: no version (Envoy's is a placeholder until a
                 // handshake negotiates one) and no identity. A certificate that was presented
                 // but refused is no identity: Envoy's `connection.mtls` only says one was
                 // presented.
                 Some(Handshake::Failed | Handshake::NotCompleted) => {
-                    f.write_addresses(&mut e);
+                    f.write_addresses(&mut e, attr::SERVER_ADDRESS);
                     e.set(attr::MTLS, Value::Bool(false));
                 }
             }
@@ -533,7 +535,7 @@ mod tests {
                     || a.key.starts_with("meshaudit.peer.")),
             "{e:?}"
         );
-        assert_eq!(e.get_str(attr::TLS_SNI), Some("ledger-db.payments"));
+        assert_eq!(e.get_str(attr::SERVER_ADDRESS), Some("ledger-db.payments"));
         assert_eq!(e.get_str(attr::RESPONSE_FLAGS), Some("UF"));
         assert!(e.get_str(attr::UPSTREAM_FAILURE).is_some());
         assert_eq!(e.get_str(attr::UPSTREAM_CLUSTER), Some("db"));
@@ -569,7 +571,7 @@ mod tests {
         assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("complete"));
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
         assert_eq!(e.get_str(attr::TLS_VERSION), Some("1.2"));
-        assert_eq!(e.get_str("meshaudit.local.subject"), Some("CN=ledger-db"));
+        assert_eq!(e.get_str("tls.server.subject"), Some("CN=ledger-db"));
     }
 
     #[test]
@@ -582,7 +584,7 @@ mod tests {
         let e = c.event(Phase::Close, Some(&host), 10);
         assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("plaintext"));
         assert_eq!(e.get(attr::MTLS), Some(&Value::Bool(false)));
-        assert!(e.get(attr::TLS_SNI).is_none(), "empty is absent");
+        assert!(e.get(attr::SERVER_ADDRESS).is_none(), "empty is absent");
     }
 
     #[test]
@@ -606,8 +608,8 @@ mod tests {
         let host = tls_listener();
         let mut c = TcpConnection::new(0);
         let e = c.event(Phase::Open, Some(&host), 1);
-        assert_eq!(e.get_str(attr::TLS_SNI), Some("ledger-db.payments"));
-        assert_eq!(e.get_str(attr::CLIENT_ADDRESS), Some("10.0.0.9"));
+        assert_eq!(e.get_str(attr::SERVER_ADDRESS), Some("ledger-db.payments"));
+        assert_eq!(e.get_str(attr::PEER_ADDRESS), Some("10.0.0.9"));
         for absent in [
             attr::MTLS,
             attr::TLS_VERSION,
@@ -631,7 +633,7 @@ mod tests {
         let e = c.event(Phase::Interim, Some(&host), 2);
         assert_eq!(e.get_str(attr::UPSTREAM_ADDRESS), Some("10.0.0.5:5432"));
         assert_eq!(e.get_str(attr::UPSTREAM_CLUSTER), Some("db"));
-        assert_eq!(e.get_str(attr::TLS_SNI), Some("ledger-db.payments"));
+        assert_eq!(e.get_str(attr::SERVER_ADDRESS), Some("ledger-db.payments"));
         assert!(e.get(attr::TLS_VERSION).is_none() && e.get(attr::TLS_HANDSHAKE).is_none());
         assert!(
             !c.tls_read,

@@ -26,14 +26,18 @@ impl OtlpCodec {
         for (k, v) in resource {
             write_key_value(1, k, &Value::Str(v.clone()), &mut attrs);
         }
+        // `resource` (1) and, after it, `schema_url` (3): the semantic conventions the names
+        // follow (the scope says the same of the records).
         let mut resource_field = Vec::new();
         write_len_field(1, &attrs, &mut resource_field);
+        write_string(3, crate::event::SCHEMA_URL, &mut resource_field);
 
         let mut scope = Vec::new();
         write_string(1, "meshaudit", &mut scope);
         write_string(2, env!("CARGO_PKG_VERSION"), &mut scope);
         let mut scope_field = Vec::new();
         write_len_field(1, &scope, &mut scope_field);
+        write_string(3, crate::event::SCHEMA_URL, &mut scope_field);
         OtlpCodec {
             resource_field,
             scope_field,

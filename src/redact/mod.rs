@@ -536,10 +536,7 @@ mod tests {
                 Value::StrList(vec!["s=1; lang=en".into()]),
             ),
             ("user_agent.original", s("mail me at x@example.org")),
-            (
-                "meshaudit.peer.subject",
-                s("CN=a,emailAddress=ops@example.org"),
-            ),
+            ("tls.client.subject", s("CN=a,emailAddress=ops@example.org")),
         ]);
         r.redact(&mut e);
         let path = e.get_str(attr::URL_PATH).unwrap();
@@ -563,7 +560,7 @@ mod tests {
             Some("mail me at [REDACTED]")
         );
         assert_eq!(
-            e.get_str("meshaudit.peer.subject"),
+            e.get_str("tls.client.subject"),
             Some("CN=a,emailAddress=ops@example.org"),
             "identities are not scanned"
         );

@@ -392,11 +392,11 @@ mod tests {
         let other = RecordedHost::default().with_int("connection.id", 9);
         let again = w.request_event(&other, &get("/b"), &Vec::new(), || 5);
         assert_eq!(
-            again.get(attr::CLIENT_ADDRESS),
-            e.get(attr::CLIENT_ADDRESS),
+            again.get(attr::PEER_ADDRESS),
+            e.get(attr::PEER_ADDRESS),
             "the facts of connection 9 are cached"
         );
-        assert!(e.get(attr::CLIENT_ADDRESS).is_some());
+        assert!(e.get(attr::PEER_ADDRESS).is_some());
     }
 
     #[test]

@@ -170,7 +170,7 @@ def test_each_request_yields_exactly_one_event(sidecar, run_id):
         assert a.get("meshaudit.envoy.upstream_cluster") == "inbound|8080||", ctx
         assert a.get("meshaudit.envoy.route_name") == "default", ctx
         assert a.get("meshaudit.upstream.address") == f"127.0.0.1:{sidecar.upstream_port}", ctx
-        assert a.get("client.address") == "127.0.0.1" and isinstance(a.get("client.port"), int), ctx
+        assert a.get("network.peer.address") == "127.0.0.1" and isinstance(a.get("network.peer.port"), int), ctx
         assert a.get("network.local.port") == sidecar.listener_port, ctx
         assert a.get("server.address") == "127.0.0.1" and a.get("server.port") == sidecar.listener_port, ctx
         assert a.get("meshaudit.tls.mtls") is False, ctx
@@ -244,7 +244,7 @@ def test_mtls_peer_identity(sidecar, pki, run_id):
     assert a.get("meshaudit.tls.mtls") is True, a
     assert a.get("url.scheme") == "https", a
     assert a.get("tls.protocol.version") == "1.3", a
-    assert a.get("tls.client.server_name") == testkit.SERVER_DNS, a
+    assert a.get("meshaudit.tls.server_name") == testkit.SERVER_DNS, a
     assert a.get("server.address") == "checkout.payments.svc.cluster.local", a
     assert a.get("server.port") == 8080, a
     assert a.get("meshaudit.peer.spiffe_id") == "spiffe://cluster.local/ns/frontend/sa/web", a
@@ -252,8 +252,8 @@ def test_mtls_peer_identity(sidecar, pki, run_id):
     assert a.get("meshaudit.peer.namespace") == "frontend", a
     assert a.get("meshaudit.peer.service_account") == "web", a
     assert a.get("meshaudit.peer.uri_sans") == ["spiffe://cluster.local/ns/frontend/sa/web"], a
-    assert "CN=web.frontend" in (a.get("meshaudit.peer.subject") or ""), a
-    assert str(a.get("meshaudit.peer.sha256", "")).lower() == web.sha256, a
+    assert "CN=web.frontend" in (a.get("tls.client.subject") or ""), a
+    assert a.get("tls.client.hash.sha256") == web.sha256.upper(), a
     assert a.get("http.request.header.x-forwarded-proto") == ["https"], a
 
     # The sidecar's own identity: the server certificate's SPIFFE SAN.
@@ -283,8 +283,8 @@ def test_mtls_client_with_two_uri_sans(sidecar, pki, run_id):
     assert a.get("meshaudit.peer.spiffe_id") == "spiffe://cluster.local/ns/jobs/sa/batch", a
     assert a.get("meshaudit.peer.namespace") == "jobs", a
     assert a.get("meshaudit.peer.service_account") == "batch", a
-    assert "CN=batch.jobs" in (a.get("meshaudit.peer.subject") or ""), a
-    assert str(a.get("meshaudit.peer.sha256", "")).lower() == multi.sha256, a
+    assert "CN=batch.jobs" in (a.get("tls.client.subject") or ""), a
+    assert a.get("tls.client.hash.sha256") == multi.sha256.upper(), a
 
 
 def test_tls_chain_rejects_client_without_certificate(sidecar, run_id):

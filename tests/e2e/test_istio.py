@@ -407,7 +407,7 @@ def test_network_wasmplugin_audits_in_a_sidecar(plugin_name, wasm, pki, tmp_path
         assert close.attr("meshaudit.tcp.upstream.received_bytes") == close.attr("meshaudit.tcp.downstream.sent_bytes") > 0
         assert close.attr("meshaudit.envoy.upstream_cluster") == "inbound|5432||"
         # An Istio sidecar's inbound listener has the tls_inspector (envoy/tcp.yaml too): the SNI.
-        assert close.attr("tls.client.server_name") == testkit.SERVER_DNS
+        assert close.attr("server.address") == testkit.SERVER_DNS
         assert close.attr("meshaudit.tls.handshake") == "complete"
         opened = sc.wait_records(
             lambda r: r.attr("meshaudit.connection.id") == cid and r.attr("meshaudit.tcp.phase") == "open",

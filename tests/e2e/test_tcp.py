@@ -5,7 +5,7 @@ Real Envoy 1.40, the real wasm filter, a real Rotel collector (one for the whole
 debug log parsed), an echo server standing in for the database, and mTLS clients with SPIFFE
 certificates generated here. Every socket is on 127.0.0.1 with a free port. A connection's
 events are told apart by the listener port (`network.local.port`, unique per Envoy) and the
-client's own port (`client.port`). Nothing sleeps to synchronise: every wait polls a condition
+client's own port (`network.peer.port`). Nothing sleeps to synchronise: every wait polls a condition
 against a deadline.
 """
 
@@ -161,7 +161,7 @@ class TcpEnvoy:
         return [
             r
             for r in self.mine()
-            if r.attr("client.port") == client_port and (phase is None or r.attr("meshaudit.tcp.phase") == phase)
+            if r.attr("network.peer.port") == client_port and (phase is None or r.attr("meshaudit.tcp.phase") == phase)
         ]
 
     def wait(self, client_port: int, phase: str = "close", timeout: float = 10.0) -> testkit.LogRecord:
@@ -171,7 +171,7 @@ class TcpEnvoy:
             timeout,
             0.1,
             lambda: f"a {phase} event for client port {client_port} on listener {self.port}; "
-            f"events of this listener: {[(r.attr('client.port'), r.attr('meshaudit.tcp.phase')) for r in self.mine()]}; "
+            f"events of this listener: {[(r.attr('network.peer.port'), r.attr('meshaudit.tcp.phase')) for r in self.mine()]}; "
             f"stats {self.safe_stats()}\nenvoy log tail:\n{testkit.log_tail(self.envoy.log_path, 20)}",
         )
         return found[0]
@@ -284,8 +284,8 @@ def check_identity(a: dict, cert: testkit.Cert, spiffe: str, ns: str, sa: str) -
         "meshaudit.peer.namespace": ns,
         "meshaudit.peer.service_account": sa,
         "meshaudit.peer.uri_sans": cert.uri_sans,
-        "meshaudit.peer.subject": cert.subject_rfc4514,
-        "meshaudit.peer.sha256": cert.sha256,
+        "tls.client.subject": cert.subject_rfc4514,
+        "tls.client.hash.sha256": cert.sha256.upper(),
     }
     if cert.dns_sans:
         want["meshaudit.peer.dns_sans"] = cert.dns_sans
@@ -303,7 +303,7 @@ def check_local_identity(a: dict, server: testkit.Cert) -> list[str]:
         "meshaudit.local.service_account": "checkout",
         "meshaudit.local.uri_sans": [testkit.SERVER_SPIFFE],
         "meshaudit.local.dns_sans": [testkit.SERVER_DNS],
-        "meshaudit.local.subject": server.subject_rfc4514,
+        "tls.server.subject": server.subject_rfc4514,
     }
     return [f"{k}: {a.get(k)!r} != {v!r}" for k, v in want.items() if a.get(k) != v]
 
@@ -394,8 +394,8 @@ def test_mtls_connection_is_audited(tcp_stack, tcp_pki, echo, client, size, spif
                             f"{rec.attr('meshaudit.decision.reason')!r} != 'allow', None")
     # The SNI the client sent (testkit.tls_connect), read by tcp.yaml's tls_inspector.
     for phase, rec in (("close", close), ("open", opened)):
-        if rec.attr("tls.client.server_name") != testkit.SERVER_DNS:
-            problems.append(f"{phase} tls.client.server_name: {rec.attr('tls.client.server_name')!r} != {testkit.SERVER_DNS!r}")
+        if rec.attr("server.address") != testkit.SERVER_DNS:
+            problems.append(f"{phase} server.address (SNI): {rec.attr('server.address')!r} != {testkit.SERVER_DNS!r}")
     # Envoy caches `connection.tls_version` on its first read (ConnectionInfoImplBase::
     # tlsVersion): a read before the handshake is over pins the pre-handshake value.
     want_tls = tls_number(done.tls_version)
@@ -414,8 +414,8 @@ def test_mtls_connection_is_audited(tcp_stack, tcp_pki, echo, client, size, spif
         problems.append(f"meshaudit.upstream.address: {a.get('meshaudit.upstream.address')!r} != 127.0.0.1:{echo.port}")
     if not (isinstance(a.get("meshaudit.duration_ns"), int) and a["meshaudit.duration_ns"] > 0):
         problems.append(f"meshaudit.duration_ns: {a.get('meshaudit.duration_ns')!r} is not > 0")
-    if a.get("client.address") != "127.0.0.1" or a.get("network.local.port") != tcp_stack.port:
-        problems.append(f"addresses: client {a.get('client.address')!r}, local port {a.get('network.local.port')!r}")
+    if a.get("network.peer.address") != "127.0.0.1" or a.get("network.local.port") != tcp_stack.port:
+        problems.append(f"addresses: peer {a.get('network.peer.address')!r}, local port {a.get('network.local.port')!r}")
     if a.get("network.transport") != "tcp":
         problems.append(f"network.transport: {a.get('network.transport')!r}")
     if a.get("meshaudit.tcp.interim_events") != 0:
@@ -603,8 +603,8 @@ def test_refused_upstream_closes_the_client_and_says_so(tmp_path, wasm, tcp_pki,
         if tls_facts:
             problems.append(f"TLS facts without an established TLS session: {tls_facts}")
     want_sni = None if plaintext else testkit.SERVER_DNS
-    if a.get("tls.client.server_name") != want_sni:
-        problems.append(f"tls.client.server_name: {a.get('tls.client.server_name')!r} != {want_sni!r}")
+    if a.get("server.address") != want_sni:
+        problems.append(f"server.address (SNI): {a.get('server.address')!r} != {want_sni!r}")
     assert_no_problems(problems, f"close event of a connection whose upstream refused ({connect_mode or 'IMMEDIATE'}, {'plaintext' if plaintext else 'TLS'})", close)
 
 
@@ -771,7 +771,7 @@ def test_interim_events_report_bytes_so_far(tmp_path, wasm, tcp_pki, rotel, echo
         want = {
             "meshaudit.upstream.address": f"127.0.0.1:{echo.port}",
             "meshaudit.envoy.upstream_cluster": DB_CLUSTER,
-            "tls.client.server_name": testkit.SERVER_DNS,
+            "server.address": testkit.SERVER_DNS,
             "meshaudit.tls.handshake": "complete",
             "meshaudit.tls.mtls": True,
             "meshaudit.envoy.listener_direction": "inbound",
@@ -981,7 +981,7 @@ def test_one_module_as_http_and_network_filter(tmp_path, wasm, tcp_pki, rotel, e
                     r
                     for r in recs
                     if r.attr("network.local.port") == tcp_port
-                    and r.attr("client.port") == done.client_port
+                    and r.attr("network.peer.port") == done.client_port
                     and r.attr("meshaudit.tcp.phase") == "close"
                 ]
                 return (http, tcp) if len(http) == 2 and tcp else None
