@@ -231,6 +231,14 @@ ARMS: list[Arm] = [
         plugin_config={"integrity": {"enabled": False}},
         diagnostic=True,
     ),
+    # Another build of the module (bench.py --baseline-wasm), default configuration: side by side
+    # with `meshaudit_default`, what a change costs (only run when a baseline module is given).
+    Arm(
+        "meshaudit_baseline",
+        "meshaudit, default config, the baseline module of --baseline-wasm (diagnostic)",
+        "meshaudit",
+        diagnostic=True,
+    ),
     Arm("wasm_noop", "Wasm probe as an access logger: does nothing (diagnostic)", "probe", probe_mode="noop",
         access_log=True, diagnostic=True),
     Arm("wasm_hostcalls", "Wasm probe as an access logger: 16 attributes one by one + 2 header maps (diagnostic)",

@@ -633,6 +633,7 @@ def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: in
 TOGETHER = [
     ("meshaudit_log", "meshaudit_noredact"),
     ("meshaudit_default", "meshaudit_nointegrity"),
+    ("meshaudit_default", "meshaudit_baseline"),
     ("meshaudit_default", "plain"),
     ("meshaudit_log", "plain"),
     ("meshaudit_log", "meshaudit_default"),
@@ -755,6 +756,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     ap.add_argument("--load-generator", choices=sorted(LOAD_GENERATORS), default=os.environ.get("BENCH_LOADGEN"),
                     help="oha (default of the full run: fixed rate latency-corrected) or wrk (Debian's package, "
                          "default of --quick: fixed rate paced, not latency-corrected); $BENCH_LOADGEN")
+    ap.add_argument("--baseline-wasm", type=Path, default=os.environ.get("BENCH_BASELINE_WASM") or None,
+                    help="another build of the module (e.g. of the last release): adds the arm "
+                    "meshaudit_baseline, measured side by side with meshaudit_default; $BENCH_BASELINE_WASM")
     ap.add_argument("--proxy-cpu", type=int, default=int(os.environ.get("BENCH_PROXY_CPU", "0")))
     ap.add_argument("--load-cpu", type=int, default=int(os.environ.get("BENCH_LOAD_CPU", "1")))
     return ap, ap.parse_args(argv)
@@ -785,12 +789,17 @@ def pin_cpus(args: argparse.Namespace) -> tuple[int, int | None, int | None]:
 
 def select_arms(ap: argparse.ArgumentParser, args: argparse.Namespace) -> list[A.Arm]:
     """The arms of --arms (every arm by default), with the baselines they need."""
-    selected = list(A.ARMS)
+    baseline = "meshaudit_baseline"
+    selected = [a for a in A.ARMS if a.name != baseline or args.baseline_wasm]
     if args.arms:
         want = [a.strip() for a in args.arms.split(",") if a.strip()]
         unknown = [w for w in want if w not in A.ARMS_BY_NAME]
         if unknown:
             ap.error(f"unknown arms {unknown}; known: {[a.name for a in A.ARMS]}")
+        if baseline in want and not args.baseline_wasm:
+            ap.error(f"{baseline} needs --baseline-wasm (the module to compare with)")
+        if args.baseline_wasm:
+            want += [baseline, "meshaudit_default"]
         need = set(want) | {A.ARMS_BY_NAME[w].baseline for w in want}
         selected = [a for a in A.ARMS if a.name in need]
     return selected
@@ -806,6 +815,7 @@ class Workspace:
     wasm_built: Path  # the filter as built (recorded in the results)
     wasm: Path  # its copy in workdir
     probe: Path | None  # the probe filter's copy, if a selected arm runs it
+    baseline: Path | None = None  # --baseline-wasm's copy (arm meshaudit_baseline)
 
 
 def load_generator(args: argparse.Namespace) -> tuple[type[LoadGen], Path]:
@@ -839,7 +849,10 @@ def prepare_workspace(args: argparse.Namespace, selected: list[A.Arm]) -> tuple[
     shutil.copyfile(wasm_built, wasm)
     if probe is not None:
         probe = Path(shutil.copyfile(probe, workdir / "probe.wasm"))
-    return Workspace(workdir, tmp, wasm_built, wasm, probe), gen_cls, gen_bin
+    baseline = None
+    if args.baseline_wasm:
+        baseline = Path(shutil.copyfile(args.baseline_wasm, workdir / "baseline.wasm"))
+    return Workspace(workdir, tmp, wasm_built, wasm, probe, baseline), gen_cls, gen_bin
 
 
 def run_metadata(plan: Plan, ws: Workspace, gen: tuple[type[LoadGen], Path], ncpu: int, proxy_cpu: int | None,
@@ -895,7 +908,8 @@ def start_arms(selected: list[A.Arm], ws: Workspace, pki: testkit.Pki, up_port: 
         collector_port = None if rotel is None else (rotel.grpc_port if arm.kind == "otel" else rotel.http_port)
         config = A.proxy_config(
             arm, workdir, admin_port=admin, listener_port=port, upstream_port=up_port,
-            collector_port=collector_port, wasm=ws.wasm, certs_dir=pki.directory, probe_wasm=ws.probe,
+            collector_port=collector_port, wasm=ws.baseline if arm.name == "meshaudit_baseline" else ws.wasm,
+            certs_dir=pki.directory, probe_wasm=ws.probe,
         )
         envoy = PinnedEnvoy(config, admin, workdir / f"proxy-{arm.name}.log", listener_ports={A.LISTENER: port},
                             cpu=proxy_cpu)
