@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
+use super::request_attributes::JWT_PAYLOAD_PRESENT;
 use super::{Anomalies, Host};
 use crate::event::{attr, AuditEvent, Value};
 
@@ -84,8 +85,13 @@ impl EndUser {
         }
     }
 
-    /// Reads the verified payloads and records the first (by key) as the end user.
+    /// Reads the verified payloads and records the first (by key) as the end user. Where the
+    /// request's attributes were evaluated as one list, it says whether there is a payload,
+    /// and a request without one costs no host call.
     pub fn write(&self, host: &impl Host, e: &mut AuditEvent, a: &mut Anomalies) {
+        if host.evaluated() && host.boolean(JWT_PAYLOAD_PRESENT) != Some(true) {
+            return;
+        }
         let Some(bytes) = host.property(&METADATA) else {
             return;
         };
@@ -253,6 +259,34 @@ mod tests {
         );
         assert_eq!(e.get("meshaudit.enduser.claim.absent"), None);
         assert!(a.0.is_empty());
+    }
+
+    /// A host whose attributes were evaluated as one list: it says whether a payload is there.
+    struct Evaluated(RecordedHost, bool);
+
+    impl Host for Evaluated {
+        fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+            if path == JWT_PAYLOAD_PRESENT {
+                return Some(vec![u8::from(self.1)]);
+            }
+            self.0.property(path)
+        }
+        fn evaluated(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn the_metadata_is_read_only_when_the_list_says_a_payload_is_there() {
+        for (present, read) in [(true, true), (false, false)] {
+            let host = Evaluated(
+                host_with(vec![("p", object(vec![("sub", text("alice"))]))]),
+                present,
+            );
+            let mut e = AuditEvent::new(EventKind::Http);
+            EndUser::new(&[]).write(&host, &mut e, &mut Anomalies::default());
+            assert_eq!(e.get_str(attr::ENDUSER_ID).is_some(), read);
+        }
     }
 
     #[test]

@@ -39,6 +39,12 @@ pub trait Host {
     fn boolean(&self, path: &[&str]) -> Option<bool> {
         self.property(path).and_then(|v| decode::boolean(&v))
     }
+
+    /// Whether the request's attributes come from one evaluated list (`snapshot`), which also
+    /// answers questions that are not Envoy attributes (`request_attributes::JWT_PAYLOAD_PRESENT`).
+    fn evaluated(&self) -> bool {
+        false
+    }
 }
 
 /// Things about the traffic that were not as expected, recorded in the event so a reader knows

@@ -26,7 +26,13 @@ pub const PATHS: &[&[&str]] = &[
     &["xds", "route_name"],
     &["xds", "cluster_name"],
     &["upstream", "tls_version"],
+    JWT_PAYLOAD_PRESENT,
 ];
+
+/// Not an Envoy attribute: whether Envoy's `jwt_authn` filter left a verified payload in the
+/// request's dynamic metadata (`capture::enduser` reads the metadata only then), evaluated in
+/// the list as `'envoy.filters.http.jwt_authn' in metadata.filter_metadata`.
+pub const JWT_PAYLOAD_PRESENT: &[&str] = &["meshaudit", "jwt_payload_present"];
 
 /// Attributes an ordinary proxied request lacks: the upstream's TLS version on a plaintext
 /// upstream connection.
@@ -46,6 +52,9 @@ pub fn expression(guards: Guards) -> String {
     let items: Vec<String> = PATHS
         .iter()
         .map(|p| {
+            if *p == JWT_PAYLOAD_PRESENT {
+                return "('envoy.filters.http.jwt_authn' in metadata.filter_metadata)".to_string();
+            }
             let name = p.join(".");
             if guards == Guards::All || OFTEN_ABSENT.contains(p) {
                 format!("has({name}) ? {name} : false")

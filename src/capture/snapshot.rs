@@ -13,7 +13,7 @@
 //! comes back in proxy-wasm's pairs encoding with each element as a key; [`Snapshot`] decodes it
 //! and answers the capture code's reads from it, passing any other path to the host.
 
-pub use super::request_attributes::{expression, Guards, PATHS};
+pub use super::request_attributes::{expression, Guards, JWT_PAYLOAD_PRESENT, PATHS};
 use super::{decode, Host};
 
 /// What an absent element evaluates to: CEL `false`, serialized as one zero byte.
@@ -80,6 +80,10 @@ impl<H: Host> Host for Snapshot<'_, H> {
         }
     }
 
+    fn evaluated(&self) -> bool {
+        true
+    }
+
     fn boolean(&self, path: &[&str]) -> Option<bool> {
         match self.listed(path) {
             Some(value) => value.and_then(decode::boolean),
@@ -114,12 +118,16 @@ mod tests {
     fn expression_guards_every_path_or_only_the_often_absent_ones() {
         let all = expression(Guards::All);
         assert!(all.starts_with("[has(connection.id) ? connection.id : false, "));
-        assert_eq!(all.matches("has(").count(), PATHS.len());
-        assert!(all.ends_with("upstream.tls_version : false]"));
+        // Every attribute guarded; the presence test of a jwt_authn payload needs none.
+        assert_eq!(all.matches("has(").count(), PATHS.len() - 1);
+        let jwt = "('envoy.filters.http.jwt_authn' in metadata.filter_metadata)]";
+        assert!(all.ends_with(&format!("upstream.tls_version : false, {jwt}")));
         let few = expression(Guards::OftenAbsent);
         assert!(few.starts_with("[connection.id, request.time, "));
         assert_eq!(few.matches("has(").count(), 1);
-        assert!(few.ends_with(", has(upstream.tls_version) ? upstream.tls_version : false]"));
+        assert!(few.ends_with(&format!(
+            ", has(upstream.tls_version) ? upstream.tls_version : false, {jwt}"
+        )));
     }
 
     #[test]
@@ -129,6 +137,11 @@ mod tests {
         elements[3] = b"HTTP/1.1".to_vec();
         elements[6] = Vec::new(); // present but empty
         elements[12] = b"127.0.0.1:8080\0with nul".to_vec();
+        let jwt = PATHS
+            .iter()
+            .position(|p| *p == JWT_PAYLOAD_PRESENT)
+            .unwrap();
+        elements[jwt] = vec![1];
         let refs: Vec<&[u8]> = elements.iter().map(Vec::as_slice).collect();
         let fallback = RecordedHost::default()
             .with("source.address", "10.0.0.1:5000")
@@ -164,6 +177,9 @@ mod tests {
         );
         assert_eq!(snap.int(&["xds", "listener_direction"]), Some(1));
         assert_eq!(snap.boolean(&["connection", "mtls"]), Some(true));
+        // It answers what is no Envoy attribute, and says it can.
+        assert!(snap.evaluated() && !fallback.evaluated());
+        assert_eq!(snap.boolean(JWT_PAYLOAD_PRESENT), Some(true));
     }
 
     #[test]
