@@ -47,6 +47,8 @@ pub const NOT_SCANNED_OWN: &[&str] = &[
     "tls.",
     "capture.",
     "redaction.",
+    // allow/deny, a reason from a fixed set, and a policy name from Envoy's configuration.
+    "decision",
     "request.body.type",
     "response.body.type",
     "request.body.capture",
@@ -327,6 +329,8 @@ mod tests {
             "m",
             "t",
             "peer.x",
+            "enduser.id",
+            "meshaudit.enduser.claim.email",
         ];
         let not_scanned = [
             "log.record.uid",
@@ -336,6 +340,8 @@ mod tests {
             "meshaudit.response.body.capture",
             "meshaudit.redaction.rules",
             "meshaudit.tls.mtls",
+            "meshaudit.decision",
+            "meshaudit.decision.policy",
             "tls.protocol.version",
             "client.address",
             "network.protocol.name",
