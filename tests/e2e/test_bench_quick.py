@@ -28,7 +28,9 @@ BENCH = testkit.REPO / "benches" / "harness" / "bench.py"
 def quick_run(tmp_path_factory, wasm) -> Path:
     out = tmp_path_factory.mktemp("bench-out")
     work = tmp_path_factory.mktemp("bench-work")
-    cmd = [str(testkit.venv_python()), str(BENCH), "--quick", "--no-install", "--out", str(out), "--workdir", str(work)]
+    cmd = [str(testkit.venv_python()), str(BENCH), "--quick", "--no-install", "--out", str(out), "--workdir", str(work),
+           # The same module as the baseline: the arm meshaudit_baseline runs too.
+           "--baseline-wasm", str(wasm)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=testkit.REPO,
                           env={**os.environ, "MESHAUDIT_WASM": str(wasm)})
     if proc.returncode != 0:
@@ -82,7 +84,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     together = result["together"]
     assert [t["arms"] for t in together] == [
         ["meshaudit_log", "meshaudit_noredact"], ["meshaudit_default", "meshaudit_nointegrity"],
-        ["meshaudit_default", "plain"],
+        ["meshaudit_default", "meshaudit_baseline"], ["meshaudit_default", "plain"],
         ["meshaudit_log", "plain"], ["meshaudit_log", "meshaudit_default"],
         ["meshaudit_default_mtls", "plain_mtls"], ["file_json", "plain"], ["otel_grpc", "plain"],
     ]
