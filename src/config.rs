@@ -140,12 +140,13 @@ pub enum AuditLevel {
 }
 
 /// Identity settings (docs/event-schema.md#the-end-user).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Identity {
     /// Record the end user of a token Envoy's `jwt_authn` filter verified (its payload in
-    /// dynamic metadata, `payload_in_metadata`): `enduser.id` (`sub`), issuer, audience.
+    /// dynamic metadata, `payload_in_metadata`): `enduser.id` (`sub`), issuer, audience. Off by
+    /// default: testing each request's metadata for a payload is not free (docs/performance.md).
     pub jwt: bool,
     /// Claims of that token also recorded, as `meshaudit.enduser.claim.NAME`.
     #[cfg_attr(
@@ -153,15 +154,6 @@ pub struct Identity {
         schemars(length(max = 16), inner(regex(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")))
     )]
     pub jwt_claims: Vec<String>,
-}
-
-impl Default for Identity {
-    fn default() -> Self {
-        Identity {
-            jwt: true,
-            jwt_claims: Vec::new(),
-        }
-    }
 }
 
 /// Most claims `identity.jwt_claims` may name.
@@ -819,6 +811,9 @@ impl Config {
         if !self.redaction.rules.is_empty() {
             return Some("redaction.rules");
         }
+        if self.identity.jwt {
+            return Some("identity.jwt");
+        }
         if !self.identity.jwt_claims.is_empty() {
             return Some("identity.jwt_claims");
         }
@@ -1043,33 +1038,35 @@ mod tests {
     #[test]
     fn identity_claims_are_names_and_need_the_jwt_reader() {
         let d = Config::default().identity;
-        assert!(d.jwt && d.jwt_claims.is_empty());
-        let ok = Config::parse(br#"{"identity": {"jwt_claims": ["email", "groups", "x.y:z-1"]}}"#)
-            .unwrap();
+        assert!(!d.jwt && d.jwt_claims.is_empty());
+        let ok = Config::parse(
+            br#"{"identity": {"jwt": true, "jwt_claims": ["email", "groups", "x.y:z-1"]}}"#,
+        )
+        .unwrap();
         assert_eq!(ok.identity.jwt_claims.len(), 3);
         let secret = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln";
         for (body, field, says) in [
             (
-                format!(r#"{{"identity": {{"jwt_claims": ["email", "{secret}="]}}}}"#),
+                format!(r#"{{"identity": {{"jwt": true, "jwt_claims": ["email", "{secret}="]}}}}"#),
                 "identity.jwt_claims",
                 "claim 1",
             ),
             (
-                r#"{"identity": {"jwt": false, "jwt_claims": ["email"]}}"#.to_string(),
+                r#"{"identity": {"jwt_claims": ["email"]}}"#.to_string(),
                 "identity.jwt_claims",
                 "identity.jwt",
             ),
             (
                 format!(
-                    r#"{{"identity": {{"jwt_claims": [{}]}}}}"#,
+                    r#"{{"identity": {{"jwt": true, "jwt_claims": [{}]}}}}"#,
                     vec!["\"a\""; 17].join(",")
                 ),
                 "identity.jwt_claims",
                 "at most 16",
             ),
             (
-                r#"{"mode": "tcp", "identity": {"jwt_claims": ["email"]}}"#.to_string(),
-                "identity.jwt_claims",
+                r#"{"mode": "tcp", "identity": {"jwt": true}}"#.to_string(),
+                "identity.jwt",
                 "HTTP-only",
             ),
             (

@@ -13,7 +13,7 @@
 //! comes back in proxy-wasm's pairs encoding with each element as a key; [`Snapshot`] decodes it
 //! and answers the capture code's reads from it, passing any other path to the host.
 
-pub use super::request_attributes::{expression, Guards, JWT_PAYLOAD_PRESENT, PATHS};
+pub use super::request_attributes::{expression, Guards, List, JWT_PAYLOAD_PRESENT, PATHS};
 use super::{decode, Host};
 
 /// What an absent element evaluates to: CEL `false`, serialized as one zero byte.
@@ -21,16 +21,17 @@ const ABSENT: &[u8] = &[0];
 
 /// The evaluated list, answering reads of [`PATHS`]; other paths go to `fallback`.
 pub struct Snapshot<'h, H: Host> {
-    /// Per entry of [`PATHS`]: the value's byte range in `bytes`, `None` when absent.
+    list: List,
+    /// Per entry of the list: the value's byte range in `bytes`, `None` when absent.
     values: Vec<Option<(usize, usize)>>,
     bytes: Vec<u8>,
     fallback: &'h H,
 }
 
 impl<'h, H: Host> Snapshot<'h, H> {
-    /// Decodes `expr_evaluate`'s result. `None` when it is not a list of [`PATHS`]'s length
+    /// Decodes `expr_evaluate`'s result of `list`. `None` when it is not a list of its length
     /// (the caller then reads attribute by attribute).
-    pub fn decode(bytes: Vec<u8>, fallback: &'h H) -> Option<Snapshot<'h, H>> {
+    pub fn decode(bytes: Vec<u8>, list: List, fallback: &'h H) -> Option<Snapshot<'h, H>> {
         let base = bytes.as_ptr() as usize;
         let values: Vec<Option<(usize, usize)>> = decode::map(&bytes)
             .into_iter()
@@ -39,10 +40,11 @@ impl<'h, H: Host> Snapshot<'h, H> {
                 (element != ABSENT).then_some((start, start + element.len()))
             })
             .collect();
-        if values.len() != PATHS.len() {
+        if values.len() != list.elements() {
             return None;
         }
         Some(Snapshot {
+            list,
             values,
             bytes,
             fallback,
@@ -51,9 +53,9 @@ impl<'h, H: Host> Snapshot<'h, H> {
 }
 
 impl<H: Host> Snapshot<'_, H> {
-    /// `Some(value)` for a path of [`PATHS`] (`Some(None)`: absent), `None` for any other path.
+    /// `Some(value)` for a path of the list (`Some(None)`: absent), `None` for any other path.
     fn listed(&self, path: &[&str]) -> Option<Option<&[u8]>> {
-        let i = PATHS.iter().position(|p| *p == path)?;
+        let i = self.list.position(path)?;
         Some(
             self.values
                 .get(i)
@@ -116,38 +118,42 @@ mod tests {
 
     #[test]
     fn expression_guards_every_path_or_only_the_often_absent_ones() {
-        let all = expression(Guards::All);
+        let plain = List::default();
+        let all = expression(Guards::All, plain);
         assert!(all.starts_with("[has(connection.id) ? connection.id : false, "));
-        // Every attribute guarded; the presence test of a jwt_authn payload needs none.
-        assert_eq!(all.matches("has(").count(), PATHS.len() - 1);
-        let jwt = "('envoy.filters.http.jwt_authn' in metadata.filter_metadata)]";
-        assert!(all.ends_with(&format!("upstream.tls_version : false, {jwt}")));
-        let few = expression(Guards::OftenAbsent);
+        assert_eq!(all.matches("has(").count(), PATHS.len());
+        assert!(all.ends_with("upstream.tls_version : false]"));
+        let few = expression(Guards::OftenAbsent, plain);
         assert!(few.starts_with("[connection.id, request.time, "));
         assert_eq!(few.matches("has(").count(), 1);
-        assert!(few.ends_with(&format!(
-            ", has(upstream.tls_version) ? upstream.tls_version : false, {jwt}"
-        )));
+        assert!(few.ends_with(", has(upstream.tls_version) ? upstream.tls_version : false]"));
+        // With identity.jwt, the presence test of a jwt_authn payload comes last, unguarded.
+        let jwt = "('envoy.filters.http.jwt_authn' in metadata.filter_metadata)]";
+        let with = List { jwt: true };
+        for guards in [Guards::All, Guards::OftenAbsent] {
+            let e = expression(guards, with);
+            assert!(
+                e.ends_with(&format!("upstream.tls_version : false, {jwt}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
     fn answers_from_the_list_and_treats_false_as_absent() {
-        let mut elements: Vec<Vec<u8>> = vec![ABSENT.to_vec(); PATHS.len()];
+        let with_jwt = List { jwt: true };
+        let mut elements: Vec<Vec<u8>> = vec![ABSENT.to_vec(); with_jwt.elements()];
         elements[1] = 1_700_000_000_000_000_000i64.to_le_bytes().to_vec();
         elements[3] = b"HTTP/1.1".to_vec();
         elements[6] = Vec::new(); // present but empty
         elements[12] = b"127.0.0.1:8080\0with nul".to_vec();
-        let jwt = PATHS
-            .iter()
-            .position(|p| *p == JWT_PAYLOAD_PRESENT)
-            .unwrap();
-        elements[jwt] = vec![1];
+        elements[PATHS.len()] = vec![1]; // the jwt_authn payload is there
         let refs: Vec<&[u8]> = elements.iter().map(Vec::as_slice).collect();
         let fallback = RecordedHost::default()
             .with("source.address", "10.0.0.1:5000")
             .with_int("xds.listener_direction", 1)
             .with("connection.mtls", vec![1u8]);
-        let snap = Snapshot::decode(list(&refs), &fallback).unwrap();
+        let snap = Snapshot::decode(list(&refs), with_jwt, &fallback).unwrap();
         assert_eq!(
             snap.int(&["request", "time"]),
             Some(1_700_000_000_000_000_000)
@@ -185,8 +191,13 @@ mod tests {
     #[test]
     fn a_list_of_another_length_or_garbage_is_refused() {
         let fallback = RecordedHost::default();
-        assert!(Snapshot::decode(list(&[b"x"]), &fallback).is_none());
-        assert!(Snapshot::decode(Vec::new(), &fallback).is_none());
-        assert!(Snapshot::decode(vec![0xff; 7], &fallback).is_none());
+        let plain = List::default();
+        assert!(Snapshot::decode(list(&[b"x"]), plain, &fallback).is_none());
+        assert!(Snapshot::decode(Vec::new(), plain, &fallback).is_none());
+        assert!(Snapshot::decode(vec![0xff; 7], plain, &fallback).is_none());
+        // The list without the jwt element is one shorter: its result is refused for the other.
+        let short = vec![ABSENT; PATHS.len()];
+        assert!(Snapshot::decode(list(&short), List { jwt: true }, &fallback).is_none());
+        assert!(Snapshot::decode(list(&short), plain, &fallback).is_some());
     }
 }

@@ -5,7 +5,7 @@
 use log::{info, warn};
 
 use super::abi::{self, EnvoyHost};
-use crate::capture::snapshot::{self, Guards, Snapshot};
+use crate::capture::snapshot::{self, Guards, List, Snapshot};
 
 /// Consecutive failed evaluations of the guarded list after which the worker reads attributes
 /// one by one.
@@ -16,6 +16,8 @@ const GIVE_UP_AFTER: u32 = 8;
 const STAY_GUARDED_FOR: u32 = 64;
 
 pub struct AttributeReader {
+    /// What the lists hold (the jwt_authn payload test with `identity.jwt`).
+    list: List,
     /// The compiled lists' tokens, while usable: the list guarding only what ordinary requests
     /// lack, and the fully guarded one.
     cheap: Option<Vec<u8>>,
@@ -25,23 +27,26 @@ pub struct AttributeReader {
     failures: u32,
 }
 
-fn compile(guards: Guards) -> Option<Vec<u8>> {
-    abi::foreign("expr_create", snapshot::expression(guards).as_bytes())
+fn compile(guards: Guards, list: List) -> Option<Vec<u8>> {
+    abi::foreign("expr_create", snapshot::expression(guards, list).as_bytes())
 }
 
-fn evaluate(token: &[u8]) -> Option<Snapshot<'static, EnvoyHost>> {
-    abi::foreign("expr_evaluate", token).and_then(|bytes| Snapshot::decode(bytes, &EnvoyHost))
+fn evaluate(token: &[u8], list: List) -> Option<Snapshot<'static, EnvoyHost>> {
+    abi::foreign("expr_evaluate", token).and_then(|bytes| Snapshot::decode(bytes, list, &EnvoyHost))
 }
 
 impl AttributeReader {
-    pub fn new() -> AttributeReader {
-        let guarded = compile(Guards::All);
-        let cheap = guarded.as_ref().and_then(|_| compile(Guards::OftenAbsent));
+    pub fn new(list: List) -> AttributeReader {
+        let guarded = compile(Guards::All, list);
+        let cheap = guarded
+            .as_ref()
+            .and_then(|_| compile(Guards::OftenAbsent, list));
         match guarded {
             Some(_) => info!("meshaudit: request attributes: one host call per request (CEL)"),
             None => warn!("meshaudit: the host cannot evaluate CEL (expr_create); reading request attributes one by one"),
         }
         AttributeReader {
+            list,
             cheap,
             guarded,
             stay_guarded: 0,
@@ -55,12 +60,12 @@ impl AttributeReader {
         if self.stay_guarded > 0 {
             self.stay_guarded -= 1;
         } else if let Some(token) = &self.cheap {
-            if let Some(snap) = evaluate(token) {
+            if let Some(snap) = evaluate(token, self.list) {
                 return Some(snap);
             }
             self.stay_guarded = STAY_GUARDED_FOR;
         }
-        let snap = evaluate(self.guarded.as_ref()?);
+        let snap = evaluate(self.guarded.as_ref()?, self.list);
         if snap.is_some() {
             self.failures = 0;
         } else {

@@ -17,6 +17,7 @@ use super::http::{request_event, AuditHttp};
 use super::metrics::Metrics;
 use super::shared::{write_logs, Shared, Slot};
 use super::tcp::AuditTcp;
+use crate::capture::snapshot::List;
 use crate::capture::{decode, node};
 use crate::config::Mode;
 use crate::plugin::Plugin;
@@ -182,12 +183,15 @@ impl RootContext for AuditRoot {
         };
         let resource = node::resource(&EnvoyHost);
         let budget = self.shared.with_worker(|w| w.body_budget().clone());
+        let list = List {
+            jwt: plugin.config.identity.jwt,
+        };
         let mut worker = Worker::new(plugin, &resource, random_stream_id(), budget);
         write_logs(worker.take_logs());
         let tick = worker.tick_period_ms();
         let slot = Slot {
             worker,
-            attributes: AttributeReader::new(),
+            attributes: AttributeReader::new(list),
         };
         if !self.shared.install(slot) {
             return false;

@@ -122,7 +122,7 @@ def guarded(request, tmp_path_factory, wasm, issuer):
         pki=None,
         plugin_config_overrides={
             **testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log",
-            "identity": {"jwt_claims": ["email", "groups", "note", "tier"]},
+            "identity": {"jwt": True, "jwt_claims": ["email", "groups", "note", "tier"]},
         },
         access_log=request.param == "access_log",
         config_patch=guards(issuer, authz.port),
@@ -203,6 +203,26 @@ def test_a_verified_token_names_the_end_user_and_never_the_token(guarded, issuer
     text = json.dumps(rec.attributes)
     for part in (payload, signature):
         assert part[:16] not in text, "a piece of the token reached the event"
+
+
+def test_without_identity_jwt_a_verified_token_records_no_end_user(tmp_path_factory, wasm, issuer, run_id):
+    """identity.jwt is off by default: jwt_authn still decides, the end user is not read."""
+    authz = testkit.HttpServerThread(RefusingAuthz).start()
+    stack = testkit.Stack(
+        tmp_path_factory.mktemp("no-jwt"), kind=testkit.EDGE, wasm=wasm, pki=None,
+        plugin_config_overrides=dict(testkit.TEST_PLUGIN_CONFIG),
+        config_patch=guards(issuer, authz.port),
+    )
+    try:
+        with testkit.running(stack):
+            token = issuer.token({"sub": f"bob-{run_id}"}, audience=AUDIENCE)
+            path = f"/jwt/off-{run_id}"
+            assert stack.request(path, headers={"authorization": f"Bearer {token}"}).status == 200
+            rec = stack.records_for_path(path)[0]
+            assert rec.attr("meshaudit.decision") == "allow"
+            assert rec.attr("enduser.id") is None and rec.attr("meshaudit.enduser.issuer") is None
+    finally:
+        authz.stop()
 
 
 def test_rate_limited_request_is_a_rate_limit_denial(guarded, run_id):

@@ -118,7 +118,7 @@ impl RootContext for Root {
             Mode::Noop
         };
         if matches!(self.mode, Mode::Cel | Mode::Profile) {
-            let token = hostcalls::call_foreign_function("expr_create", Some(request_attributes::expression(request_attributes::Guards::OftenAbsent).as_bytes()))
+            let token = hostcalls::call_foreign_function("expr_create", Some(request_attributes::expression(request_attributes::Guards::OftenAbsent, request_attributes::List::default()).as_bytes()))
                 .ok()
                 .flatten();
             if token.is_none() {
