@@ -103,6 +103,7 @@ from .istio import (
 
 # JSON Web Tokens the tests sign
 from .tokens import JwtIssuer
+from .guards import GUARD_AUDIENCE, RefusingAuthz, access_guards
 
 # a ClickHouse server
 from .clickhouse import (
