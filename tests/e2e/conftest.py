@@ -137,3 +137,11 @@ def edge_json(tmp_path_factory, wasm) -> testkit.Stack:
     )
     with testkit.running(stack):
         yield stack
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The test kit's upstream application, one per test file (test_delivery.py has its own)."""
+    server = testkit.upstream_server().start()
+    yield server
+    server.stop()

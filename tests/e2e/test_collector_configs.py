@@ -100,13 +100,6 @@ def parts():
         yield stack
 
 
-@pytest.fixture(scope="module")
-def app():
-    server = testkit.upstream_server().start()
-    yield server
-    server.stop()
-
-
 def started(parts: contextlib.ExitStack, part):
     parts.callback(part.stop)
     return part

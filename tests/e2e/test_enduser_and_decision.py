@@ -179,13 +179,6 @@ def parts():
         yield stack
 
 
-@pytest.fixture(scope="module")
-def app():
-    server = testkit.upstream_server().start()
-    yield server
-    server.stop()
-
-
 def test_fail_closed_refusal_is_meshaudits_own_denial(app, wasm, parts, tmp_path, run_id):
     """The refused request's event, kept by the log fallback while the collector is down."""
     rotel = testkit.RestartableRotel(tmp_path)  # down: the buffer fills

@@ -75,13 +75,6 @@ def keys(cli, tmp_path_factory) -> Keys:
     return Keys(private=private, public=d / "signing.pub", other_public=d / "other.pub")
 
 
-@pytest.fixture(scope="module")
-def app():
-    server = testkit.upstream_server().start()
-    yield server
-    server.stop()
-
-
 def verify(cli: Path, *args, allowed=(0, 1)) -> dict:
     """`meshaudit verify --json ARGS`: the report, with its exit code under "exit"."""
     proc = subprocess.run([str(cli), "verify", "--json", *map(str, args)], capture_output=True, text=True, timeout=120)
