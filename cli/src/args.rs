@@ -1,7 +1,7 @@
 //! Command-line arguments.
 
 pub const USAGE: &str = "\
-meshaudit: prove a meshaudit audit trail
+meshaudit: prove an audit trail, report on it, check the filter's configuration
 
 USAGE:
   meshaudit verify [OPTIONS] [FILE...]   check a trail (files, or stdin when none or `-`)
@@ -10,6 +10,8 @@ USAGE:
                                          YAML): FILE:LINE: FIELD: REASON; exit 0 valid,
                                          1 invalid, 2 unreadable (docs/cli.md)
   meshaudit schema                       print the plugin configuration's JSON Schema
+  meshaudit report [OPTIONS] [FILE...]   SOC 2 evidence from a trail: a folder with index.html
+                                         and a CSV and JSON file per section (docs/report.md)
   meshaudit help
 
 verify reads meshaudit JSON lines, OTLP/JSON export requests (one per line, as the
@@ -26,6 +28,19 @@ verify OPTIONS:
   --window N          events per stream waiting for their predecessor, at most (100000)
 
 Exit: 0 clean, 1 a violation, 2 usage or input error.
+
+report OPTIONS (times: YYYY-MM-DD or RFC 3339, UTC):
+  --from T --to T     the period, --to exclusive (default: every event outside the baseline)
+  --baseline-from T --baseline-to T
+                      the history unusual activity is measured against (default: as long a
+                      window right before --from; none without --from)
+  --privileged PATTERN  a privileged route template (/admin/**, /users/*/keys); repeat
+  --hours HH:MM-HH:MM working hours (UTC): end users' requests outside them are flagged
+                      (default: not evaluated)
+  --public-key FILE, --witness FILE   as for verify (the completeness section)
+  --out DIR           where the report goes (meshaudit-report)
+Exit: 0 written and the trail verifies, 1 written and verify found a violation, 2 usage or
+input error.
 ";
 
 pub enum Command {
@@ -34,6 +49,7 @@ pub enum Command {
     Verify(Verify),
     Validate(crate::validate::Options),
     Schema,
+    Report(crate::report::Options),
 }
 
 pub struct Verify {
@@ -100,6 +116,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
             Ok(Command::Verify(v))
         }
         Some("validate") => validate(it).map_err(|why| usage(&why)),
+        Some("report") => report(it).map_err(|why| usage(&why)),
         Some("schema") => match it.next() {
             None => Ok(Command::Schema),
             Some(a) => Err(usage(&format!("schema: unknown argument {a:?}"))),
@@ -132,4 +149,46 @@ fn validate<'a>(mut it: impl Iterator<Item = &'a String>) -> Result<Command, Str
         return Err("validate: name at least one file".into());
     }
     Ok(Command::Validate(o))
+}
+
+fn report<'a>(mut it: impl Iterator<Item = &'a String>) -> Result<Command, String> {
+    use crate::report::period::{parse_time, Hours};
+    let mut o = crate::report::Options {
+        inputs: Vec::new(),
+        from: None,
+        to: None,
+        baseline_from: None,
+        baseline_to: None,
+        privileged: Vec::new(),
+        hours: None,
+        public_keys: Vec::new(),
+        witness: None,
+        out: "meshaudit-report".into(),
+    };
+    while let Some(a) = it.next() {
+        let flag = a.as_str();
+        match flag {
+            "--from" | "--to" | "--baseline-from" | "--baseline-to" => {
+                let t = Some(parse_time(flag, &value(&mut it, flag)?)?);
+                match flag {
+                    "--from" => o.from = t,
+                    "--to" => o.to = t,
+                    "--baseline-from" => o.baseline_from = t,
+                    _ => o.baseline_to = t,
+                }
+            }
+            "--privileged" => o.privileged.push(value(&mut it, flag)?),
+            "--hours" => o.hours = Some(Hours::parse(&value(&mut it, flag)?)?),
+            "--public-key" => o.public_keys.push(value(&mut it, flag)?),
+            "--witness" => o.witness = Some(value(&mut it, flag)?),
+            "--out" => o.out = value(&mut it, flag)?,
+            "-" => o.inputs.push("-".into()),
+            f if f.starts_with("--") => return Err(format!("report: unknown option {f:?}")),
+            path => o.inputs.push(path.to_string()),
+        }
+    }
+    if o.inputs.is_empty() {
+        o.inputs.push("-".into());
+    }
+    Ok(Command::Report(o))
 }

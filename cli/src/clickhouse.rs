@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use meshaudit::integrity::verify::Verifier;
-
 use crate::input;
 use crate::output::Progress;
 
@@ -163,11 +161,11 @@ pub fn query(table: &str) -> String {
     format!("SELECT line FROM {table} ORDER BY stream_id, sequence FORMAT TSVRaw")
 }
 
-/// Every line of the trail table at `url` into the verifier.
+/// Every line of the trail table at `url` into `sink`.
 pub fn read_trail(
     url: &str,
     table: &str,
-    v: &mut Verifier,
+    sink: &mut input::Sink,
     progress: &mut Progress,
 ) -> Result<(), String> {
     let shown = redact(url);
@@ -177,8 +175,13 @@ pub fn read_trail(
         .map_err(|e| format!("ClickHouse at {shown}, reading {table}: {e}"))?;
     // Lines are named `clickhouse TABLE:N` (N: the line's position in the answer).
     let name = format!("clickhouse {shown} {table}");
-    input::read_lines(&name, BufReader::with_capacity(1 << 20, body), v, progress)
-        .map_err(|e| format!("{e}{}", server_error_hint(&e)))
+    input::read_lines(
+        &name,
+        BufReader::with_capacity(1 << 20, body),
+        sink,
+        progress,
+    )
+    .map_err(|e| format!("{e}{}", server_error_hint(&e)))
 }
 
 /// ClickHouse reports an error that happens after it began answering inside the body.

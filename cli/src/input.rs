@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 
 use meshaudit::integrity::checkpoint::Checkpoint;
-use meshaudit::integrity::verify::record::{from_json_line, from_otlp_proto};
+use meshaudit::integrity::verify::record::{from_json_line, from_otlp_proto, Record};
 use meshaudit::integrity::verify::Verifier;
 
 use crate::output::Progress;
@@ -26,8 +26,11 @@ fn name(path: &str) -> &str {
     }
 }
 
-/// Every event of one input, into the verifier.
-pub fn read_trail(path: &str, v: &mut Verifier, progress: &mut Progress) -> Result<(), String> {
+/// Where the events read go: the verifier, the report's aggregation.
+pub type Sink<'a> = dyn FnMut(Record) + 'a;
+
+/// Every event of one input, into `sink`.
+pub fn read_trail(path: &str, sink: &mut Sink, progress: &mut Progress) -> Result<(), String> {
     let mut reader = BufReader::with_capacity(1 << 20, open(path)?);
     let first = reader
         .fill_buf()
@@ -37,8 +40,8 @@ pub fn read_trail(path: &str, v: &mut Verifier, progress: &mut Progress) -> Resu
         .find(|b| !b.is_ascii_whitespace());
     match first {
         None => Ok(()),
-        Some(b'{') => read_lines(path, reader, v, progress),
-        Some(_) => read_proto(path, reader, v, progress),
+        Some(b'{') => read_lines(path, reader, sink, progress),
+        Some(_) => read_proto(path, reader, sink, progress),
     }
 }
 
@@ -46,7 +49,7 @@ pub fn read_trail(path: &str, v: &mut Verifier, progress: &mut Progress) -> Resu
 pub fn read_lines(
     path: &str,
     mut reader: impl BufRead,
-    v: &mut Verifier,
+    sink: &mut Sink,
     progress: &mut Progress,
 ) -> Result<(), String> {
     let file = name(path);
@@ -65,7 +68,7 @@ pub fn read_lines(
         let records = from_json_line(&line, &origin).map_err(|e| format!("{origin}: {e}"))?;
         progress.add(records.len() as u64);
         for r in records {
-            v.add(r);
+            sink(r);
         }
     }
 }
@@ -75,7 +78,7 @@ pub fn read_lines(
 fn read_proto(
     path: &str,
     mut reader: impl Read,
-    v: &mut Verifier,
+    sink: &mut Sink,
     progress: &mut Progress,
 ) -> Result<(), String> {
     let file = name(path);
@@ -89,7 +92,7 @@ fn read_proto(
         let records = from_otlp_proto(m, &origin).map_err(|e| format!("{origin}: {e}"))?;
         progress.add(records.len() as u64);
         for r in records {
-            v.add(r);
+            sink(r);
         }
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! `meshaudit`: prove an audit trail (`verify`) and make a checkpoint signing key (`keygen`).
+//! `meshaudit`: prove an audit trail (`verify`), make a checkpoint signing key (`keygen`), check
+//! plugin configurations (`validate`, `schema`) and write the SOC 2 evidence (`report`).
 //! Thin: arguments, readers and output; the canonical form, chain and verifier are the
 //! filter's own (`meshaudit::integrity`).
 
@@ -6,6 +7,7 @@ mod args;
 mod clickhouse;
 mod input;
 mod output;
+mod report;
 mod validate;
 
 use std::io::Write;
@@ -38,6 +40,7 @@ fn run(argv: &[String]) -> Result<u8, String> {
         args::Command::Keygen { out } => keygen(&out),
         args::Command::Verify(v) => verify(&v),
         args::Command::Validate(o) => validate::run(&o),
+        args::Command::Report(o) => report::run(&o),
         args::Command::Schema => {
             print!("{}", meshaudit::config::schema_json());
             Ok(0)
@@ -46,26 +49,20 @@ fn run(argv: &[String]) -> Result<u8, String> {
 }
 
 fn verify(v: &args::Verify) -> Result<u8, String> {
-    let mut keys = Vec::new();
-    for path in &v.public_keys {
-        let text = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-        keys.push(
-            meshaudit::integrity::keys::parse_public(&text).map_err(|e| format!("{path}: {e}"))?,
-        );
-    }
     let mut verifier = Verifier::new(Options {
-        keys,
+        keys: public_keys(&v.public_keys)?,
         window: v.window,
     });
     if let Some(path) = &v.witness {
         input::read_witness(path, &mut verifier)?;
     }
-    let mut progress = output::Progress::new();
+    let mut progress = output::Progress::new("verifying");
+    let mut sink = |r| verifier.add(r);
     for path in &v.inputs {
-        input::read_trail(path, &mut verifier, &mut progress)?;
+        input::read_trail(path, &mut sink, &mut progress)?;
     }
     if let Some(url) = &v.clickhouse {
-        clickhouse::read_trail(url, &v.clickhouse_table, &mut verifier, &mut progress)?;
+        clickhouse::read_trail(url, &v.clickhouse_table, &mut sink, &mut progress)?;
     }
     progress.done();
     let report = verifier.finish();
@@ -79,6 +76,19 @@ fn verify(v: &args::Verify) -> Result<u8, String> {
         .write_all(text.as_bytes())
         .map_err(|e| format!("stdout: {e}"))?;
     Ok(if report.is_clean() { 0 } else { VIOLATION })
+}
+
+/// The trusted public keys of `--public-key` (PEM or base64 files).
+pub fn public_keys(
+    paths: &[String],
+) -> Result<Vec<meshaudit::integrity::keys::VerifyingKey>, String> {
+    paths
+        .iter()
+        .map(|path| {
+            let text = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+            meshaudit::integrity::keys::parse_public(&text).map_err(|e| format!("{path}: {e}"))
+        })
+        .collect()
 }
 
 fn keygen(out: &str) -> Result<u8, String> {

@@ -7,13 +7,15 @@ use meshaudit::integrity::verify::Report;
 
 /// Events read so far, on stderr when it is a terminal.
 pub struct Progress {
+    doing: &'static str,
     tty: bool,
     events: u64,
 }
 
 impl Progress {
-    pub fn new() -> Progress {
+    pub fn new(doing: &'static str) -> Progress {
         Progress {
+            doing,
             tty: std::io::stderr().is_terminal(),
             events: 0,
         }
@@ -25,7 +27,8 @@ impl Progress {
         if self.tty && self.events / 100_000 != before {
             let _ = write!(
                 std::io::stderr(),
-                "\rverifying: {} events read",
+                "\r{}: {} events read",
+                self.doing,
                 self.events
             );
         }

@@ -8,7 +8,9 @@
 //! general DER parser.
 
 use base64::Engine;
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+/// A public key checkpoints are verified with.
+pub use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{Signer as _, SigningKey};
 use sha2::{Digest, Sha256};
 
 use crate::hex;

@@ -1,0 +1,151 @@
+"""`meshaudit report` on a trail real Envoy wrote, looked at in a real browser.
+
+Real parts: Envoy 1.40 with the filter behind Envoy's own access control (jwt_authn with tokens
+the test signs, RBAC, ext_authz asking a service the test runs, a local rate limit:
+`testkit.access_guards`), the test kit's JSON-lines sink (what it received is the stored
+trail), the `meshaudit` binary, and Debian's Chromium, headless, opening the report from disk.
+The weeks-long generated trail with planted anomalies is cli/tests/report.rs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import testkit
+from testkit import free_port, wait_for
+
+SECTIONS = ["access", "unauthenticated", "denied", "privileged", "unusual", "completeness", "redaction"]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]
+
+
+@pytest.fixture(scope="module")
+def trail(tmp_path_factory, app, wasm, run_id) -> Path:
+    """Requests Envoy allows and denies for each reason, as the JSON-lines trail stored them."""
+    workdir = tmp_path_factory.mktemp("report-trail")
+    issuer = testkit.JwtIssuer()
+    authz = testkit.HttpServerThread(testkit.RefusingAuthz).start()
+    sink = testkit.JsonLinesSink(workdir / "sink.ndjson").start()
+    admin, port = free_port(), free_port()
+    rendered = testkit.render_envoy(
+        testkit.ENVOY_DIR / "edge.yaml", workdir, admin_port=admin, listener_ports={"edge_http": port},
+        cluster_overrides={"app": app.port, "meshaudit_collector": sink.port}, wasm=wasm,
+        plugin_config_overrides={
+            "format": "json", "collector": {"authority": testkit.JSON_SINK_AUTHORITY},
+            "flush_interval_ms": 100, "identity": {"jwt": True},
+        },
+        config_patch=testkit.access_guards(issuer, authz.port),
+    )
+    envoy = testkit.Envoy(rendered, admin, workdir / "envoy.log", listener_ports={"edge_http": port})
+    token = issuer.token({"sub": f"alice-{run_id}"}, audience=testkit.GUARD_AUDIENCE)
+    expired = issuer.token({"sub": "mallory"}, lifetime_s=-120, audience=testkit.GUARD_AUDIENCE)
+    sent = [
+        ("/ok/items/1001", {}, 200), ("/ok/items/1002", {}, 200),
+        ("/jwt/orders/42", {"authorization": f"Bearer {token}"}, 200),
+        ("/jwt/orders/43", {"authorization": f"Bearer {token}"}, 200),
+        ("/jwt/orders/44", {"authorization": f"Bearer {expired}"}, 401),
+        ("/admin/users/7", {}, 403),
+        ("/authz/refuse", {}, 403),
+        ("/limited/a", {}, 200), ("/limited/b", {}, 429),
+        ("/nowhere", {}, 404),
+    ]
+    try:
+        with testkit.running(envoy):
+            for path, headers, status in sent:
+                assert testkit.request(port, path, headers=headers).status == status, path
+            wait_for(lambda: sum(o.get("event_name") == "meshaudit.http" for o in sink.objects()) == len(sent),
+                     20, 0.1, lambda: f"{len(sink.lines())} lines stored")
+        lines = sink.lines()
+    finally:
+        sink.stop()
+        authz.stop()
+    path = workdir / "trail.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(cli, trail, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "out"
+    proc = subprocess.run([str(cli), "report", "--privileged", "/admin/**", "--out", str(out), str(trail)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert str(out / "index.html") in proc.stdout
+    return out
+
+
+def section(report: Path, name: str) -> dict:
+    return json.loads((report / f"{name}.json").read_text())
+
+
+def test_denials_are_counted_by_the_reason_and_policy_envoy_gave(report):
+    rows = section(report, "denied")["rows"]
+    found = sorted((r["reason"], r["policy"], r["denied"]) for r in rows)
+    assert found == [("ext_authz", "", 1), ("jwt", "", 1), ("no_route", "", 1), ("rate_limit", "", 1),
+                     ("rbac", "deny-admin", 1)]
+
+
+def test_callers_are_the_verified_end_user_or_unauthenticated_with_route_templates(report, run_id):
+    rows = section(report, "access")["rows"]
+    by = {(r["caller_type"], r["caller"], r["method"], r["route"]): r for r in rows}
+    alice = by[("end_user", f"alice-{run_id}", "GET", "/jwt/orders/{n}")]
+    assert (alice["requests"], alice["denied"]) == (2, 0)
+    # The expired token's subject is not an identity: that request was unauthenticated.
+    assert not any(r["caller"] == "mallory" for r in rows)
+    anonymous = {r["route"]: r["requests"] for r in section(report, "unauthenticated")["rows"]}
+    assert anonymous["/ok/items/{n}"] == 2 and anonymous["/jwt/orders/{n}"] == 1
+    privileged = section(report, "privileged")["rows"]
+    assert [(r["route"], r["denied"]) for r in privileged] == [("/admin/users/{n}", 1)]
+
+
+def test_the_trail_is_complete_and_verifies(report):
+    c = section(report, "completeness")
+    assert c["summary"]["verify"] == "clean"
+    assert c["summary"]["events reported lost"] == "0"
+    assert len(c["rows"]) == 1 and c["rows"][0]["events"] >= 10
+    assert c["verify"]["clean"] is True
+
+
+def chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    binary = shutil.which("chromium")
+    assert binary, "Chromium (Debian's chromium, installed by make sysdeps)"
+    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_a_console_error_would_be_seen(tmp_path):
+    """The canary of the next test: Chromium reports a page's console errors where it looks."""
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><title>x</title><script>console.error('canary-error')</script>")
+    proc = chromium("--dump-dom", page.as_uri(), tmp=tmp_path)
+    assert any("canary-error" in m for m in console_messages(proc.stderr)), proc.stderr[-2000:]
+
+
+def test_the_html_renders_in_chromium_with_every_section_and_chart(report, tmp_path):
+    page = (report / "index.html").as_uri()
+    proc = chromium("--dump-dom", page, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert console_messages(proc.stderr) == []
+    dom = proc.stdout
+    for name in SECTIONS:
+        assert f'<section id="{name}">' in dom, name
+    # The charts have data: a bar per day with requests, one per denial reason.
+    assert dom.count('class="bar"') >= 1 + 5
+    # Nothing is fetched: no script, no external reference.
+    assert "<script" not in dom and "http://" not in dom.replace("http://www.w3.org/2000/svg", "")
+    pdf = tmp_path / "report.pdf"
+    proc = chromium(f"--print-to-pdf={pdf}", "--no-pdf-header-footer", page, tmp=tmp_path)
+    assert pdf.exists() and pdf.read_bytes().startswith(b"%PDF"), proc.stderr[-2000:]
+    pages = re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf.read_bytes())
+    assert len(pages) >= len(SECTIONS), "each section begins a page in print"
