@@ -145,3 +145,14 @@ def app():
     server = testkit.upstream_server().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def clickhouse(tmp_path_factory):
+    """A real ClickHouse server (Debian's, `make sysdeps`), one per test file."""
+    try:
+        server = testkit.ClickHouse(tmp_path_factory.mktemp("clickhouse")).start()
+    except testkit.HarnessError as e:
+        pytest.fail(f"ClickHouse not usable: {e}", pytrace=False)
+    yield server
+    server.stop()

@@ -31,7 +31,6 @@ import yaml
 
 import testkit
 from testkit import (
-    ClickHouse,
     GaugeSampler,
     HangingCollectorStandIn,
     OtelCollector,
@@ -707,16 +706,6 @@ def example_module():
 
 def rfc3339(t: dt.datetime) -> str:
     return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@pytest.fixture(scope="module")
-def clickhouse(tmp_path_factory):
-    try:
-        server = ClickHouse(tmp_path_factory.mktemp("clickhouse")).start()
-    except testkit.HarnessError as e:
-        pytest.fail(f"ClickHouse not usable: {e}", pytrace=False)
-    yield server
-    server.stop()
 
 
 def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, parts, tmp_path, run_id):

@@ -583,16 +583,6 @@ def run_example(*args: str, url: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def clickhouse(tmp_path_factory):
-    try:
-        server = testkit.ClickHouse(tmp_path_factory.mktemp("clickhouse")).start()
-    except testkit.HarnessError as e:
-        pytest.fail(f"ClickHouse not usable: {e}", pytrace=False)
-    yield server
-    server.stop()
-
-
 def test_clickhouse_trail_verifies_and_a_deleted_row_is_found(cli, tmp_path, app, wasm, keys, clickhouse, run_id):
     url = clickhouse.url
     schema = run_example("schema", url=url)
