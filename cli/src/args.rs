@@ -39,6 +39,9 @@ report OPTIONS (times: YYYY-MM-DD or RFC 3339, UTC):
                       (default: not evaluated)
   --public-key FILE, --witness FILE   as for verify (the completeness section)
   --out DIR           where the report goes (meshaudit-report)
+  --clickhouse URL    the source instead of files: ClickHouse's HTTP interface; the sections
+                      are aggregated there (--clickhouse-events T, meshaudit.events), verify
+                      reads the stored lines (--clickhouse-table T, meshaudit.trail)
 Exit: 0 written and the trail verifies, 1 written and verify found a violation, 2 usage or
 input error.
 ";
@@ -164,6 +167,9 @@ fn report<'a>(mut it: impl Iterator<Item = &'a String>) -> Result<Command, Strin
         public_keys: Vec::new(),
         witness: None,
         out: "meshaudit-report".into(),
+        clickhouse: None,
+        clickhouse_events: crate::report::DEFAULT_EVENTS_TABLE.into(),
+        clickhouse_table: crate::clickhouse::DEFAULT_TABLE.into(),
     };
     while let Some(a) = it.next() {
         let flag = a.as_str();
@@ -182,12 +188,18 @@ fn report<'a>(mut it: impl Iterator<Item = &'a String>) -> Result<Command, Strin
             "--public-key" => o.public_keys.push(value(&mut it, flag)?),
             "--witness" => o.witness = Some(value(&mut it, flag)?),
             "--out" => o.out = value(&mut it, flag)?,
+            "--clickhouse" => o.clickhouse = Some(value(&mut it, flag)?),
+            "--clickhouse-events" => o.clickhouse_events = value(&mut it, flag)?,
+            "--clickhouse-table" => o.clickhouse_table = value(&mut it, flag)?,
             "-" => o.inputs.push("-".into()),
             f if f.starts_with("--") => return Err(format!("report: unknown option {f:?}")),
             path => o.inputs.push(path.to_string()),
         }
     }
-    if o.inputs.is_empty() {
+    if o.clickhouse.is_some() && !o.inputs.is_empty() {
+        return Err("report: one source, files or --clickhouse, not both".into());
+    }
+    if o.inputs.is_empty() && o.clickhouse.is_none() {
         o.inputs.push("-".into());
     }
     Ok(Command::Report(o))

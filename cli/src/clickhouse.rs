@@ -141,7 +141,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// A table name as the schema makes them: `db.table`, letters, digits and `_`.
-fn check_table(table: &str) -> Result<(), String> {
+pub fn check_table(table: &str) -> Result<(), String> {
     let ok = !table.is_empty()
         && table.split('.').count() <= 2
         && table
@@ -182,6 +182,15 @@ pub fn read_trail(
         progress,
     )
     .map_err(|e| format!("{e}{}", server_error_hint(&e)))
+}
+
+/// The answer to `sql` (the report's aggregations), as it streams in; errors name the URL
+/// without its password, and `what` is asked.
+pub fn select(url: &str, what: &str, sql: &str) -> Result<BufReader<Box<dyn Read>>, String> {
+    let shown = redact(url);
+    let target = parse_url(url).map_err(|e| format!("--clickhouse {shown}: {e}"))?;
+    let body = request(&target, sql).map_err(|e| format!("ClickHouse at {shown}, {what}: {e}"))?;
+    Ok(BufReader::with_capacity(1 << 16, body))
 }
 
 /// ClickHouse reports an error that happens after it began answering inside the body.

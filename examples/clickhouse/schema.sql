@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS meshaudit.events
     `network.protocol.name`                   String,
     `network.protocol.version`                String,
     `user_agent.original`                     String,
+    -- A TCP connection's event: open, interim or close (docs/tcp.md).
+    `meshaudit.tcp.phase`                     String,
 
     -- Result.
     `http.response.status_code`               UInt16,
@@ -157,6 +159,7 @@ SELECT
     visitParamExtractString(`line`, 'network.protocol.name') AS `network.protocol.name`,
     visitParamExtractString(`line`, 'network.protocol.version') AS `network.protocol.version`,
     visitParamExtractString(`line`, 'user_agent.original') AS `user_agent.original`,
+    visitParamExtractString(`line`, 'meshaudit.tcp.phase') AS `meshaudit.tcp.phase`,
     toUInt16(visitParamExtractUInt(`line`, 'http.response.status_code')) AS `http.response.status_code`,
     visitParamExtractString(`line`, 'rpc.response.status_code') AS `rpc.response.status_code`,
     toUInt64(visitParamExtractUInt(`line`, 'http.request.size')) AS `http.request.size`,

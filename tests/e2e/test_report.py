@@ -13,6 +13,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,59 @@ def test_the_html_renders_in_chromium_with_every_section_and_chart(report, tmp_p
     assert pdf.exists() and pdf.read_bytes().startswith(b"%PDF"), proc.stderr[-2000:]
     pages = re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf.read_bytes())
     assert len(pages) >= len(SECTIONS), "each section begins a page in print"
+
+
+# ---------------------------------------------------------------------------------------------
+# Two sources, one answer: the same trail from files and aggregated by ClickHouse
+# ---------------------------------------------------------------------------------------------
+
+CLICKHOUSE_EXAMPLE = testkit.REPO / "examples" / "clickhouse"
+REPORT_ARGS = ["--from", "2026-11-02", "--to", "2026-11-09", "--hours", "08:00-18:00", "--privileged", "/admin/**"]
+
+
+@pytest.fixture(scope="module")
+def weeks(tmp_path_factory) -> tuple[Path, Path]:
+    """The planted four weeks of cli/tests/support/weeks.rs (gen-weeks): the trail and its key."""
+    d = tmp_path_factory.mktemp("weeks")
+    build = subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshaudit-cli", "--example", "gen-weeks"],
+                           cwd=testkit.REPO, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr[-3000:]
+    trail, key = d / "weeks.jsonl", d / "weeks.pub"
+    with trail.open("w") as out:
+        gen = subprocess.run([str(testkit.REPO / "target" / "release" / "examples" / "gen-weeks"), "planted", str(key)],
+                             stdout=out, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert gen.returncode == 0, gen.stderr
+    return trail, key
+
+
+def comparable(out: Path) -> dict:
+    """Every section's JSON, without what names the source."""
+    return {name: section(out, name) for name in SECTIONS}
+
+
+def test_clickhouse_aggregates_the_same_report_as_the_files(cli, weeks, clickhouse, tmp_path):
+    trail, key = weeks
+    url = clickhouse.url
+    schema = subprocess.run([sys.executable, str(CLICKHOUSE_EXAMPLE / "run.py"), "--url", url, "schema"],
+                            capture_output=True, text=True, timeout=60)
+    assert schema.returncode == 0, schema.stderr
+    insert = subprocess.run([sys.executable, str(CLICKHOUSE_EXAMPLE / "run.py"), "--url", url, "insert-path"],
+                            capture_output=True, text=True, timeout=60).stdout.strip()
+    lines = trail.read_bytes()
+    request = urllib.request.Request(url + insert, data=lines, method="POST")
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        assert answer.status == 200
+    stored = int(clickhouse.query("SELECT count() FROM meshaudit.events").strip())
+    assert stored == lines.count(b"\n")
+
+    runs = {}
+    for source, args in [("files", [str(trail)]), ("clickhouse", ["--clickhouse", url])]:
+        out = tmp_path / source
+        proc = subprocess.run([str(cli), "report", *REPORT_ARGS, "--public-key", str(key), "--out", str(out), *args],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        runs[source] = comparable(out)
+    for name in SECTIONS:
+        assert runs["clickhouse"][name] == runs["files"][name], name
+    flags = {r["rule"] for r in runs["clickhouse"]["unusual"]["rows"]}
+    assert flags == {"new_pair", "volume_spike", "denial_spike", "off_hours", "many_services"}

@@ -54,6 +54,7 @@ impl Counts {
 /// A stream's share of the period.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamStats {
+    /// The workload whose proxy wrote it.
     pub service: String,
     pub events: u64,
     pub first_ns: u64,

@@ -127,6 +127,12 @@ pub fn service(r: &Record) -> String {
             return host.to_string();
         }
     }
+    workload(r)
+}
+
+/// The workload whose proxy recorded the event: `namespace/service.name` (or
+/// `meshaudit.workload.name`), from the resource attributes.
+pub fn workload(r: &Record) -> String {
     let name = r
         .str("service.name")
         .or_else(|| r.str("meshaudit.workload.name"))

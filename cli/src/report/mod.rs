@@ -3,6 +3,8 @@
 //! gets `index.html` (self-contained) and one CSV and one JSON file per section
 //! (docs/report.md).
 
+mod clickhouse;
+pub use clickhouse::DEFAULT_EVENTS_TABLE;
 mod completeness;
 pub mod cube;
 pub mod fact;
@@ -36,6 +38,11 @@ pub struct Options {
     pub public_keys: Vec<String>,
     pub witness: Option<String>,
     pub out: String,
+    /// The source instead of files: ClickHouse's HTTP interface, its events table (aggregated
+    /// there) and its trail table (read by verify).
+    pub clickhouse: Option<String>,
+    pub clickhouse_events: String,
+    pub clickhouse_table: String,
 }
 
 /// Exit: 0 written and the trail verifies, 1 written and `verify` found a violation.
@@ -57,18 +64,10 @@ pub fn run(o: &Options) -> Result<u8, String> {
     if let Some(path) = &o.witness {
         input::read_witness(path, &mut verifier)?;
     }
-    let mut cube = Cube::default();
-    let mut events = 0u64;
-    let mut progress = output::Progress::new("reading");
-    let mut sink = |r: Record| {
-        events += 1;
-        ingest(&mut cube, &periods, o.hours, &r);
-        verifier.add(r);
+    let (cube, events) = match &o.clickhouse {
+        Some(url) => from_clickhouse(o, url, &periods, &mut verifier)?,
+        None => from_files(o, &periods, &mut verifier)?,
     };
-    for path in &o.inputs {
-        input::read_trail(path, &mut sink, &mut progress)?;
-    }
-    progress.done();
     let verified = verifier.finish();
     let days = period_days(&cube, &periods);
     let sections = vec![
@@ -98,6 +97,46 @@ pub fn run(o: &Options) -> Result<u8, String> {
     Ok(if verified.is_clean() { 0 } else { 1 })
 }
 
+/// The cube aggregated here, every event also verified.
+fn from_files(
+    o: &Options,
+    periods: &Periods,
+    verifier: &mut Verifier,
+) -> Result<(Cube, u64), String> {
+    let mut cube = Cube::default();
+    let mut events = 0u64;
+    let mut progress = output::Progress::new("reading");
+    let mut sink = |r: Record| {
+        events += 1;
+        ingest(&mut cube, periods, o.hours, &r);
+        verifier.add(r);
+    };
+    for path in &o.inputs {
+        input::read_trail(path, &mut sink, &mut progress)?;
+    }
+    progress.done();
+    Ok((cube, events))
+}
+
+/// The cube aggregated by ClickHouse; the stored lines streamed through verify.
+fn from_clickhouse(
+    o: &Options,
+    url: &str,
+    periods: &Periods,
+    verifier: &mut Verifier,
+) -> Result<(Cube, u64), String> {
+    let cube = clickhouse::cube(url, &o.clickhouse_events, periods, o.hours)?;
+    let mut events = 0u64;
+    let mut progress = output::Progress::new("verifying");
+    let mut sink = |r: Record| {
+        events += 1;
+        verifier.add(r);
+    };
+    crate::clickhouse::read_trail(url, &o.clickhouse_table, &mut sink, &mut progress)?;
+    progress.done();
+    Ok((cube, events))
+}
+
 fn ingest(cube: &mut Cube, periods: &Periods, hours: Option<Hours>, r: &Record) {
     let fact = fact::of(r);
     if let Some(stream) = r.stream_id() {
@@ -105,7 +144,7 @@ fn ingest(cube: &mut Cube, periods: &Periods, hours: Option<Hours>, r: &Record) 
             Fact::Gap { lost, reason } => Some((*lost, reason.as_str())),
             _ => None,
         };
-        cube.add_stream_event(periods, stream, &fact::service(r), r.start_ns, gap);
+        cube.add_stream_event(periods, stream, &fact::workload(r), r.start_ns, gap);
     }
     if let Fact::Access(a) = fact {
         cube.add_access(periods, hours, a);

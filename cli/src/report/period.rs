@@ -136,6 +136,11 @@ impl Hours {
         !inside
     }
 
+    /// The first minute of the day inside, and the first after (UTC).
+    pub fn minutes(self) -> (u64, u64) {
+        (self.start_minute, self.end_minute)
+    }
+
     pub fn describe(self) -> String {
         let f = |m: u64| format!("{:02}:{:02}", m / 60, m % 60);
         format!("{}-{} UTC", f(self.start_minute), f(self.end_minute))
