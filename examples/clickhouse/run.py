@@ -8,6 +8,8 @@ the Python standard library only.
   run.py insert-path                   the `collector.path` for meshaudit's JSON lines
   run.py query --service checkout --from 2025-01-01T00:00:00Z --to 2025-02-01T00:00:00Z
                                        who called that service in that time range
+  run.py soc2 denied-requests --from 2026-10-01T00:00:00Z --to 2027-01-01T00:00:00Z
+                                       one of the SOC 2 questions in soc2/ (README.md)
   run.py retention --days 365          drop daily partitions older than that (servers < 19.6)
 
 `schema` applies schema.sql as written on ClickHouse 19.6 and later, where its TTL clause
@@ -34,6 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCHEMA = HERE / "schema.sql"
 AUDITOR_QUERY = HERE / "auditor-query.sql"
+SOC2 = HERE / "soc2"
 DATABASE = "meshaudit"
 TRAIL = "trail"
 TABLE = "events"
@@ -162,6 +165,18 @@ def cmd_query(server: Server, args) -> int:
     return 0
 
 
+def cmd_soc2(server: Server, args) -> int:
+    params = {"since": getattr(args, "from"), "until": args.to}
+    if args.baseline_from:
+        params["baseline_since"] = args.baseline_from
+    if args.prefix:
+        params["prefix"] = args.prefix
+    sql = render("\n".join(statements((SOC2 / f"{args.question}.sql").read_text())), params)
+    fmt = "JSONEachRow" if args.format == "json" else "PrettyCompactNoEscapes"
+    sys.stdout.write(server.run(f"{sql}\nFORMAT {fmt}", output_format_json_quote_64bit_integers="0"))
+    return 0
+
+
 def cmd_retention(server: Server, args) -> int:
     rows = server.run(
         "SELECT DISTINCT table, partition_id, toString(max_date) FROM system.parts "
@@ -190,12 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--from", required=True, help="start, inclusive (RFC 3339, e.g. 2025-01-01T00:00:00Z)")
     q.add_argument("--to", required=True, help="end, exclusive (RFC 3339)")
     q.add_argument("--format", choices=["table", "json"], default="table")
+    questions = sorted(p.stem for p in SOC2.glob("*.sql"))
+    s2 = sub.add_parser("soc2", help="a SOC 2 question from soc2/ (README.md)")
+    s2.add_argument("question", choices=questions)
+    s2.add_argument("--from", required=True, help="start, inclusive (RFC 3339)")
+    s2.add_argument("--to", required=True, help="end, exclusive (RFC 3339)")
+    s2.add_argument("--baseline-from", help="new-callers: the baseline's start (it ends at --from)")
+    s2.add_argument("--prefix", help="privileged-routes: the path prefix, e.g. /admin/")
+    s2.add_argument("--format", choices=["table", "json"], default="table")
     r = sub.add_parser("retention", help="drop partitions older than --days (for servers without TTL)")
     r.add_argument("--days", type=int, default=365)
     args = parser.parse_args(argv)
     server = Server(args.url)
     commands = {"schema": cmd_schema, "insert-path": cmd_insert_path, "query": cmd_query,
-                "retention": cmd_retention}
+                "soc2": cmd_soc2, "retention": cmd_retention}
     try:
         return commands[args.command](server, args)
     except (ClickHouseError, urllib.error.URLError, KeyError, ValueError) as e:

@@ -181,29 +181,75 @@ def comparable(out: Path) -> dict:
     return {name: section(out, name) for name in SECTIONS}
 
 
-def test_clickhouse_aggregates_the_same_report_as_the_files(cli, weeks, clickhouse, tmp_path):
-    trail, key = weeks
-    url = clickhouse.url
-    schema = subprocess.run([sys.executable, str(CLICKHOUSE_EXAMPLE / "run.py"), "--url", url, "schema"],
-                            capture_output=True, text=True, timeout=60)
-    assert schema.returncode == 0, schema.stderr
-    insert = subprocess.run([sys.executable, str(CLICKHOUSE_EXAMPLE / "run.py"), "--url", url, "insert-path"],
-                            capture_output=True, text=True, timeout=60).stdout.strip()
-    lines = trail.read_bytes()
-    request = urllib.request.Request(url + insert, data=lines, method="POST")
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        assert answer.status == 200
-    stored = int(clickhouse.query("SELECT count() FROM meshaudit.events").strip())
-    assert stored == lines.count(b"\n")
+def run_py(*args: str, url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLICKHOUSE_EXAMPLE / "run.py"), "--url", url, *args],
+                          capture_output=True, text=True, timeout=120)
 
+
+@pytest.fixture(scope="module")
+def stored_weeks(weeks, clickhouse) -> str:
+    """The planted weeks in a real ClickHouse with the shipped schema, posted as meshaudit posts
+    its JSON lines; returns the server's URL."""
+    trail, _ = weeks
+    url = clickhouse.url
+    schema = run_py("schema", url=url)
+    assert schema.returncode == 0, schema.stderr
+    insert = run_py("insert-path", url=url).stdout.strip()
+    lines = trail.read_bytes()
+    with urllib.request.urlopen(urllib.request.Request(url + insert, data=lines, method="POST"), timeout=120) as a:
+        assert a.status == 200
+    assert int(clickhouse.query("SELECT count() FROM meshaudit.events").strip()) == lines.count(b"\n")
+    return url
+
+
+@pytest.fixture(scope="module")
+def weeks_reports(cli, weeks, stored_weeks, tmp_path_factory) -> dict:
+    """The planted weeks' report from the files and from ClickHouse: {source: {section: json}}."""
+    trail, key = weeks
     runs = {}
-    for source, args in [("files", [str(trail)]), ("clickhouse", ["--clickhouse", url])]:
-        out = tmp_path / source
+    for source, args in [("files", [str(trail)]), ("clickhouse", ["--clickhouse", stored_weeks])]:
+        out = tmp_path_factory.mktemp(f"weeks-{source}") / "out"
         proc = subprocess.run([str(cli), "report", *REPORT_ARGS, "--public-key", str(key), "--out", str(out), *args],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr + proc.stdout
         runs[source] = comparable(out)
+    return runs
+
+
+def test_clickhouse_aggregates_the_same_report_as_the_files(weeks_reports):
     for name in SECTIONS:
-        assert runs["clickhouse"][name] == runs["files"][name], name
-    flags = {r["rule"] for r in runs["clickhouse"]["unusual"]["rows"]}
+        assert weeks_reports["clickhouse"][name] == weeks_reports["files"][name], name
+    flags = {r["rule"] for r in weeks_reports["clickhouse"]["unusual"]["rows"]}
     assert flags == {"new_pair", "volume_spike", "denial_spike", "off_hours", "many_services"}
+
+
+def soc2(url: str, question: str, *args: str) -> list[dict]:
+    proc = run_py("soc2", question, "--from", "2026-11-02T00:00:00Z", "--to", "2026-11-09T00:00:00Z",
+                  "--format", "json", *args, url=url)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def test_the_soc2_queries_answer_what_the_report_does(stored_weeks, weeks_reports):
+    """examples/clickhouse/soc2/*.sql on the real server, each against the report's section."""
+    report = weeks_reports["files"]
+    total = lambda rows, k: sum(r[k] for r in rows)  # noqa: E731
+    access = soc2(stored_weeks, "access-by-identity")
+    assert total(access, "requests") == total(report["access"]["rows"], "requests")
+    assert {(r["caller"], r["route"]) for r in access} == {(r["caller"], r["route"]) for r in report["access"]["rows"]}
+    anonymous = soc2(stored_weeks, "unauthenticated-access")
+    assert total(anonymous, "requests") == total(report["unauthenticated"]["rows"], "requests")
+    denied = soc2(stored_weeks, "denied-requests")
+    assert sorted((r["day"], r["reason"], r["policy"], r["denied"]) for r in denied) == \
+        sorted((r["day"], r["reason"], r["policy"], r["denied"]) for r in report["denied"]["rows"])
+    admin = soc2(stored_weeks, "privileged-routes", "--prefix", "/admin/")
+    assert total(admin, "requests") == total(report["privileged"]["rows"], "requests") > 0
+    new = soc2(stored_weeks, "new-callers", "--baseline-from", "2026-10-26T00:00:00Z")
+    assert {(r["caller"], r["service"]) for r in new} == \
+        {(r["identity"], r["service"]) for r in report["unusual"]["rows"] if r["rule"] == "new_pair"}
+    streams = soc2(stored_weeks, "trail-completeness")
+    assert {(r["stream"], r["events"]) for r in streams} == \
+        {(r["stream"], r["events"]) for r in report["completeness"]["rows"]}
+    redaction = soc2(stored_weeks, "redaction-evidence")
+    assert [(r["rule"], r["fired"], r["events"]) for r in redaction] == \
+        [(r["rule"], r["fired"], r["events"]) for r in report["redaction"]["rows"]]
