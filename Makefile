@@ -76,7 +76,7 @@ e2e: wasm cli venv sysdeps
 test: lint unit wasm-unit e2e
 
 ## demo: a local sidecar with mTLS, a few requests, the events the collector received
-demo: wasm venv
+demo: wasm venv cli
 	$(VPY) examples/local-sidecar/demo.py
 
 ## fuzz: each fuzz target (fuzz/) for FUZZ_SECONDS seconds: cargo-fuzz (libFuzzer + ASan) on a

@@ -13,7 +13,6 @@ must report exactly that violation, at that stream and sequence, and nothing els
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -411,48 +410,11 @@ def test_an_event_forged_into_a_reported_loss_is_inserted(cli, keys, gap_trail):
 # ---------------------------------------------------------------------------------------------
 
 
-class _OtlpRecorder(testkit.RecordingHandler):
-    """The next hop after Rotel: every export request body (gunzipped) appended to the
-    server's `trail` file, 4-byte big-endian length first; answers an empty success."""
-
-    def do_POST(self) -> None:
-        req = self.record_request()
-        body = gzip.decompress(req.body) if req.headers.get("content-encoding") == "gzip" else req.body
-        with self.server.lock, open(self.server.trail, "ab") as f:
-            f.write(len(body).to_bytes(4, "big") + body)
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-
-class ForwardingRotel(testkit.Rotel):
-    """Rotel receiving OTLP and exporting it over OTLP/HTTP (uncompressed) to `next_hop`."""
-
-    def __init__(self, workdir: Path, next_hop: int) -> None:
-        super().__init__(workdir, "rotel-forward")
-        self.next_hop = next_hop
-
-    def command(self) -> list[str]:
-        return [
-            str(testkit.rotel_bin()), "start",
-            "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
-            "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
-            "--exporter", "otlp",
-            "--otlp-exporter-endpoint", f"http://127.0.0.1:{self.next_hop}",
-            "--otlp-exporter-protocol", "http",
-            "--otlp-exporter-compression", "none",
-            "--batch-timeout", "100ms",
-        ]
-
-
 def test_otlp_through_rotel_verifies(cli, tmp_path, app, wasm, keys, run_id):
-    recorder = testkit.HttpServerThread(_OtlpRecorder)
-    recorder.server.trail = tmp_path / "forwarded.bin"
-    recorder.server.trail.write_bytes(b"")
+    recorder = testkit.OtlpFileStore(tmp_path / "forwarded.bin")
     n = 6
     with testkit.running(recorder):
-        rotel = ForwardingRotel(tmp_path, recorder.port)
+        rotel = testkit.ForwardingRotel(tmp_path, recorder.port)
         with testkit.running(rotel):
             admin, port = free_port(), free_port()
             config = testkit.render_envoy(
@@ -469,8 +431,7 @@ def test_otlp_through_rotel_verifies(cli, tmp_path, app, wasm, keys, run_id):
 
                 def settled():
                     nonlocal last
-                    with recorder.server.lock:
-                        snapshot.write_bytes(recorder.server.trail.read_bytes())
+                    recorder.snapshot(snapshot)
                     last = verify(cli, "--public-key", keys.public, snapshot)
                     streams = last["streams"]
                     return (len(streams) == 1 and streams[0]["checkpoints"] >= 1

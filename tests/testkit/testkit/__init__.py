@@ -65,12 +65,12 @@ from .otlp import (
 
 # Rotel, the OpenTelemetry Collector, a collector that never answers
 from .collectors import (
-    HangingCollectorStandIn, OtelCollector, RestartableRotel, Rotel,
+    ForwardingRotel, HangingCollectorStandIn, OtelCollector, RestartableRotel, Rotel,
 )
 
 # the application, a JSON-lines sink, a TCP echo server
 from .servers import (
-    EchoConnection, HttpServerThread, JsonLinesSink, ReceivedRequest, RecordingHandler,
+    EchoConnection, HttpServerThread, JsonLinesSink, OtlpFileStore, ReceivedRequest, RecordingHandler,
     RecordingServer, TcpEchoServer, upstream_server, UpstreamHandler,
 )
 
@@ -122,8 +122,8 @@ __all__ = [
     "render_sidecar_alone", "ROOT_ID", "run_envoy_validate", "SIDECAR", "walk",
     "WASM_ACCESS_LOGGER", "WASM_FILTER", "WASM_NETWORK_FILTER", "GaugeSampler", "metric",
     "parse_stats", "LogRecord", "parse_rotel_log", "parse_value", "HangingCollectorStandIn",
-    "OtelCollector", "RestartableRotel", "Rotel", "EchoConnection", "HttpServerThread",
-    "JsonLinesSink", "ReceivedRequest", "RecordingHandler", "RecordingServer", "TcpEchoServer",
+    "ForwardingRotel", "OtelCollector", "RestartableRotel", "Rotel", "EchoConnection", "HttpServerThread",
+    "JsonLinesSink", "OtlpFileStore", "ReceivedRequest", "RecordingHandler", "RecordingServer", "TcpEchoServer",
     "upstream_server", "UpstreamHandler", "echo_roundtrip", "read_until_eof", "recv_exactly",
     "request", "Response", "tls_connect", "tls_context", "tls_wrap", "TlsClient", "b64url",
     "card_number", "de_iban", "encodings", "leak_sites", "leaks", "luhn_valid", "MASK",
@@ -135,4 +135,5 @@ __all__ = [
     "istio_struct_json", "ISTIO_TCP_SIDECAR", "ISTIO_TYPED_EXTENSION_CONFIG",
     "ISTIO_WASM_HTTP_TYPE", "ISTIO_WASM_NETWORK_TYPE", "istiod_wasm_filter", "IstioPlugin",
     "IstioSidecar", "write_xds_file", "JwtIssuer", "ClickHouse", "clickhouse_server_bin",
+    "access_guards", "GUARD_AUDIENCE", "RefusingAuthz",
 ]

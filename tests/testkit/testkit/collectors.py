@@ -65,6 +65,28 @@ class Rotel(Process):
         return parse_rotel_log(self.raw())
 
 
+class ForwardingRotel(Rotel):
+    """Rotel receiving OTLP and exporting it over OTLP/HTTP (uncompressed) to `next_hop` (a
+    port on 127.0.0.1), keeping the detailed debug log of what it received (`records()`)."""
+
+    def __init__(self, workdir: Path, next_hop: int, name: str = "rotel-forward") -> None:
+        super().__init__(workdir, name)
+        self.next_hop = next_hop
+
+    def command(self) -> list[str]:
+        return [
+            str(rotel_bin()), "start",
+            "--otlp-http-endpoint", f"127.0.0.1:{self.http_port}",
+            "--otlp-grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
+            "--exporter", "otlp",
+            "--otlp-exporter-endpoint", f"http://127.0.0.1:{self.next_hop}",
+            "--otlp-exporter-protocol", "http",
+            "--otlp-exporter-compression", "none",
+            "--batch-timeout", "100ms",
+            "--debug-log", "logs", "--debug-log-verbosity", "detailed",
+        ]
+
+
 class RestartableRotel(Rotel):
     """Rotel that can be stopped and started again on the SAME ports (a collector outage).
 

@@ -4,6 +4,8 @@ server standing in for a database. Each records what it received."""
 
 from __future__ import annotations
 
+import gzip
+
 import copy
 import json
 import socket
@@ -145,6 +147,37 @@ class HttpServerThread:
 
 def upstream_server() -> HttpServerThread:
     return HttpServerThread(UpstreamHandler)
+
+
+class _OtlpFileHandler(RecordingHandler):
+    """Every OTLP/HTTP export request body (gunzipped) appended to the server's `trail` file,
+    4-byte big-endian length first (what `meshaudit verify` and `report` read); an empty
+    success answered."""
+
+    def do_POST(self) -> None:
+        req = self.record_request()
+        body = gzip.decompress(req.body) if req.headers.get("content-encoding") == "gzip" else req.body
+        with self.server.lock, open(self.server.trail, "ab") as f:
+            f.write(len(body).to_bytes(4, "big") + body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+
+class OtlpFileStore(HttpServerThread):
+    """A collector's next hop that stores what it receives: OTLP/HTTP protobuf export requests,
+    length-prefixed, in `trail` (created empty). `snapshot(path)` copies it consistently."""
+
+    def __init__(self, trail: Path) -> None:
+        super().__init__(_OtlpFileHandler)
+        self.trail = self.server.trail = trail
+        trail.write_bytes(b"")
+
+    def snapshot(self, path: Path) -> Path:
+        with self.server.lock:
+            path.write_bytes(self.trail.read_bytes())
+        return path
 
 
 class JsonLinesSink(HttpServerThread):

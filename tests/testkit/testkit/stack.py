@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from .client import Response, TlsClient, read_until_eof, request
-from .collectors import Rotel
+from .collectors import ForwardingRotel, Rotel
 from .core import ENVOY_DIR, HarnessError, free_port, wait_for
 from .envoy import COLLECTOR_CLUSTER, SIDECAR, Envoy, render_envoy
 from .metrics import metric
@@ -58,8 +58,12 @@ class Stack:
         access_log: bool = False,
         collector_front: Callable[[int], int] | None = None,
         config_patch: Callable[[dict], None] | None = None,
+        rotel_next_hop: int | None = None,
     ) -> None:
         self.workdir = workdir
+        # Rotel forwards what it receives there (OTLP/HTTP, a port on 127.0.0.1), e.g. to an
+        # OtlpFileStore; otherwise it drops it after its debug log.
+        self.rotel_next_hop = rotel_next_hop
         # Something between meshaudit and the collector (a gateway): given the collector's
         # port, starts it and returns the port meshaudit sends to. The caller stops it.
         self.collector_front = collector_front
@@ -92,7 +96,8 @@ class Stack:
                 self.upstream = upstream_server().start()
                 self.upstream_port = self.upstream.port
             if self.collector_kind == "rotel":
-                self.rotel = Rotel(self.workdir).start()
+                self.rotel = (Rotel(self.workdir) if self.rotel_next_hop is None
+                              else ForwardingRotel(self.workdir, self.rotel_next_hop)).start()
                 collector_port = self.rotel.http_port
             elif self.collector_kind == "json":
                 self.sink = JsonLinesSink(self.workdir / "sink.ndjson").start()
