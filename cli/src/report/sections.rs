@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshaudit::route::path::PathPattern;
 
 use super::cube::{Counts, Cube, Key};
-use super::fact::CallerKind;
+use super::fact::{Caller, CallerKind};
 use super::period::{day_name, time_name, Side};
 use super::table::{Cell, Chart, Section};
 
@@ -24,6 +24,17 @@ pub fn group<K: Ord>(
     out.into_iter()
         .filter_map(|(k, c)| c.map(|c| (k, c)))
         .collect()
+}
+
+/// Who and what: the caller's type, id and the workload it came through, method, route.
+fn who_what(caller: &Caller, method: &str, route: &str) -> [Cell; 5] {
+    [
+        caller.kind.name().into(),
+        caller.id.as_str().into(),
+        caller.via.as_str().into(),
+        method.into(),
+        route.into(),
+    ]
 }
 
 fn seen(c: &Counts) -> [Cell; 2] {
@@ -99,20 +110,11 @@ pub fn access(cube: &Cube, days: &[u64]) -> Section {
         rows: rows
             .into_iter()
             .map(|((service, caller, method, route), c)| {
-                let [first, last] = seen(c);
-                vec![
-                    service.as_str().into(),
-                    caller.kind.name().into(),
-                    caller.id.as_str().into(),
-                    caller.via.as_str().into(),
-                    method.as_str().into(),
-                    route.as_str().into(),
-                    c.requests.into(),
-                    c.denied.into(),
-                    c.errors.into(),
-                    first,
-                    last,
-                ]
+                let mut row = vec![service.as_str().into()];
+                row.extend(who_what(caller, method, route));
+                row.extend([c.requests.into(), c.denied.into(), c.errors.into()]);
+                row.extend(seen(c));
+                row
             })
             .collect(),
         chart: Some(daily_by_kind(cube, days)),
@@ -262,20 +264,11 @@ pub fn privileged(cube: &Cube, patterns: &[(String, PathPattern)]) -> Section {
         rows: by
             .iter()
             .map(|((pattern, service, caller, method, route), c)| {
-                let [first, last] = seen(c);
-                vec![
-                    pattern.as_str().into(),
-                    service.as_str().into(),
-                    caller.kind.name().into(),
-                    caller.id.as_str().into(),
-                    caller.via.as_str().into(),
-                    method.as_str().into(),
-                    route.as_str().into(),
-                    c.requests.into(),
-                    c.denied.into(),
-                    first,
-                    last,
-                ]
+                let mut row = vec![pattern.as_str().into(), service.as_str().into()];
+                row.extend(who_what(caller, method, route));
+                row.extend([c.requests.into(), c.denied.into()]);
+                row.extend(seen(c));
+                row
             })
             .collect(),
         chart: None,

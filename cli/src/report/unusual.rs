@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::cube::{Cube, Key};
+use super::cube::{Counts, Cube, Key};
 use super::fact::CallerKind;
 use super::period::{day_name, Hours, Periods, Side, NS_PER_DAY};
 use super::table::{Cell, Section};
@@ -103,36 +103,59 @@ fn daily(cube: &Cube, side: Side) -> BTreeMap<Identity, BTreeMap<u64, (u64, u64)
     out
 }
 
+/// Per identity and service in the period, over the cells `count` numbers: (sum, first seen).
+fn per_pair(
+    cube: &Cube,
+    count: impl Fn(&Key, &Counts) -> Option<u64>,
+) -> BTreeMap<(Identity, &str), (u64, u64)> {
+    let mut by: BTreeMap<(Identity, &str), (u64, u64)> = BTreeMap::new();
+    for (k, c) in cube.side(Side::Period) {
+        let (Some(i), Some(n)) = (identity(k), count(k, c)) else {
+            continue;
+        };
+        let e = by.entry((i, k.service.as_str())).or_insert((0, c.first_ns));
+        e.0 += n;
+        e.1 = e.1.min(c.first_ns);
+    }
+    by
+}
+
+/// A flag on one identity and service, first seen at `first`.
+fn pair_flag(
+    rule: &'static str,
+    (i, service): (Identity, &str),
+    (n, first): (u64, u64),
+    why: String,
+) -> Flag {
+    Flag {
+        rule,
+        when: day_name(first / NS_PER_DAY),
+        identity: name(&i),
+        service: service.to_string(),
+        observed: n as f64,
+        median: None,
+        mad: None,
+        threshold: None,
+        why,
+    }
+}
+
 fn new_pairs(cube: &Cube, flags: &mut Vec<Flag>) {
     let known: BTreeSet<(Identity, &str)> = cube
         .side(Side::Baseline)
         .filter_map(|(k, _)| Some((identity(k)?, k.service.as_str())))
         .collect();
-    let mut new: BTreeMap<(Identity, &str), (u64, u64)> = BTreeMap::new();
-    for (k, c) in cube.side(Side::Period) {
-        let Some(i) = identity(k) else { continue };
-        if known.contains(&(i.clone(), k.service.as_str())) {
-            continue;
-        }
-        let e = new.entry((i, &k.service)).or_insert((0, c.first_ns));
-        e.0 += c.requests;
-        e.1 = e.1.min(c.first_ns);
-    }
-    for ((i, service), (requests, first)) in new {
-        flags.push(Flag {
-            rule: "new_pair",
-            when: day_name(first / NS_PER_DAY),
-            identity: name(&i),
-            service: service.to_string(),
-            observed: requests as f64,
-            median: None,
-            mad: None,
-            threshold: None,
-            why: format!(
-                "{} called {service} {requests} times in the period and never in the baseline",
-                name(&i)
-            ),
-        });
+    let new = per_pair(cube, |k, c| {
+        let i = identity(k)?;
+        (!known.contains(&(i, k.service.as_str()))).then_some(c.requests)
+    });
+    for ((i, service), counts) in new {
+        let why = format!(
+            "{} called {service} {} times in the period and never in the baseline",
+            name(&i),
+            counts.0
+        );
+        flags.push(pair_flag("new_pair", (i, service), counts, why));
     }
 }
 
@@ -209,31 +232,16 @@ fn denial_spikes(cube: &Cube, baseline_days: &[u64], flags: &mut Vec<Flag>) {
 }
 
 fn off_hours(cube: &Cube, hours: Hours, flags: &mut Vec<Flag>) {
-    let mut by: BTreeMap<(Identity, &str), (u64, u64)> = BTreeMap::new();
-    for (k, c) in cube.side(Side::Period) {
-        if k.caller.kind != CallerKind::EndUser || c.off_hours == 0 {
-            continue;
-        }
-        let Some(i) = identity(k) else { continue };
-        let e = by.entry((i, &k.service)).or_insert((0, c.first_ns));
-        e.0 += c.off_hours;
-        e.1 = e.1.min(c.first_ns);
-    }
-    for ((i, service), (n, first)) in by {
-        flags.push(Flag {
-            rule: "off_hours",
-            when: day_name(first / NS_PER_DAY),
-            identity: name(&i),
-            service: service.to_string(),
-            observed: n as f64,
-            median: None,
-            mad: None,
-            threshold: Some(0.0),
-            why: format!(
-                "{n} requests outside the working hours ({})",
-                hours.describe()
-            ),
-        });
+    let outside = per_pair(cube, |k, c| {
+        (k.caller.kind == CallerKind::EndUser && c.off_hours > 0).then_some(c.off_hours)
+    });
+    for (pair, counts) in outside {
+        let why = format!(
+            "{} requests outside the working hours ({})",
+            counts.0,
+            hours.describe()
+        );
+        flags.push(pair_flag("off_hours", pair, counts, why));
     }
 }
 

@@ -225,6 +225,13 @@ fn call<'a>(
     }
 }
 
+/// A workload's charge to payments.
+fn charge(workload: &'static str, minute: u64) -> Call<'static> {
+    let mut c = call("payments", Some(workload), None, "/charges".into(), minute);
+    c.method = "POST";
+    c
+}
+
 /// Every day's traffic: workloads around the clock, end users in office hours, health checks
 /// without authentication, a few denials.
 fn steady_day(n: &mut Noise) -> Vec<Call<'static>> {
@@ -251,9 +258,7 @@ fn steady_day(n: &mut Noise) -> Vec<Call<'static>> {
     }
     for _ in 0..n.around(80) {
         let m = n.any_minute();
-        let mut c = call("payments", Some(ORDERS), None, "/charges".into(), m);
-        c.method = "POST";
-        v.push(c);
+        v.push(charge(ORDERS, m));
     }
     for user in ["alice", "bob", "carol", "dave"] {
         for _ in 0..n.around(30) {
@@ -298,9 +303,7 @@ fn planted(day: u64, n: &mut Noise) -> Vec<Call<'static>> {
         1 => {
             for _ in 0..12 {
                 let m = n.any_minute();
-                let mut c = call("payments", Some(CATALOG), None, "/charges".into(), m);
-                c.method = "POST";
-                v.push(c);
+                v.push(charge(CATALOG, m));
             }
         }
         // frontend's calls to catalog, ten times a day's volume.
@@ -320,8 +323,7 @@ fn planted(day: u64, n: &mut Noise) -> Vec<Call<'static>> {
         3 => {
             for _ in 0..25 {
                 let m = n.any_minute();
-                let mut c = call("payments", Some(ORDERS), None, "/charges".into(), m);
-                c.method = "POST";
+                let mut c = charge(ORDERS, m);
                 c.denied = Some(("rbac", "ns[shop]-policy[payments-callers]-rule[0]"));
                 v.push(c);
             }
