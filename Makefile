@@ -116,6 +116,17 @@ cli:
 bench-integrity:
 	cargo bench --bench integrity
 
+## bench-report: meshaudit report from files, on one core: REPORT_EVENTS (1000000) typical events
+## of benches/tools/gen_trail.rs, wall time and peak memory (docs/performance.md#the-report)
+REPORT_EVENTS ?= 1000000
+bench-report: cli
+	cargo build -q --release --example gen-trail
+	target/release/examples/gen-trail $(REPORT_EVENTS) > target/bench-report-trail.jsonl 2> target/bench-report.stderr
+	sed -n 's/^public key: //p' target/bench-report.stderr > target/bench-report.pub
+	/usr/bin/time -f "meshaudit report, $(REPORT_EVENTS) events: %e s wall, %U s user, max RSS %M KB" \
+	  taskset -c 0 target/release/meshaudit report --public-key target/bench-report.pub \
+	  --out target/bench-report target/bench-report-trail.jsonl >/dev/null
+
 ## sysdeps: Debian packages the end-to-end tests drive. One line per package,
 ## `$(call need,COMMAND,PACKAGE)`: installs PACKAGE unless COMMAND is already on PATH. Nothing
 ## is built from source: the quick benchmark's load generator is Debian's wrk (seconds to install).
@@ -156,6 +167,7 @@ oci: wasm
 OHA_VERSION := 1.16.0
 bench: wasm venv bench-tools
 	$(VPY) benches/harness/bench.py $(if $(filter-out 0,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-report
 
 ## bench-tools: the benchmark's load generators and its probe filter (benches/harness/probe-filter):
 ## wrk (Debian) always; oha (crates.io, a one-time build of a few minutes) only for a run that uses

@@ -31,7 +31,7 @@ pub fn completeness(cube: &Cube, verify: &Report, verify_json: serde_json::Value
     let signed = if verify.keyed {
         "checkpoint signatures checked against the given public keys"
     } else {
-        "no public key given: checkpoint signatures not checked, and an unkeyed chain can be recomputed by whoever can write the store"
+        "no public key given (--public-key): a signed checkpoint counts as signed by an unknown key, and an unkeyed chain can be recomputed by whoever can write the store"
     };
     Section {
         id: "completeness",
