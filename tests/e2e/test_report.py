@@ -165,12 +165,13 @@ REPORT_ARGS = ["--from", "2026-11-02", "--to", "2026-11-09", "--hours", "08:00-1
 def weeks(tmp_path_factory) -> tuple[Path, Path]:
     """The planted four weeks of cli/tests/support/weeks.rs (gen-weeks): the trail and its key."""
     d = tmp_path_factory.mktemp("weeks")
-    build = subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshaudit-cli", "--example", "gen-weeks"],
+    # A debug build: `make unit` built its dependencies already, and 18,000 events need no speed.
+    build = subprocess.run(["cargo", "build", "-q", "-p", "meshaudit-cli", "--example", "gen-weeks"],
                            cwd=testkit.REPO, capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stderr[-3000:]
     trail, key = d / "weeks.jsonl", d / "weeks.pub"
     with trail.open("w") as out:
-        gen = subprocess.run([str(testkit.REPO / "target" / "release" / "examples" / "gen-weeks"), "planted", str(key)],
+        gen = subprocess.run([str(testkit.REPO / "target" / "debug" / "examples" / "gen-weeks"), "planted", str(key)],
                              stdout=out, stderr=subprocess.PIPE, text=True, timeout=300)
     assert gen.returncode == 0, gen.stderr
     return trail, key
