@@ -1018,6 +1018,9 @@ def record_final_figures(runs: dict[str, ArmRun], plan: Plan) -> None:
                 batches_sent=run.ma(st, "batches_sent"),
                 batches_failed=run.ma(st, "batches_failed"),
                 bytes_sent=run.ma(st, "bytes_sent"),
+                # Events meshaudit sends besides one per request (they reach the collector too).
+                checkpoints=run.ma(st, "checkpoints"),
+                gap_events=run.ma(st, "gap_events"),
             )
         if run.arm.kind == "otel":
             run.final.update({k: v for k, v in st.items() if "access_log" in k})

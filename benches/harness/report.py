@@ -101,8 +101,10 @@ def add_derived(result: dict) -> dict:
         add(f"dispatches per request ≤ {TARGETS['dispatches_per_req_max']}", name, dp,
             TARGETS["dispatches_per_req_max"], None if dp is None else dp <= TARGETS["dispatches_per_req_max"])
         got, resp = f.get("collector_received"), f.get("responses")
-        add("events at the collector = responses", name, f"{got} / {resp}", None,
-            None if got is None else got == resp)
+        extra = (f.get("checkpoints") or 0) + (f.get("gap_events") or 0)
+        add("events at the collector = responses (+ checkpoint and gap events)", name,
+            f"{got} / {resp}" + (f" + {extra}" if extra else ""), None,
+            None if got is None or resp is None else got == resp + extra)
     sc = result.get("rss_scaling")
     if sc and sc.get("per_further_worker_kib") is not None:
         d = sc["per_further_worker_kib"] / MIB
