@@ -214,12 +214,16 @@ def weeks_reports(cli, weeks, stored_weeks, tmp_path_factory) -> dict:
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr + proc.stdout
         runs[source] = comparable(out)
+        runs[source]["index.html"] = (out / "index.html").read_text()
     return runs
 
 
-def test_clickhouse_aggregates_the_same_report_as_the_files(weeks_reports):
+def test_clickhouse_aggregates_the_same_report_as_the_files(weeks_reports, stored_weeks):
     for name in SECTIONS:
         assert weeks_reports["clickhouse"][name] == weeks_reports["files"][name], name
+    # The page says where the events came from.
+    assert f"events verified from ClickHouse at {stored_weeks} (meshaudit.trail" in weeks_reports["clickhouse"]["index.html"]
+    assert "weeks.jsonl" in weeks_reports["files"]["index.html"]
     flags = {r["rule"] for r in weeks_reports["clickhouse"]["unusual"]["rows"]}
     assert flags == {"new_pair", "volume_spike", "denial_spike", "off_hours", "many_services"}
 

@@ -186,10 +186,7 @@ fn header(o: &Options, periods: &Periods, days: &[u64], events: u64) -> Vec<(Str
     vec![
         ("period".into(), period),
         ("baseline".into(), window(periods.baseline)),
-        (
-            "read".into(),
-            format!("{events} events from {}", o.inputs.join(", ")),
-        ),
+        ("read".into(), source(o, events)),
         (
             "generated".into(),
             format!(
@@ -199,6 +196,19 @@ fn header(o: &Options, periods: &Periods, days: &[u64], events: u64) -> Vec<(Str
             ),
         ),
     ]
+}
+
+/// What was read: the files, or the ClickHouse tables (its URL without the password).
+fn source(o: &Options, events: u64) -> String {
+    match &o.clickhouse {
+        Some(url) => format!(
+            "{events} events verified from ClickHouse at {} ({}; the sections aggregated there from {})",
+            crate::clickhouse::redact(url),
+            o.clickhouse_table,
+            o.clickhouse_events
+        ),
+        None => format!("{events} events from {}", o.inputs.join(", ")),
+    }
 }
 
 fn write(dir: &Path, facts: &[(String, String)], sections: &[Section]) -> Result<(), String> {
