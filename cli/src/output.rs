@@ -115,7 +115,8 @@ pub fn human(r: &Report) -> String {
     s
 }
 
-pub fn json(r: &Report) -> String {
+/// The report as a JSON document (`--json`; the report's completeness section embeds it).
+pub fn json_value(r: &Report) -> serde_json::Value {
     let streams: Vec<serde_json::Value> = r
         .streams
         .iter()
@@ -151,14 +152,17 @@ pub fn json(r: &Report) -> String {
             })
         })
         .collect();
-    let doc = serde_json::json!({
+    serde_json::json!({
         "clean": r.is_clean(),
         "streams": streams,
         "violations": violations,
         "skipped": r.skipped,
         "keyed": r.keyed,
-    });
-    format!("{doc}\n")
+    })
+}
+
+pub fn json(r: &Report) -> String {
+    format!("{}\n", json_value(r))
 }
 
 pub fn keygen_help(private: &str, public: &str, key_id: &str) -> String {

@@ -141,11 +141,7 @@ pub fn cube(
                 day: n(1)?,
                 service: text(f, 2),
                 caller: Caller {
-                    kind: match text(f, 3).as_str() {
-                        "end_user" => CallerKind::EndUser,
-                        "workload" => CallerKind::Workload,
-                        _ => CallerKind::Unauthenticated,
-                    },
+                    kind: CallerKind::from_name(&text(f, 3)),
                     id: text(f, 4),
                     via: text(f, 5),
                 },

@@ -9,7 +9,7 @@ use super::cube::Cube;
 use super::period::time_name;
 use super::table::{Cell, Section};
 
-pub fn completeness(cube: &Cube, verify: &Report, verify_json: serde_json::Value) -> Section {
+pub fn completeness(cube: &Cube, verify: &Report) -> Section {
     let events: u64 = cube.streams.values().map(|s| s.events).sum();
     let lost: u64 = cube.streams.values().map(|s| s.lost).sum();
     let gaps: u64 = cube.streams.values().map(|s| s.gaps).sum();
@@ -67,6 +67,6 @@ pub fn completeness(cube: &Cube, verify: &Report, verify_json: serde_json::Value
             })
             .collect(),
         chart: None,
-        extra: Some(verify_json),
+        extra: Some(crate::output::json_value(verify)),
     }
 }

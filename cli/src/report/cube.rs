@@ -34,20 +34,13 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, o: &Counts) {
+    pub fn add(&mut self, o: &Counts) {
         self.requests += o.requests;
         self.denied += o.denied;
         self.errors += o.errors;
         self.off_hours += o.off_hours;
         self.first_ns = self.first_ns.min(o.first_ns);
         self.last_ns = self.last_ns.max(o.last_ns);
-    }
-
-    pub fn merge(into: &mut Option<Counts>, o: &Counts) {
-        match into {
-            Some(c) => c.add(o),
-            None => *into = Some(*o),
-        }
     }
 }
 
@@ -104,12 +97,10 @@ impl Cube {
             reason: a.reason,
             policy: a.policy,
         };
-        match self.cells.get_mut(&key) {
-            Some(c) => c.add(&counts),
-            None => {
-                self.cells.insert(key, counts);
-            }
-        }
+        self.cells
+            .entry(key)
+            .and_modify(|c| c.add(&counts))
+            .or_insert(counts);
     }
 
     /// Any event of a stream in the period (`gap`: the events a gap event reports lost).
@@ -117,22 +108,26 @@ impl Cube {
         &mut self,
         periods: &Periods,
         stream: &str,
-        service: &str,
+        workload: impl FnOnce() -> String,
         time_ns: u64,
         gap: Option<(u64, &str)>,
     ) {
         if periods.side(time_ns) != Some(Side::Period) {
             return;
         }
-        let s = self
-            .streams
-            .entry(stream.to_string())
-            .or_insert_with(|| StreamStats {
-                service: service.to_string(),
+        // Looked up by reference: the id and the workload are owned once per stream.
+        if !self.streams.contains_key(stream) {
+            let first = StreamStats {
+                service: workload(),
                 first_ns: time_ns,
                 last_ns: time_ns,
                 ..StreamStats::default()
-            });
+            };
+            self.streams.insert(stream.to_string(), first);
+        }
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
         s.events += 1;
         s.first_ns = s.first_ns.min(time_ns);
         s.last_ns = s.last_ns.max(time_ns);

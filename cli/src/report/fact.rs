@@ -26,6 +26,15 @@ impl CallerKind {
             CallerKind::Unauthenticated => "unauthenticated",
         }
     }
+
+    /// The kind [`CallerKind::name`] names (anything else: unauthenticated).
+    pub fn from_name(name: &str) -> CallerKind {
+        match name {
+            "end_user" => CallerKind::EndUser,
+            "workload" => CallerKind::Workload,
+            _ => CallerKind::Unauthenticated,
+        }
+    }
 }
 
 /// The caller: its kind, its id (user, SPIFFE id or address), and for an end user the workload

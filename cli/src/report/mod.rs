@@ -76,11 +76,7 @@ pub fn run(o: &Options) -> Result<u8, String> {
         sections::denied(&cube, &days),
         sections::privileged(&cube, &patterns),
         unusual::unusual(&cube, &periods, o.hours),
-        sections::completeness(
-            &cube,
-            &verified,
-            serde_json::from_str(&output::json(&verified)).unwrap_or_default(),
-        ),
+        sections::completeness(&cube, &verified),
         sections::redaction(&cube),
     ];
     let facts = header(o, &periods, &days, events);
@@ -144,7 +140,7 @@ fn ingest(cube: &mut Cube, periods: &Periods, hours: Option<Hours>, r: &Record) 
             Fact::Gap { lost, reason } => Some((*lost, reason.as_str())),
             _ => None,
         };
-        cube.add_stream_event(periods, stream, &fact::workload(r), r.start_ns, gap);
+        cube.add_stream_event(periods, stream, || fact::workload(r), r.start_ns, gap);
     }
     if let Fact::Access(a) = fact {
         cube.add_access(periods, hours, a);

@@ -9,21 +9,19 @@ use super::fact::{Caller, CallerKind};
 use super::period::{day_name, time_name, Side};
 use super::table::{Cell, Chart, Section};
 
-/// The period's cells grouped by `key`, in key order.
+/// The cells of `side` grouped by `key`, in key order.
 pub fn group<K: Ord>(
     cube: &Cube,
     side: Side,
     key: impl Fn(&Key) -> Option<K>,
 ) -> BTreeMap<K, Counts> {
-    let mut out: BTreeMap<K, Option<Counts>> = BTreeMap::new();
+    let mut out: BTreeMap<K, Counts> = BTreeMap::new();
     for (k, c) in cube.side(side) {
         if let Some(g) = key(k) {
-            Counts::merge(out.entry(g).or_default(), c);
+            out.entry(g).and_modify(|sum| sum.add(c)).or_insert(*c);
         }
     }
-    out.into_iter()
-        .filter_map(|(k, c)| c.map(|c| (k, c)))
-        .collect()
+    out
 }
 
 /// Who and what: the caller's type, id and the workload it came through, method, route.

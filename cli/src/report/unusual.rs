@@ -66,11 +66,12 @@ pub fn unusual(cube: &Cube, periods: &Periods, hours: Option<Hours>) -> Section 
     let baseline_days = baseline_days(cube, periods);
     let mut flags = Vec::new();
     let has_baseline = !baseline_days.is_empty();
+    let (before, now) = (daily(cube, Side::Baseline), daily(cube, Side::Period));
     if has_baseline {
         new_pairs(cube, &mut flags);
-        volume_spikes(cube, &baseline_days, &mut flags);
+        volume_spikes((&before, &now), &baseline_days, &mut flags);
     }
-    denial_spikes(cube, &baseline_days, &mut flags);
+    denial_spikes((&before, &now), &baseline_days, &mut flags);
     if let Some(h) = hours {
         off_hours(cube, h, &mut flags);
     }
@@ -90,9 +91,12 @@ fn baseline_days(cube: &Cube, periods: &Periods) -> Vec<u64> {
     window.days().filter(|d| *d >= first).collect()
 }
 
-/// Per identity and day, (requests, denied), for one side.
-fn daily(cube: &Cube, side: Side) -> BTreeMap<Identity, BTreeMap<u64, (u64, u64)>> {
-    let mut out: BTreeMap<Identity, BTreeMap<u64, (u64, u64)>> = BTreeMap::new();
+/// Per identity and day, (requests, denied).
+type Daily = BTreeMap<Identity, BTreeMap<u64, (u64, u64)>>;
+
+/// The daily counts of one side.
+fn daily(cube: &Cube, side: Side) -> Daily {
+    let mut out = Daily::new();
     for (k, c) in cube.side(side) {
         if let Some(i) = identity(k) {
             let e = out.entry(i).or_default().entry(k.day).or_default();
@@ -159,10 +163,9 @@ fn new_pairs(cube: &Cube, flags: &mut Vec<Flag>) {
     }
 }
 
-fn volume_spikes(cube: &Cube, baseline_days: &[u64], flags: &mut Vec<Flag>) {
-    let before = daily(cube, Side::Baseline);
-    for (i, days) in daily(cube, Side::Period) {
-        let Some(history) = before.get(&i) else {
+fn volume_spikes((before, now): (&Daily, &Daily), baseline_days: &[u64], flags: &mut Vec<Flag>) {
+    for (i, days) in now {
+        let Some(history) = before.get(i) else {
             continue;
         };
         let values: Vec<f64> = baseline_days
@@ -176,12 +179,12 @@ fn volume_spikes(cube: &Cube, baseline_days: &[u64], flags: &mut Vec<Flag>) {
             + (SIGMAS * MAD_TO_SIGMA * mad)
                 .max(med / 2.0)
                 .max(MIN_VOLUME_RISE);
-        for (day, (requests, _)) in days {
+        for (&day, &(requests, _)) in days {
             if requests as f64 > threshold {
                 flags.push(Flag {
                     rule: "volume_spike",
                     when: day_name(day),
-                    identity: name(&i),
+                    identity: name(i),
                     service: String::new(),
                     observed: requests as f64,
                     median: Some(med),
@@ -194,11 +197,10 @@ fn volume_spikes(cube: &Cube, baseline_days: &[u64], flags: &mut Vec<Flag>) {
     }
 }
 
-fn denial_spikes(cube: &Cube, baseline_days: &[u64], flags: &mut Vec<Flag>) {
-    let before = daily(cube, Side::Baseline);
-    for (i, days) in daily(cube, Side::Period) {
+fn denial_spikes((before, now): (&Daily, &Daily), baseline_days: &[u64], flags: &mut Vec<Flag>) {
+    for (i, days) in now {
         let rates: Vec<f64> = before
-            .get(&i)
+            .get(i)
             .map(|h| {
                 baseline_days
                     .iter()
@@ -212,13 +214,13 @@ fn denial_spikes(cube: &Cube, baseline_days: &[u64], flags: &mut Vec<Flag>) {
             .unwrap_or_default();
         let (med, mad) = median_mad(&rates).unwrap_or((0.0, 0.0));
         let threshold = med + (SIGMAS * MAD_TO_SIGMA * mad).max(MIN_RATE_RISE);
-        for (day, (requests, denied)) in days {
+        for (&day, &(requests, denied)) in days {
             let rate = denied as f64 / requests.max(1) as f64;
             if denied >= MIN_DENIALS && rate > threshold {
                 flags.push(Flag {
                     rule: "denial_spike",
                     when: day_name(day),
-                    identity: name(&i),
+                    identity: name(i),
                     service: String::new(),
                     observed: rate,
                     median: Some(med),

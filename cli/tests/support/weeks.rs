@@ -76,7 +76,7 @@ impl Noise {
     }
 }
 
-/// The trail; `counts` per (day index, what) are returned for the tests' expectations.
+/// The trail, and what the period holds, for the tests' expectations.
 pub struct Trail {
     pub lines: String,
     /// Requests in the period, and how many were denied.
