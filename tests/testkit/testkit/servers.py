@@ -4,9 +4,8 @@ server standing in for a database. Each records what it received."""
 
 from __future__ import annotations
 
-import gzip
-
 import copy
+import gzip
 import json
 import socket
 import sys
