@@ -4,7 +4,8 @@
 //!   with the workload's resource attributes, SHA-256, the hex attribute) — the filter's cost per
 //!   event; goal ≤ 1 µs; `chain` chains a fresh copy each call (cold in the cache),
 //!   `chain_warm` the same event again (as the filter chains an event it has just built);
-//! - `verify_jsonl`: `meshaudit verify`'s work per event from JSON lines — parse the line,
+//! - `verify_jsonl`: `meshaudit verify`'s work per event from JSON lines — read the line (its
+//!   reader, as `meshaudit verify` uses it),
 //!   canonical form, link check, checkpoint signatures (one per 1000 events) — over a signed
 //!   trail of 20,000 typical events; goal ≥ 300,000 events/s on one core.
 //!
@@ -27,7 +28,7 @@ use meshaudit::deliver::outcome::Outcome;
 use meshaudit::event::{attr, Resource, Value};
 use meshaudit::integrity::keys::Signer;
 use meshaudit::integrity::stream::StreamIntegrity;
-use meshaudit::integrity::verify::record::from_json_line;
+use meshaudit::integrity::verify::json_line::LineReader;
 use meshaudit::integrity::verify::{Options, Verifier};
 use meshaudit::pipeline::{event_uid, Pipeline};
 use meshaudit::redact::Redactor;
@@ -103,8 +104,9 @@ fn integrity(c: &mut Criterion) {
                 keys: vec![signer.public()],
                 ..Options::default()
             });
+            let mut reader = LineReader::default();
             for (i, line) in lines.lines().enumerate() {
-                for r in from_json_line(line, &format!("trail:{i}")).unwrap() {
+                for r in reader.read(line, &format!("trail:{i}")).unwrap() {
                     v.add(r);
                 }
             }

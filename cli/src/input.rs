@@ -1,10 +1,12 @@
 //! Reading a trail and a witness: files or stdin, text (JSON lines, OTLP/JSON) or OTLP
 //! protobuf. Errors name the file and line.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 
 use meshaudit::integrity::checkpoint::Checkpoint;
-use meshaudit::integrity::verify::record::{from_json_line, from_otlp_proto, Record};
+use meshaudit::integrity::verify::json_line::LineReader;
+use meshaudit::integrity::verify::record::{from_otlp_proto, Record};
 use meshaudit::integrity::verify::Verifier;
 
 use crate::output::Progress;
@@ -27,7 +29,7 @@ fn name(path: &str) -> &str {
 }
 
 /// Where the events read go: the verifier, the report's aggregation.
-pub type Sink<'a> = dyn FnMut(Record) + 'a;
+pub type Sink<'a> = dyn FnMut(&Record) + 'a;
 
 /// Every event of one input, into `sink`.
 pub fn read_trail(path: &str, sink: &mut Sink, progress: &mut Progress) -> Result<(), String> {
@@ -46,30 +48,67 @@ pub fn read_trail(path: &str, sink: &mut Sink, progress: &mut Progress) -> Resul
 }
 
 /// Every line of `reader` (JSON lines or OTLP/JSON; `path` names it in messages, `-` stdin).
+/// A line is read where the buffer holds it, and copied only when it runs past the buffer's end.
 pub fn read_lines(
     path: &str,
     mut reader: impl BufRead,
     sink: &mut Sink,
     progress: &mut Progress,
 ) -> Result<(), String> {
-    let file = name(path);
-    let mut line = String::new();
-    let mut n = 0u64;
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .map_err(|e| format!("{file}:{}: {e}", n + 1))?;
-        if read == 0 {
-            return Ok(());
+    let mut lines = Lines {
+        file: name(path),
+        reader: LineReader::default(),
+        origin: String::new(),
+        sink,
+        progress,
+    };
+    let mut spanning = Vec::new();
+    for n in 1u64.. {
+        let fail = |e: std::io::Error| format!("{}:{n}: {e}", lines.file);
+        let buffer = reader.fill_buf().map_err(fail)?;
+        if buffer.is_empty() {
+            break;
         }
-        n += 1;
-        let origin = format!("{file}:{n}");
-        let records = from_json_line(&line, &origin).map_err(|e| format!("{origin}: {e}"))?;
-        progress.add(records.len() as u64);
+        match memchr::memchr(b'\n', buffer) {
+            Some(end) => {
+                lines.line(n, buffer.get(..end).unwrap_or_default())?;
+                reader.consume(end + 1);
+            }
+            None => {
+                spanning.clear();
+                reader.read_until(b'\n', &mut spanning).map_err(fail)?;
+                lines.line(n, &spanning)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lines into records, records into the sink.
+struct Lines<'a, 's> {
+    file: &'a str,
+    reader: LineReader,
+    origin: String,
+    sink: &'a mut Sink<'s>,
+    progress: &'a mut Progress,
+}
+
+impl Lines<'_, '_> {
+    fn line(&mut self, n: u64, bytes: &[u8]) -> Result<(), String> {
+        self.origin.clear();
+        let _ = write!(self.origin, "{}:{n}", self.file);
+        let origin = &self.origin;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| format!("{origin}: stream did not contain valid UTF-8"))?;
+        let records = self
+            .reader
+            .read(text, origin)
+            .map_err(|e| format!("{origin}: {e}"))?;
+        self.progress.add(records.len() as u64);
         for r in records {
-            sink(r);
+            (self.sink)(r);
         }
+        Ok(())
     }
 }
 
@@ -92,7 +131,7 @@ fn read_proto(
         let records = from_otlp_proto(m, &origin).map_err(|e| format!("{origin}: {e}"))?;
         progress.add(records.len() as u64);
         for r in records {
-            sink(r);
+            sink(&r);
         }
     }
     Ok(())

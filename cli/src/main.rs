@@ -14,6 +14,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use meshaudit::integrity::keys::{public_pem, Signer};
+use meshaudit::integrity::verify::record::Record;
 use meshaudit::integrity::verify::{Options, Verifier};
 
 /// See cli/Cargo.toml: reading trails is allocation-bound.
@@ -61,7 +62,7 @@ fn verify(v: &args::Verify) -> Result<u8, String> {
         input::read_witness(path, &mut verifier)?;
     }
     let mut progress = output::Progress::new("verifying");
-    let mut sink = |r| verifier.add(r);
+    let mut sink = |r: &Record| verifier.add(r);
     for path in &v.inputs {
         input::read_trail(path, &mut sink, &mut progress)?;
     }

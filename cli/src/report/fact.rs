@@ -256,19 +256,16 @@ mod tests {
     }
 
     fn record(attributes: &[(&str, Value)]) -> Record {
-        Record {
-            event_name: "meshaudit.http".into(),
-            start_ns: 7,
-            observed_ns: 8,
-            trace_id: None,
-            span_id: None,
-            body: String::new(),
-            attributes: attributes
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-            origin: "test".into(),
-        }
+        let mut r = Record::default();
+        r.event_name = "meshaudit.http".into();
+        r.start_ns = 7;
+        r.observed_ns = 8;
+        r.origin = "test".into();
+        r.attributes = attributes
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        r
     }
 
     fn s(v: &str) -> Value {

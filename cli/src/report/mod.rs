@@ -102,9 +102,9 @@ fn from_files(
     let mut cube = Cube::default();
     let mut events = 0u64;
     let mut progress = output::Progress::new("reading");
-    let mut sink = |r: Record| {
+    let mut sink = |r: &Record| {
         events += 1;
-        ingest(&mut cube, periods, o.hours, &r);
+        ingest(&mut cube, periods, o.hours, r);
         verifier.add(r);
     };
     for path in &o.inputs {
@@ -124,7 +124,7 @@ fn from_clickhouse(
     let cube = clickhouse::cube(url, &o.clickhouse_events, periods, o.hours)?;
     let mut events = 0u64;
     let mut progress = output::Progress::new("verifying");
-    let mut sink = |r: Record| {
+    let mut sink = |r: &Record| {
         events += 1;
         verifier.add(r);
     };

@@ -7,10 +7,13 @@
 //! kept to recognise duplicates cover the last `window` sequences.
 //! How each violation is told apart: docs/integrity.md#what-verify-reports.
 
+pub mod json_line;
+mod key_index;
 pub mod record;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use ed25519_dalek::VerifyingKey;
@@ -144,13 +147,21 @@ struct Gap {
     head: Option<Link>,
 }
 
-/// An event waiting to be checked.
-struct Entry {
-    record: Record,
-    canonical: Vec<u8>,
+/// An event to be checked: borrowed from the reader while it is checked on arrival (the usual
+/// case), owned while it waits for its predecessor.
+struct Entry<'a> {
+    record: Cow<'a, Record>,
+    canonical: Cow<'a, [u8]>,
 }
 
-impl Entry {
+impl Entry<'_> {
+    fn into_owned(self) -> Entry<'static> {
+        Entry {
+            record: Cow::Owned(self.record.into_owned()),
+            canonical: Cow::Owned(self.canonical.into_owned()),
+        }
+    }
+
     /// What tells copies apart: the link of its canonical bytes after `anchor` (its
     /// predecessor's link when known, so this is the link the check computes anyway: one hash
     /// per event) and its stored chain value. Identical copies have the same; different
@@ -205,7 +216,7 @@ struct Stream {
     report: StreamReport,
     frontier: u64,
     prev: Prev,
-    pending: BTreeMap<u64, Vec<Entry>>,
+    pending: BTreeMap<u64, Vec<Entry<'static>>>,
     pending_len: usize,
     /// Checked sequences (the last `window`).
     done: BTreeMap<u64, Done>,
@@ -225,6 +236,8 @@ pub struct Verifier {
     skipped: u64,
     /// The shape of the last record's canonical form.
     shape: super::canonical::Shape,
+    /// The canonical bytes of the record being added.
+    scratch: Vec<u8>,
 }
 
 impl Verifier {
@@ -236,6 +249,7 @@ impl Verifier {
             witness: Vec::new(),
             skipped: 0,
             shape: super::canonical::Shape::default(),
+            scratch: Vec::with_capacity(4096),
         }
     }
 
@@ -244,20 +258,25 @@ impl Verifier {
         self.witness.push(checkpoint);
     }
 
-    /// One event of the trail.
-    pub fn add(&mut self, record: Record) {
+    /// One event of the trail (copied only when it must wait for its predecessor).
+    pub fn add(&mut self, record: &Record) {
         let (Some(stream_id), Some(seq)) = (record.stream_id(), record.sequence()) else {
             self.skipped += 1;
             return;
         };
-        let stream_id = stream_id.to_string();
-        let stream = self
-            .streams
-            .entry(stream_id.clone())
-            .or_insert_with(|| Stream::new(&stream_id));
-        let mut canonical = Vec::with_capacity(2048);
-        record.canonical_with(&mut canonical, &mut self.shape);
-        let entry = Entry { record, canonical };
+        if !self.streams.contains_key(stream_id) {
+            self.streams
+                .insert(stream_id.to_string(), Stream::new(stream_id));
+        }
+        let Some(stream) = self.streams.get_mut(stream_id) else {
+            return;
+        };
+        self.scratch.clear();
+        record.canonical_with(&mut self.scratch, &mut self.shape);
+        let entry = Entry {
+            record: Cow::Borrowed(record),
+            canonical: Cow::Borrowed(&self.scratch),
+        };
         stream.ingest(seq, entry, &self.keys, self.window);
     }
 
@@ -393,7 +412,7 @@ impl Stream {
     fn ingest(
         &mut self,
         seq: u64,
-        entry: Entry,
+        entry: Entry<'_>,
         keys: &HashMap<String, VerifyingKey>,
         window: usize,
     ) {
@@ -405,14 +424,23 @@ impl Stream {
         if entry.record.event_name == EventKind::Gap.name() {
             self.register_gap(&entry.record);
         }
-        self.pending.entry(seq).or_default().push(entry);
-        self.pending_len += 1;
+        if seq == self.frontier && !self.pending.contains_key(&seq) {
+            // Next in order with no copy waiting: checked now, without a copy.
+            self.check(seq, vec![entry], keys);
+            self.passed(seq, window);
+        } else {
+            self.pending
+                .entry(seq)
+                .or_default()
+                .push(entry.into_owned());
+            self.pending_len += 1;
+        }
         self.advance(keys, window, false);
     }
 
     /// An event for a sequence already passed: a copy of one checked, or one inside a
     /// complete loss (checked against its predecessor, else inserted).
-    fn late(&mut self, seq: u64, entry: &Entry) {
+    fn late(&mut self, seq: u64, entry: &Entry<'_>) {
         match self.done.get(&seq) {
             Some(d) if entry.fingerprint(&d.anchor) == d.fingerprint => self.report.duplicates += 1,
             Some(_) => self.different_copy(seq, entry),
@@ -457,7 +485,7 @@ impl Stream {
 
     /// A different event for a sequence already checked: one violation per sequence; when the
     /// one checked first did not link and this one does, this one is the genuine event.
-    fn different_copy(&mut self, seq: u64, entry: &Entry) {
+    fn different_copy(&mut self, seq: u64, entry: &Entry<'_>) {
         let reported = self
             .violations
             .iter()
@@ -533,10 +561,16 @@ impl Stream {
             } else {
                 return;
             }
-            self.frontier = s.saturating_add(1);
-            while self.done.len() > window {
-                self.done.pop_first();
-            }
+            self.passed(s, window);
+        }
+    }
+
+    /// Sequence `s` is settled: the frontier moves past it, and the oldest checked sequences
+    /// beyond the window are forgotten.
+    fn passed(&mut self, s: u64, window: usize) {
+        self.frontier = s.saturating_add(1);
+        while self.done.len() > window {
+            self.done.pop_first();
         }
     }
 
@@ -573,7 +607,7 @@ impl Stream {
         }
     }
 
-    fn check(&mut self, s: u64, entries: Vec<Entry>, keys: &HashMap<String, VerifyingKey>) {
+    fn check(&mut self, s: u64, entries: Vec<Entry<'_>>, keys: &HashMap<String, VerifyingKey>) {
         let Some(first) = entries.first() else {
             return;
         };
@@ -583,7 +617,7 @@ impl Stream {
             Prev::Lost | Prev::Deleted => [0; 32],
         };
         // Identical copies are one event.
-        let mut versions: Vec<(Entry, Fingerprint)> = Vec::with_capacity(1);
+        let mut versions: Vec<(Entry<'_>, Fingerprint)> = Vec::with_capacity(1);
         for e in entries {
             let fingerprint = e.fingerprint(&anchor);
             if versions.iter().any(|(_, f)| *f == fingerprint) {
@@ -629,7 +663,7 @@ impl Stream {
             (Prev::Known(p), Some(_), _) => self.failures.push(Failure {
                 seq: s,
                 prev: p,
-                record: entry.record.clone(),
+                record: Record::clone(&entry.record),
             }),
             (Prev::Lost, Some(c), _) => match &gap {
                 Some(g) if g.complete && s == g.last && g.head == Some(c) => {

@@ -8,13 +8,14 @@ use chrono::DateTime;
 use prost::Message;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use super::key_index::{Found, KeyIndex};
 use crate::encode::otlp::proto;
 use crate::event::{attr, Value};
 use crate::integrity::canonical::{self, Envelope, RESOURCE_KEYS};
 use crate::integrity::chain::{self, Link};
 
 /// One event read back.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record {
     pub event_name: String,
     pub start_ns: u64,
@@ -26,6 +27,8 @@ pub struct Record {
     pub attributes: Vec<(String, Value)>,
     /// Where it was read (`FILE:LINE`), for messages.
     pub origin: String,
+    /// Where its keys are, when its reader knows ([`KeyIndex`]); else keys are searched.
+    pub(super) index: KeyIndex,
 }
 
 /// JSON-lines fields that are the log record's own, not attributes.
@@ -40,12 +43,14 @@ const ENVELOPE_FIELDS: [&str; 6] = [
 
 impl Record {
     pub fn get(&self, key: &str) -> Option<&Value> {
-        // The last of a repeated key, as in the canonical form.
-        self.attributes
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        let attrs = &self.attributes;
+        let key_at = |i: usize| attrs.get(i).map(|(k, _)| k.as_str());
+        match self.index.find(key, key_at, attrs.len()) {
+            Found::At(i) => attrs.get(i).map(|(_, v)| v),
+            Found::Absent => None,
+            // The last of a repeated key, as in the canonical form.
+            Found::Unknown => attrs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+        }
     }
 
     pub fn str(&self, key: &str) -> Option<&str> {
@@ -77,6 +82,7 @@ impl Record {
 
     /// Sets an attribute, replacing any of the same key.
     pub fn set(&mut self, key: &str, value: Value) {
+        self.index = KeyIndex::default();
         match self.attributes.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
             None => self.attributes.push((key.to_string(), value)),
@@ -287,6 +293,7 @@ fn from_meshaudit_fields(
         body: text("body").unwrap_or_default().to_string(),
         attributes: Vec::with_capacity(fields.len()),
         origin: origin.to_string(),
+        index: KeyIndex::default(),
     };
     for (k, v) in fields {
         if ENVELOPE_FIELDS.contains(&k.as_ref()) {
@@ -365,6 +372,7 @@ fn from_otlp_json(v: &serde_json::Value, origin: &str) -> Result<Vec<Record>, St
                         .to_string(),
                     attributes,
                     origin: origin.to_string(),
+                    index: KeyIndex::default(),
                 });
             }
         }
@@ -480,6 +488,7 @@ pub fn from_otlp_proto(bytes: &[u8], origin: &str) -> Result<Vec<Record>, String
                     body,
                     attributes,
                     origin: origin.to_string(),
+                    index: KeyIndex::default(),
                 });
             }
         }
