@@ -161,6 +161,17 @@ pub fn write_indexed<'a>(
     if !shape.matches(n, &at) {
         shape.rebuild(n, &at);
     }
+    write_shaped(out, shape, envelope, at);
+}
+
+/// [`write_indexed`] for an event known to have the shape `shape` was last built or matched for
+/// (the same keys at the same positions, each as inside as it was).
+pub fn write_shaped<'a>(
+    out: &mut Vec<u8>,
+    shape: &Shape,
+    envelope: &Envelope<'_>,
+    at: impl Fn(usize) -> Option<(&'a str, &'a Value)>,
+) {
     out.extend_from_slice(VERSION);
     vstr(out, envelope.event_name);
     out.extend_from_slice(&envelope.start_ns.to_be_bytes());

@@ -74,9 +74,14 @@ impl Cube {
         };
         if side == Side::Period {
             for (name, n) in &a.redactions {
-                let e = self.redactions.entry(name.clone()).or_default();
-                e.0 += n;
-                e.1 += 1;
+                // Looked up by reference: a rule's name is owned once.
+                if !self.redactions.contains_key(name) {
+                    self.redactions.insert(name.clone(), (0, 0));
+                }
+                if let Some(e) = self.redactions.get_mut(name) {
+                    e.0 += n;
+                    e.1 += 1;
+                }
             }
         }
         let counts = Counts {

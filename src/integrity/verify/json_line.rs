@@ -6,6 +6,10 @@
 //! [`record::from_json_line`], which defines what every line means and every error message.
 //! Both give the same records for every line the fast way takes (tested, and fuzzed against
 //! each other).
+//!
+//! The record's [`KeyIndex`] is built again whenever a line's keys differ from the last line's
+//! (or a list turns empty or stops being so), so records of one build share the shape of their
+//! canonical form: the verifier matches that shape once per build, not once per line.
 
 use super::key_index::KeyIndex;
 use super::record::{self, Record};
@@ -85,7 +89,10 @@ impl LineReader {
                     k.push_str(key);
                     keys_changed = true;
                 }
+                // An empty list is outside the canonical form: a change of that is a new shape.
+                let was_empty = is_empty_list(v);
                 c.value_into(v)?;
+                keys_changed |= was_empty != is_empty_list(v);
                 n += 1;
             }
             match c.next()? {
@@ -120,6 +127,10 @@ impl LineReader {
         r.span_id = hex_id(seen[5].then_some(span_id.as_str()))?;
         Some(())
     }
+}
+
+fn is_empty_list(v: &Value) -> bool {
+    matches!(v, Value::StrList(l) if l.is_empty())
 }
 
 /// Whether any byte is below 0x20 (JSON allows none inside strings; the filter writes none
@@ -408,10 +419,24 @@ mod tests {
         let short = LINE.replace(r#","l":["a","b\"c"],"e":[]"#, "");
         // The same keys as LINE, one repeated: its last value counts.
         let repeated = LINE.replace(r#""n":-12"#, r#""x":"first""#);
-        for line in [
+        // The same keys, a list no longer empty (inside the canonical form now), and back.
+        let filled = LINE.replace(r#""e":[]"#, r#""e":["x"]"#);
+        let emptied = LINE.replace(r#""l":["a","b\"c"]"#, r#""l":[]"#);
+        assert!(filled != LINE && emptied != LINE);
+        let (mut shape, mut shaped_for) = (crate::integrity::canonical::Shape::default(), 0);
+        let lines = [
             LINE, &long, &short, LINE, &repeated, &short, &long, &repeated,
-        ] {
+        ];
+        for line in lines
+            .into_iter()
+            .chain([LINE, &filled, &filled, &emptied, LINE, LINE])
+        {
             let got = reader.read(line, "f:1").map(<[Record]>::to_vec);
+            let (mut shaped, mut fresh) = (Vec::new(), Vec::new());
+            let kept = reader.read(line, "f:1").unwrap()[0].clone();
+            kept.canonical_shaped(&mut shaped, &mut shape, &mut shaped_for);
+            kept.canonical(&mut fresh);
+            assert_eq!(shaped, fresh, "{line}");
             let want = record::from_json_line(line, "f:1");
             assert_eq!(got, want, "{line}");
             // Lookups through the reader's index find what a search of the record finds.

@@ -4,13 +4,21 @@
 //! so the lines of a trail share one index; a record built any other way has none, and is
 //! searched.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// An open-addressing table from a key's hash to the key's last position (1-based; 0 empty).
 #[derive(Debug, Clone, Default)]
 pub struct KeyIndex {
     slots: Vec<u32>,
+    /// Which build this is (0: none). Records with the same build have the same keys at the
+    /// same positions, each as inside the canonical form as the others' (see `LineReader`).
+    build: u64,
     /// The number of attributes it was built for (a record with another number is searched).
     built_for: usize,
 }
+
+/// Builds so far, plus one: every build has its own number.
+static BUILDS: AtomicU64 = AtomicU64::new(1);
 
 /// What a lookup finds.
 pub enum Found {
@@ -54,6 +62,7 @@ impl KeyIndex {
         }
         KeyIndex {
             slots,
+            build: BUILDS.fetch_add(1, Ordering::Relaxed),
             built_for: n,
         }
     }
@@ -61,6 +70,11 @@ impl KeyIndex {
     /// Whether it was built (a default index knows nothing).
     pub fn is_built(&self) -> bool {
         !self.slots.is_empty()
+    }
+
+    /// Which build this is: records with the same nonzero build share their shape.
+    pub fn build_number(&self) -> u64 {
+        self.build
     }
 
     /// Where `key` is among `keys` (the attribute keys the index was built for).

@@ -236,6 +236,8 @@ pub struct Verifier {
     skipped: u64,
     /// The shape of the last record's canonical form.
     shape: super::canonical::Shape,
+    /// The key index build `shape` was last matched for.
+    shaped_for: u64,
     /// The canonical bytes of the record being added.
     scratch: Vec<u8>,
 }
@@ -249,6 +251,7 @@ impl Verifier {
             witness: Vec::new(),
             skipped: 0,
             shape: super::canonical::Shape::default(),
+            shaped_for: 0,
             scratch: Vec::with_capacity(4096),
         }
     }
@@ -272,7 +275,7 @@ impl Verifier {
             return;
         };
         self.scratch.clear();
-        record.canonical_with(&mut self.scratch, &mut self.shape);
+        record.canonical_shaped(&mut self.scratch, &mut self.shape, &mut self.shaped_for);
         let entry = Entry {
             record: Cow::Borrowed(record),
             canonical: Cow::Borrowed(&self.scratch),

@@ -94,17 +94,41 @@ impl Record {
         self.canonical_with(out, &mut canonical::Shape::default());
     }
 
-    /// Appends the canonical bytes, reusing the shape of the last record.
-    pub fn canonical_with(&self, out: &mut Vec<u8>, shape: &mut canonical::Shape) {
-        let envelope = Envelope {
+    /// Appends the canonical bytes, reusing the shape of the last record; `shaped_for` is the
+    /// key index build `shape` was last matched for (see [`KeyIndex::build_number`]): a record of the
+    /// same build is not matched again.
+    pub fn canonical_shaped(
+        &self,
+        out: &mut Vec<u8>,
+        shape: &mut canonical::Shape,
+        shaped_for: &mut u64,
+    ) {
+        let build = self.index.build_number();
+        if build == 0 || build != *shaped_for {
+            self.canonical_with(out, shape);
+            *shaped_for = build;
+            return;
+        }
+        let attrs = &self.attributes;
+        canonical::write_shaped(out, shape, &self.envelope(), |i| {
+            attrs.get(i).map(|(k, v)| (k.as_str(), v))
+        });
+    }
+
+    fn envelope(&self) -> Envelope<'_> {
+        Envelope {
             event_name: &self.event_name,
             start_ns: self.start_ns,
             observed_ns: self.observed_ns,
             trace_id: self.trace_id.as_ref(),
             span_id: self.span_id.as_ref(),
             body: &self.body,
-        };
-        canonical::write_indexed(out, shape, &envelope, self.attributes.len(), |i| {
+        }
+    }
+
+    /// Appends the canonical bytes, reusing the shape of the last record.
+    pub fn canonical_with(&self, out: &mut Vec<u8>, shape: &mut canonical::Shape) {
+        canonical::write_indexed(out, shape, &self.envelope(), self.attributes.len(), |i| {
             self.attributes.get(i).map(|(k, v)| (k.as_str(), v))
         });
     }
