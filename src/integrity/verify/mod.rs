@@ -10,6 +10,7 @@
 pub mod json_line;
 mod key_index;
 pub mod record;
+mod specials;
 #[cfg(test)]
 mod tests;
 
