@@ -2,7 +2,7 @@
 //! The same definitions are written as SQL for ClickHouse (docs/report.md#definitions).
 
 use meshaudit::event::{attr, Value};
-use meshaudit::integrity::verify::record::Record;
+use meshaudit::integrity::verify::record::{KeyPositions, Record};
 
 /// `meshaudit.peer.spiffe_id`: the caller's workload identity from its mTLS certificate.
 const PEER_SPIFFE_ID: &str = "meshaudit.peer.spiffe_id";
@@ -79,82 +79,168 @@ pub enum Fact {
     Other,
 }
 
+/// The attributes the report reads, in [`K`]'s order.
+const KEYS: [&str; 18] = [
+    attr::TCP_PHASE,
+    attr::LOCAL_PORT,
+    attr::GAP_EVENTS,
+    attr::GAP_REASON,
+    attr::HTTP_METHOD,
+    attr::URL_PATH,
+    attr::DECISION,
+    attr::DECISION_REASON,
+    attr::DECISION_POLICY,
+    attr::HTTP_STATUS,
+    attr::LISTENER_DIRECTION,
+    attr::SERVER_ADDRESS,
+    "service.name",
+    "meshaudit.workload.name",
+    "k8s.namespace.name",
+    PEER_SPIFFE_ID,
+    attr::ENDUSER_ID,
+    attr::PEER_ADDRESS,
+];
+
+/// An attribute the report reads: its place in [`KEYS`].
+#[derive(Clone, Copy)]
+enum K {
+    TcpPhase,
+    LocalPort,
+    GapEvents,
+    GapReason,
+    HttpMethod,
+    UrlPath,
+    Decision,
+    DecisionReason,
+    DecisionPolicy,
+    HttpStatus,
+    ListenerDirection,
+    ServerAddress,
+    ServiceName,
+    WorkloadName,
+    Namespace,
+    PeerSpiffeId,
+    EnduserId,
+    PeerAddress,
+}
+
+/// Where the report's attributes are in the records read (found once per shape of record).
+pub struct Keys(KeyPositions<{ KEYS.len() }>);
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys(KeyPositions::new(KEYS))
+    }
+}
+
+impl Keys {
+    /// The report's attributes of `r`.
+    pub fn of<'r>(&mut self, r: &'r Record) -> Fields<'r> {
+        Fields {
+            record: r,
+            values: self.0.values(r),
+        }
+    }
+}
+
+/// One record's attributes the report reads.
+pub struct Fields<'r> {
+    record: &'r Record,
+    values: [Option<&'r Value>; KEYS.len()],
+}
+
+impl<'r> Fields<'r> {
+    fn str(&self, k: K) -> Option<&'r str> {
+        match self.values.get(k as usize).copied().flatten() {
+            Some(Value::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn int(&self, k: K) -> Option<i64> {
+        match self.values.get(k as usize).copied().flatten() {
+            Some(Value::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
 /// The fact of one record.
-pub fn of(r: &Record) -> Fact {
-    match r.event_name.as_str() {
-        "meshaudit.http" => Fact::Access(access(r, http_operation(r))),
-        "meshaudit.tcp" if r.str(attr::TCP_PHASE) == Some("close") => {
-            let port = r.int(attr::LOCAL_PORT).map(|p| format!(":{p}"));
-            Fact::Access(access(r, ("TCP".into(), port.unwrap_or_default())))
+pub fn of(f: &Fields<'_>) -> Fact {
+    match f.record.event_name.as_str() {
+        "meshaudit.http" => Fact::Access(access(f, http_operation(f))),
+        "meshaudit.tcp" if f.str(K::TcpPhase) == Some("close") => {
+            let port = f.int(K::LocalPort).map(|p| format!(":{p}"));
+            Fact::Access(access(f, ("TCP".into(), port.unwrap_or_default())))
         }
         "meshaudit.gap" => Fact::Gap {
-            lost: r
-                .int(attr::GAP_EVENTS)
+            lost: f
+                .int(K::GapEvents)
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(0),
-            reason: r.str(attr::GAP_REASON).unwrap_or("unknown").to_string(),
+            reason: f.str(K::GapReason).unwrap_or("unknown").to_string(),
         },
         _ => Fact::Other,
     }
 }
 
-fn http_operation(r: &Record) -> (String, String) {
-    let method = r.str(attr::HTTP_METHOD).unwrap_or("-").to_string();
-    (method, template(r.str(attr::URL_PATH).unwrap_or("/")))
+fn http_operation(f: &Fields<'_>) -> (String, String) {
+    let method = f.str(K::HttpMethod).unwrap_or("-").to_string();
+    (method, template(f.str(K::UrlPath).unwrap_or("/")))
 }
 
-fn access(r: &Record, (method, route): (String, String)) -> Access {
-    let denied = r.str(attr::DECISION) == Some("deny");
-    let text = |key| r.str(key).unwrap_or_default().to_string();
+fn access(f: &Fields<'_>, (method, route): (String, String)) -> Access {
+    let denied = f.str(K::Decision) == Some("deny");
+    let text = |key| f.str(key).unwrap_or_default().to_string();
     Access {
-        time_ns: r.start_ns,
-        service: service(r),
-        caller: caller(r),
+        time_ns: f.record.start_ns,
+        service: service(f),
+        caller: caller(f),
         method,
         route,
         denied,
         reason: if denied {
-            text(attr::DECISION_REASON)
+            text(K::DecisionReason)
         } else {
             String::new()
         },
         policy: if denied {
-            text(attr::DECISION_POLICY)
+            text(K::DecisionPolicy)
         } else {
             String::new()
         },
-        error: r.int(attr::HTTP_STATUS).is_some_and(|s| s >= 500),
-        redactions: redactions(r),
+        error: f.int(K::HttpStatus).is_some_and(|s| s >= 500),
+        redactions: redactions(f.record),
     }
 }
 
 /// The service accessed: on an outbound sidecar the authority it called, else the workload the
 /// proxy serves (`namespace/service.name`).
-pub fn service(r: &Record) -> String {
-    if r.str(attr::LISTENER_DIRECTION) == Some("outbound") {
-        if let Some(host) = r.str(attr::SERVER_ADDRESS) {
+fn service(f: &Fields<'_>) -> String {
+    if f.str(K::ListenerDirection) == Some("outbound") {
+        if let Some(host) = f.str(K::ServerAddress) {
             return host.to_string();
         }
     }
-    workload(r)
+    workload(f)
 }
 
 /// The workload whose proxy recorded the event: `namespace/service.name` (or
 /// `meshaudit.workload.name`), from the resource attributes.
-pub fn workload(r: &Record) -> String {
-    let name = r
-        .str("service.name")
-        .or_else(|| r.str("meshaudit.workload.name"))
+pub fn workload(f: &Fields<'_>) -> String {
+    let name = f
+        .str(K::ServiceName)
+        .or_else(|| f.str(K::WorkloadName))
         .unwrap_or("unknown");
-    match r.str("k8s.namespace.name") {
+    match f.str(K::Namespace) {
         Some(ns) => format!("{ns}/{name}"),
         None => name.to_string(),
     }
 }
 
-fn caller(r: &Record) -> Caller {
-    let workload = r.str(PEER_SPIFFE_ID).unwrap_or_default();
-    if let Some(user) = r.str(attr::ENDUSER_ID) {
+fn caller(f: &Fields<'_>) -> Caller {
+    let workload = f.str(K::PeerSpiffeId).unwrap_or_default();
+    if let Some(user) = f.str(K::EnduserId) {
         return Caller {
             kind: CallerKind::EndUser,
             id: user.to_string(),
@@ -170,7 +256,7 @@ fn caller(r: &Record) -> Caller {
     }
     Caller {
         kind: CallerKind::Unauthenticated,
-        id: r.str(attr::PEER_ADDRESS).unwrap_or("unknown").to_string(),
+        id: f.str(K::PeerAddress).unwrap_or("unknown").to_string(),
         via: String::new(),
     }
 }
@@ -293,7 +379,7 @@ mod tests {
             ("service.name", s("payments")),
             ("k8s.namespace.name", s("shop")),
         ]);
-        let Fact::Access(a) = of(&r) else {
+        let Fact::Access(a) = of(&Keys::default().of(&r)) else {
             unreachable!("an HTTP event is an access")
         };
         assert_eq!(a.caller.kind, CallerKind::EndUser);
@@ -321,7 +407,7 @@ mod tests {
             (attr::HTTP_STATUS, Value::Int(503)),
             (attr::DECISION, s("allow")),
         ]);
-        let Fact::Access(a) = of(&r) else {
+        let Fact::Access(a) = of(&Keys::default().of(&r)) else {
             unreachable!("an HTTP event is an access")
         };
         assert_eq!(a.caller.kind, CallerKind::Unauthenticated);

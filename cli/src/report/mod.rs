@@ -102,9 +102,10 @@ fn from_files(
     let mut cube = Cube::default();
     let mut events = 0u64;
     let mut progress = output::Progress::new("reading");
+    let mut keys = fact::Keys::default();
     let mut sink = |r: &Record| {
         events += 1;
-        ingest(&mut cube, periods, o.hours, r);
+        ingest(&mut cube, &mut keys, periods, o.hours, r);
         verifier.add(r);
     };
     for path in &o.inputs {
@@ -133,14 +134,21 @@ fn from_clickhouse(
     Ok((cube, events))
 }
 
-fn ingest(cube: &mut Cube, periods: &Periods, hours: Option<Hours>, r: &Record) {
-    let fact = fact::of(r);
+fn ingest(
+    cube: &mut Cube,
+    keys: &mut fact::Keys,
+    periods: &Periods,
+    hours: Option<Hours>,
+    r: &Record,
+) {
+    let fields = keys.of(r);
+    let fact = fact::of(&fields);
     if let Some(stream) = r.stream_id() {
         let gap = match &fact {
             Fact::Gap { lost, reason } => Some((*lost, reason.as_str())),
             _ => None,
         };
-        cube.add_stream_event(periods, stream, || fact::workload(r), r.start_ns, gap);
+        cube.add_stream_event(periods, stream, || fact::workload(&fields), r.start_ns, gap);
     }
     if let Fact::Access(a) = fact {
         cube.add_access(periods, hours, a);

@@ -387,6 +387,8 @@ mod tests {
         let emptied = LINE.replace(r#""l":["a","b\"c"]"#, r#""l":[]"#);
         assert!(filled != LINE && emptied != LINE);
         let (mut shape, mut shaped_for) = (crate::integrity::canonical::Shape::default(), 0);
+        let mut positions =
+            record::KeyPositions::new(["x", "l", "n", "y", "absent", "meshaudit.sequence"]);
         let lines = [
             LINE, &long, &short, LINE, &repeated, &short, &long, &repeated,
         ];
@@ -408,6 +410,13 @@ mod tests {
                 assert_eq!(got[0].get(key), want[0].get(key), "{key} in {line}");
             }
             assert_eq!(got[0].get("absent"), None);
+            // Positions found once per build read what a lookup reads, for kept records and
+            // for records without an index alike.
+            let kept = reader.read(line, "f:1").unwrap()[0].clone();
+            let keys = ["x", "l", "n", "y", "absent", "meshaudit.sequence"];
+            for r in [&kept, &want[0]] {
+                assert_eq!(positions.values(r), keys.map(|k| r.get(k)), "{line}");
+            }
         }
         assert_eq!(
             reader.read(&repeated, "f").unwrap()[0].str("x"),

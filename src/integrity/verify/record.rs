@@ -31,6 +31,38 @@ pub struct Record {
     pub(super) index: KeyIndex,
 }
 
+/// A fixed list of keys looked up in many records: their positions are found once per key
+/// index build (records of one build have the same keys at the same positions, see
+/// [`KeyIndex`]), so each record's values are then read by position.
+#[derive(Debug, Clone)]
+pub struct KeyPositions<const N: usize> {
+    keys: [&'static str; N],
+    /// The build the positions were found for (0: none yet, or a record without an index).
+    build: u64,
+    at: [Option<usize>; N],
+}
+
+impl<const N: usize> KeyPositions<N> {
+    pub fn new(keys: [&'static str; N]) -> KeyPositions<N> {
+        KeyPositions {
+            keys,
+            build: 0,
+            at: [None; N],
+        }
+    }
+
+    /// The values of the keys in `r`, in the keys' order.
+    pub fn values<'r>(&mut self, r: &'r Record) -> [Option<&'r Value>; N] {
+        let build = r.index.build_number();
+        if build == 0 || build != self.build {
+            self.at = self.keys.map(|k| r.position(k));
+            self.build = build;
+        }
+        self.at
+            .map(|at| at.and_then(|i| r.attributes.get(i)).map(|(_, v)| v))
+    }
+}
+
 /// JSON-lines fields that are the log record's own, not attributes.
 const ENVELOPE_FIELDS: [&str; 6] = [
     "time",
@@ -43,13 +75,20 @@ const ENVELOPE_FIELDS: [&str; 6] = [
 
 impl Record {
     pub fn get(&self, key: &str) -> Option<&Value> {
+        self.position(key)
+            .and_then(|i| self.attributes.get(i))
+            .map(|(_, v)| v)
+    }
+
+    /// The position of `key` among the attributes (the last, when repeated, as in the
+    /// canonical form).
+    pub fn position(&self, key: &str) -> Option<usize> {
         let attrs = &self.attributes;
         let key_at = |i: usize| attrs.get(i).map(|(k, _)| k.as_str());
         match self.index.find(key, key_at, attrs.len()) {
-            Found::At(i) => attrs.get(i).map(|(_, v)| v),
+            Found::At(i) => Some(i),
             Found::Absent => None,
-            // The last of a repeated key, as in the canonical form.
-            Found::Unknown => attrs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            Found::Unknown => attrs.iter().rposition(|(k, _)| k == key),
         }
     }
 
