@@ -57,20 +57,54 @@ pub const NOT_SCANNED_OWN: &[&str] = &[
 /// The others.
 pub const NOT_SCANNED_OTHER: &[&str] = &["log.record.uid", "tls.", "client.", "network."];
 
+/// For each byte, the prefixes of `list` that start with it, as bits (bit `i`: `list[i]`).
+const fn by_first_byte(list: &[&str]) -> [u16; 256] {
+    let mut table = [0u16; 256];
+    let mut slots: &mut [u16] = &mut table;
+    let mut byte = 0;
+    while let Some((slot, later)) = slots.split_first_mut() {
+        let mut rest = list;
+        let mut bit = 0;
+        while let Some((p, tail)) = rest.split_first() {
+            if let Some(&b) = p.as_bytes().first() {
+                if b as usize == byte {
+                    // More than 16 prefixes overflow: the build fails.
+                    *slot |= 1 << bit;
+                }
+            }
+            bit += 1;
+            rest = tail;
+        }
+        byte += 1;
+        slots = later;
+    }
+    table
+}
+
+const OWN_BY_FIRST_BYTE: [u16; 256] = by_first_byte(NOT_SCANNED_OWN);
+const OTHER_BY_FIRST_BYTE: [u16; 256] = by_first_byte(NOT_SCANNED_OTHER);
+
 /// Whether detectors scan the value of attribute `key`: no prefix of [`NOT_SCANNED_OWN`]
 /// (after `meshaudit.`) or [`NOT_SCANNED_OTHER`] matches. Only the prefixes sharing the first
-/// byte are compared: a key is compared with two at most, most with none.
+/// byte are compared (found in a table made at build time): a key is compared with two at
+/// most, most with none.
 pub fn is_scanned(key: &str) -> bool {
-    let (prefixes, rest) = match key.strip_prefix("meshaudit.") {
-        Some(rest) => (NOT_SCANNED_OWN, rest),
-        None => (NOT_SCANNED_OTHER, key),
+    let (prefixes, by_first_byte, rest) = match key.strip_prefix("meshaudit.") {
+        Some(rest) => (NOT_SCANNED_OWN, &OWN_BY_FIRST_BYTE, rest),
+        None => (NOT_SCANNED_OTHER, &OTHER_BY_FIRST_BYTE, key),
     };
-    let Some(first) = rest.as_bytes().first() else {
+    let Some(&first) = rest.as_bytes().first() else {
         return true;
     };
-    !prefixes
-        .iter()
-        .any(|p| p.as_bytes().first() == Some(first) && rest.starts_with(p))
+    let mut candidates = by_first_byte.get(usize::from(first)).copied().unwrap_or(0);
+    while candidates != 0 {
+        let i = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        if prefixes.get(i).is_some_and(|p| rest.starts_with(p)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// What the rules do with an attribute, known from its key.
@@ -357,6 +391,34 @@ mod tests {
         }
         for p in NOT_SCANNED_OTHER {
             assert!(!is_scanned(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn is_scanned_agrees_with_comparing_every_prefix() {
+        let every = |key: &str| {
+            let (prefixes, rest) = match key.strip_prefix("meshaudit.") {
+                Some(rest) => (NOT_SCANNED_OWN, rest),
+                None => (NOT_SCANNED_OTHER, key),
+            };
+            !prefixes.iter().any(|p| rest.starts_with(p))
+        };
+        let mut keys = vec![
+            String::new(),
+            "meshaudit.".to_string(),
+            "meshaudit".to_string(),
+        ];
+        for p in NOT_SCANNED_OWN.iter().chain(NOT_SCANNED_OTHER) {
+            for cut in 0..=p.len() {
+                for tail in ["", "x", ".y", "\u{e9}"] {
+                    let key = format!("{}{tail}", &p[..cut]);
+                    keys.push(format!("meshaudit.{key}"));
+                    keys.push(key);
+                }
+            }
+        }
+        for k in &keys {
+            assert_eq!(is_scanned(k), every(k), "{k:?}");
         }
     }
 
