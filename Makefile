@@ -48,12 +48,14 @@ tools:
 	fi
 
 ## lint: clippy (no unwrap/expect/panic/indexing in production code) and formatting, of the
-## filter and of the command-line program (cli/)
+## filter and of the command-line program (cli/); the fuzz crate (fuzz/) must build
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	cargo clippy --target wasm32-wasip1 --lib -- -D warnings
+	@# The fuzz crate (its own workspace) still builds against the crate's API.
+	cargo check -q --manifest-path fuzz/Cargo.toml --no-default-features --lib --examples
 
 ## unit: core tests, natively, the reference tests (tests/), and the command-line program's tests (cli/, running the binary)
 unit:
@@ -83,7 +85,7 @@ demo: wasm venv cli
 ## nightly toolchain; without nightly, the same bodies as a bounded randomized run on stable.
 ## Not part of `make test`. Crashes land in fuzz/artifacts/TARGET/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= config redact parsers json_walker
+FUZZ_TARGETS ?= config redact parsers json_walker trail_line
 fuzz:
 	@if rustup run nightly rustc --version >/dev/null 2>&1 \
 	    || rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then \

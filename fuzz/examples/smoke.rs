@@ -5,7 +5,7 @@
 //! cargo run --release --no-default-features --manifest-path fuzz/Cargo.toml --example smoke -- 60 [TARGET...]
 //! ```
 //!
-//! For each target (`config`, `redact`, `parsers`, `json_walker`; or only those named after
+//! For each target (`config`, `redact`, `parsers`, `json_walker`, `trail_line`; or only those named after
 //! the seconds), for the given seconds (default 60): every seed in
 //! `fuzz/seeds/TARGET/` and every input in `fuzz/corpus/TARGET/`, then random mutations of them
 //! (bit flips, byte edits, splices, tokens of `fuzz/dict/TARGET.dict`) from a fixed-seed PRNG,
@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 type Body = fn(&[u8]);
 
-const TARGETS: [(&str, Body); 4] = [
+const TARGETS: [(&str, Body); 5] = [
     ("config", meshaudit_fuzz::config),
     ("redact", meshaudit_fuzz::redact),
     ("parsers", meshaudit_fuzz::parsers),
     ("json_walker", meshaudit_fuzz::json_walker),
+    ("trail_line", meshaudit_fuzz::trail_line),
 ];
 
 /// xorshift64*: small, fast, reproducible.

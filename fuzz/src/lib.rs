@@ -41,8 +41,10 @@ use meshaudit::route::RequestLine;
 /// The value of every environment variable the configuration asks for (the `hash` key).
 pub const HASH_KEY: &[u8] = b"0123456789abcdef0123";
 
-fn env(_: &str) -> Option<Vec<u8>> {
-    Some(HASH_KEY.to_vec())
+/// The proxy's environment: the hash key (the default `redaction.hash_key_env`), and no signing
+/// key (integrity unsigned: the fuzz targets are about redaction).
+fn env(name: &str) -> Option<Vec<u8>> {
+    (name == "MESHAUDIT_HASH_KEY").then(|| HASH_KEY.to_vec())
 }
 
 /// Splits a `redact` input into its fields.
@@ -370,5 +372,36 @@ pub fn redact(data: &[u8]) {
             planted.get(attr::REDACTION_RULES),
             planted.get(attr::REQUEST_BODY),
         );
+    }
+}
+
+/// A line of a trail through `meshaudit verify`'s reader and through the general JSON reader:
+/// the same records (every key looked up the same, the same canonical bytes), or the same
+/// error.
+pub fn trail_line(data: &[u8]) {
+    use meshaudit::integrity::verify::json_line::LineReader;
+    use meshaudit::integrity::verify::record::from_json_line;
+    let line = String::from_utf8_lossy(data);
+    let mut reader = LineReader::default();
+    // Twice: the second read refills the record the first one left.
+    for _ in 0..2 {
+        let general = from_json_line(&line, "fuzz");
+        let fast = reader.read(&line, "fuzz").map(<[_]>::to_vec);
+        match (&fast, &general) {
+            (Ok(f), Ok(g)) => {
+                assert_eq!(f.len(), g.len());
+                for (f, g) in f.iter().zip(g) {
+                    let (mut fc, mut gc) = (Vec::new(), Vec::new());
+                    f.canonical(&mut fc);
+                    g.canonical(&mut gc);
+                    assert_eq!(fc, gc, "canonical bytes of {line}");
+                    for (key, _) in f.attributes.iter().chain(&g.attributes) {
+                        assert_eq!(f.get(key), g.get(key), "{key} in {line}");
+                    }
+                }
+            }
+            (Err(f), Err(g)) => assert_eq!(f, g),
+            _ => panic!("{line}: fast {fast:?}, general {general:?}"),
+        }
     }
 }

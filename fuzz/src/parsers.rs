@@ -199,7 +199,7 @@ fn lists(text: &str, replacement: &str) {
     }
     let _ = form::percent_decode(text, true);
     let _ = form::percent_decode(text, false);
-    let encoded = form::percent_encode(text);
+    let encoded = percent_encode(text);
     assert_eq!(
         form::percent_decode(&encoded, true),
         text,
@@ -387,4 +387,18 @@ fn cuts(text: &str, limit: usize) {
         s.len() + 48 >= token_start,
         "drop_partial_tail dropped more than a token and a grouped tail: {text:?} -> {s:?}"
     );
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (the fuzz target's own
+/// encoder: the crate's is test-only).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

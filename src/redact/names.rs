@@ -78,6 +78,11 @@ impl FieldName {
         out
     }
 
+    /// The name folded as rules compare it (what the fuzz target checks matches against).
+    pub fn folded(&self) -> &str {
+        &self.folded
+    }
+
     /// Makes this the field name `name`, reusing its buffer.
     pub fn set(&mut self, name: &str) {
         self.folded.clear();

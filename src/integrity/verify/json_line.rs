@@ -271,7 +271,7 @@ impl<'a> Cursor<'a> {
         rest.starts_with(w).then(|| self.at += w.len())
     }
 
-    /// A JSON integer that fits an i64 (no fraction, exponent or leading zero).
+    /// A JSON integer that fits an i64 (no fraction, exponent, leading zero or `-0`).
     fn int(&mut self) -> Option<i64> {
         let bytes = self.line.as_bytes();
         let start = self.at;
@@ -284,6 +284,10 @@ impl<'a> Cursor<'a> {
         }
         let len = self.at - digits;
         if len == 0 || (len > 1 && bytes.get(digits) == Some(&b'0')) {
+            return None;
+        }
+        // serde_json reads `-0` as the float -0.0, which is not an integer attribute.
+        if digits > start && bytes.get(digits..self.at) == Some(b"0") {
             return None;
         }
         if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
@@ -336,6 +340,8 @@ mod tests {
             LINE.replace(r#""n":-12"#, r#""n": -12"#),
             LINE.replace(r#""n":-12"#, r#""n":1.5"#),
             LINE.replace(r#""n":-12"#, r#""n":012"#),
+            LINE.replace(r#""n":-12"#, r#""n":-0"#),
+            LINE.replace(r#""n":-12"#, r#""n":0"#),
             LINE.replace(r#""n":-12"#, r#""n":99999999999999999999"#),
             LINE.replace(r#""n":-12"#, r#""n":null"#),
             LINE.replace(r#""n":-12"#, r#""n":{"a":1}"#),
@@ -371,8 +377,9 @@ mod tests {
         // Those the general way reads differently from the filter's form, but reads.
         assert!(fast(&cases[0]).is_none());
         assert!(general(&cases[0]).is_ok());
-        assert!(fast(&cases[8]).is_none());
-        assert!(fast(&cases[13]).is_some(), "no body is an empty body");
+        assert!(fast(&cases[10]).is_none());
+        assert!(fast(&cases[15]).is_some(), "no body is an empty body");
+        assert!(fast(&cases[4]).is_some(), "0 is an integer");
     }
 
     #[test]
