@@ -16,8 +16,69 @@ fn open(path: &str) -> Result<Box<dyn Read>, String> {
         return Ok(Box::new(std::io::stdin().lock()));
     }
     std::fs::File::open(path)
-        .map(|f| Box::new(f) as Box<dyn Read>)
+        .map(|f| Box::new(OnceThrough::new(f)) as Box<dyn Read>)
         .map_err(|e| format!("{path}: {e}"))
+}
+
+/// A trail file, read once from start to end. The kernel is told so (a longer read-ahead), and
+/// what was read is dropped from the page cache behind the reader: a trail larger than memory
+/// (ten million events are 36 GB) then neither evicts everything else cached nor makes the
+/// kernel reclaim pages on the reader's core (measured: docs/performance.md#the-report).
+struct OnceThrough {
+    file: std::fs::File,
+    read: u64,
+    dropped: u64,
+}
+
+/// Bytes read between two drops.
+const DROP_EVERY: u64 = 64 << 20;
+
+impl OnceThrough {
+    fn new(file: std::fs::File) -> OnceThrough {
+        advise::sequential(&file);
+        OnceThrough {
+            file,
+            read: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl Read for OnceThrough {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        if self.read - self.dropped >= DROP_EVERY || n == 0 {
+            advise::done_with(&self.file, self.dropped, self.read - self.dropped);
+            self.dropped = self.read;
+        }
+        Ok(n)
+    }
+}
+
+/// `posix_fadvise`: advice only (a failure changes nothing but speed, so it is ignored).
+#[cfg(target_os = "linux")]
+mod advise {
+    use std::os::fd::AsRawFd;
+
+    pub fn sequential(file: &std::fs::File) {
+        // SAFETY: a plain system call on a file descriptor this process owns; no memory passed.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    }
+
+    pub fn done_with(file: &std::fs::File, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: as above.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod advise {
+    pub fn sequential(_: &std::fs::File) {}
+    pub fn done_with(_: &std::fs::File, _: u64, _: u64) {}
 }
 
 fn name(path: &str) -> &str {

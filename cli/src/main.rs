@@ -17,10 +17,6 @@ use meshaudit::integrity::keys::{public_pem, Signer};
 use meshaudit::integrity::verify::record::Record;
 use meshaudit::integrity::verify::{Options, Verifier};
 
-/// See cli/Cargo.toml: reading trails is allocation-bound.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit codes: 0 clean, 1 a violation, 2 usage or input error.
 const VIOLATION: u8 = 1;
 const USAGE: u8 = 2;
