@@ -16,6 +16,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -104,9 +105,12 @@ fn integrity(c: &mut Criterion) {
                 keys: vec![signer.public()],
                 ..Options::default()
             });
-            let mut reader = LineReader::default();
+            let (mut reader, mut origin) = (LineReader::default(), String::new());
             for (i, line) in lines.lines().enumerate() {
-                for r in reader.read(line, &format!("trail:{i}")).unwrap() {
+                // The origin string reused, as `meshaudit verify` does.
+                origin.clear();
+                write!(origin, "trail:{i}").unwrap();
+                for r in reader.read(line, &origin).unwrap() {
                     v.add(r);
                 }
             }
