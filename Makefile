@@ -125,7 +125,7 @@ bench-report: cli
 	cargo build -q --release --example gen-trail
 	target/release/examples/gen-trail $(REPORT_EVENTS) > target/bench-report-trail.jsonl 2> target/bench-report.stderr
 	sed -n 's/^public key: //p' target/bench-report.stderr > target/bench-report.pub
-	/usr/bin/time -f "meshaudit report, $(REPORT_EVENTS) events: %e s wall, %U s user, max RSS %M KB" \
+	/usr/bin/time -f "meshaudit report, $(REPORT_EVENTS) events: %e s wall, %U s user, %S s system, max RSS %M KB" \
 	  taskset -c 0 target/release/meshaudit report --public-key target/bench-report.pub \
 	  --out target/bench-report target/bench-report-trail.jsonl >/dev/null
 

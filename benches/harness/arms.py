@@ -7,6 +7,10 @@ free ports, absolute paths), then changed only in what the arm is about:
 - no audit logging: the meshaudit filter removed (`drop_wasm`);
 - Envoy's file access log: no meshaudit, an `envoy.access_loggers.file` JSON log with the same
   fields meshaudit records (ACCESS_LOG_FIELDS) on every HTTP connection manager;
+- Envoy's file access log shipped: the same file log, tailed by a node agent (the OpenTelemetry
+  Collector's `filelog` receiver, parsing each line and forwarding OTLP/HTTP to a Rotel
+  collector), as Filebeat, Fluent Bit or Promtail would: the proxy's cost plus the agent's is
+  what a node pays (`shipper_config`);
 - Envoy's OpenTelemetry access logger: no meshaudit, `envoy.access_loggers.open_telemetry`
   over gRPC (an HTTP/2 cluster) to a Rotel collector, with the same fields as attributes;
 - meshaudit: the filter with the configuration sidecar.yaml ships (the defaults), or another
@@ -190,18 +194,23 @@ class Arm:
     diagnostic: bool = False
     probe_mode: str | None = None  # probe: "noop", "hostcalls" or "cel"
     access_log: bool = False  # meshaudit loaded as an access logger, not as an HTTP filter
+    shipper: bool = False  # file: a node agent tails the log and forwards it (shipper_config)
     notes: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
     def collector(self) -> str | None:
-        """Where its events go: 'rotel' (meshaudit, otel), 'file', or None."""
+        """Where its events go: 'rotel' (meshaudit, otel, a shipped file log), 'file', or None."""
+        if self.shipper:
+            return "rotel"
         return {"meshaudit": "rotel", "otel": "rotel", "file": "file"}.get(self.kind)
 
 
 ARMS: list[Arm] = [
     Arm("plain", "no audit logging", "plain"),
     Arm("file_json", "Envoy file access log (JSON)", "file"),
+    Arm("file_json_shipped", "Envoy file access log (JSON) + node agent (OTel Collector filelog -> OTLP)", "file",
+        shipper=True),
     Arm("otel_grpc", "Envoy OpenTelemetry access log (gRPC)", "otel"),
     Arm("meshaudit_default", "meshaudit, default config", "meshaudit"),
     Arm("meshaudit_log", "meshaudit as an access logger, default config", "meshaudit",
@@ -300,6 +309,44 @@ def file_access_log(path: Path) -> dict:
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": str(path),
             "log_format": {"json_format": dict(ACCESS_LOG_FIELDS)},
+        },
+    }
+
+
+def shipper_config(access_log: Path, rotel_http_port: int) -> dict:
+    """The node agent of `file_json_shipped`: the OpenTelemetry Collector's `filelog` receiver
+    tails the JSON access log from its start, parses each line into attributes (its `time` the
+    record's timestamp), batches, and sends OTLP/HTTP protobuf to the arm's Rotel, as
+    examples/collector/node-agent.yaml does for meshaudit's own log lines."""
+    return {
+        "receivers": {
+            "filelog": {
+                "include": [str(access_log)],
+                "start_at": "beginning",
+                "operators": [
+                    {
+                        "type": "json_parser",
+                        "parse_to": "attributes",
+                        "timestamp": {
+                            "parse_from": "attributes.time",
+                            "layout_type": "gotime",
+                            "layout": "2006-01-02T15:04:05.999999999Z07:00",
+                        },
+                    },
+                ],
+            }
+        },
+        "processors": {"batch": {}},
+        "exporters": {
+            "otlphttp": {
+                "endpoint": f"http://127.0.0.1:{rotel_http_port}",
+                "encoding": "proto",
+                "compression": "none",
+            }
+        },
+        "service": {
+            "telemetry": {"metrics": {"level": "none"}},
+            "pipelines": {"logs": {"receivers": ["filelog"], "processors": ["batch"], "exporters": ["otlphttp"]}},
         },
     }
 

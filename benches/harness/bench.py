@@ -130,6 +130,21 @@ class PinnedEnvoy(testkit.Envoy):
         return f"Envoy({self.config.name})"
 
 
+class PinnedOtelCollector(testkit.OtelCollector):
+    """The test kit's OpenTelemetry Collector (otelcol-contrib), under `taskset -c CPU`: the node
+    agent of a shipped file log."""
+
+    def __init__(self, *args, cpu: int | None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cpu = cpu
+
+    def command(self) -> list[str]:
+        return T.pin(self.cpu) + super().command()
+
+    def __repr__(self) -> str:
+        return "OtelCollector(shipper)"
+
+
 class CountingRotel(testkit.Process):
     """Rotel (PyPI `rotel`, the e2e suite's collector) with a blackhole exporter and the basic
     debug log: one line per batch received, `Received logs. ... logs=N`, which `received()` sums.
@@ -432,6 +447,7 @@ class ArmRun:
     rotel: CountingRotel | None
     access_log: Path | None
     rss_start_kib: int = 0
+    shipper: PinnedOtelCollector | None = None  # the node agent of a shipped file log
     rounds: list[dict] = field(default_factory=list)
     calibration: dict | None = None
     final: dict = field(default_factory=dict)
@@ -517,6 +533,7 @@ def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, rate: float, proxy_cpu:
     st0 = run.stats()
     core0 = T.core_times(proxy_cpu) if proxy_cpu is not None else None
     cpu0 = T.proc_cpu_seconds(run.envoy.pid)
+    shipper0 = T.proc_cpu_seconds(run.shipper.pid) if run.shipper is not None else 0.0
     t0 = time.monotonic()
     sat = gen.run(arm, run.port, plan.saturated_s, plan.connections)
     wall = time.monotonic() - t0
@@ -540,13 +557,25 @@ def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, rate: float, proxy_cpu:
     # fixed rate, latency-corrected
     fixed = gen.run(arm, run.port, plan.fixed_s, plan.fixed_connections, rate=rate)
     st2 = run.settle(15.0)
+    # A node agent works behind the proxy: its CPU counts from the saturated window's start until
+    # it has shipped the round's requests (the settle above), per request of the round.
+    shipper_us = None
+    if run.shipper is not None:
+        round_reqs = st2.get(RQ_COMPLETED, 0) - st0.get(RQ_COMPLETED, 0)
+        shipper_s = T.proc_cpu_seconds(run.shipper.pid) - shipper0
+        shipper_us = shipper_s / round_reqs * 1e6 if round_reqs else None
+    proxy_us = (cpu_s / served * 1e6) if served else None
     return {
         "warmup_ok": warm.ok,
         "saturated": sat.as_dict(),
         "fixed": fixed.as_dict(),
         "fixed_rate": rate,
         "rps": sat.rps,
-        "cpu_us_per_req": (cpu_s / served * 1e6) if served else None,
+        "cpu_us_per_req": proxy_us,
+        # The node's CPU per request: the proxy's, plus its node agent's when a shipper forwards
+        # its log (meshaudit and the OTel logger ship from inside the proxy).
+        "shipper_cpu_us_per_req": shipper_us,
+        "node_cpu_us_per_req": None if proxy_us is None else proxy_us + (shipper_us or 0.0),
         "proxy_cores": cpu_s / wall if wall > 0 else None,
         "other_load_on_proxy_core": foreign,
         "softirq_on_proxy_core": softirq,
@@ -724,6 +753,8 @@ def summarize(run: ArmRun) -> dict:
     return {
         "rps": median([x["rps"] for x in r]),
         "cpu_us_per_req": median([x["cpu_us_per_req"] for x in r]),
+        "shipper_cpu_us_per_req": median([x.get("shipper_cpu_us_per_req") for x in r]),
+        "node_cpu_us_per_req": median([x.get("node_cpu_us_per_req") for x in r]),
         "proxy_cores": median([x["proxy_cores"] for x in r]),
         "other_load_on_proxy_core": median([x["other_load_on_proxy_core"] for x in r]),
         "softirq_on_proxy_core": median([x["softirq_on_proxy_core"] for x in r]),
@@ -919,7 +950,14 @@ def start_arms(selected: list[A.Arm], ws: Workspace, pki: testkit.Pki, up_port: 
         if T.proc_comm(envoy.pid) != "envoy":
             raise testkit.HarnessError(f"pid {envoy.pid} is {T.proc_comm(envoy.pid)!r}, not envoy")
         access_log = workdir / f"access-{arm.name}.log" if arm.kind == "file" else None
-        run = ArmRun(arm, envoy, port, rotel, access_log, rss_start_kib=T.proc_rss_kib(envoy.pid))
+        shipper = None
+        if arm.shipper and access_log is not None and rotel is not None:
+            shipper = PinnedOtelCollector(workdir, A.shipper_config(access_log, rotel.http_port),
+                                          name=f"shipper-{arm.name}", cpu=load_cpu)
+            _STARTED.append(shipper)
+            shipper.start()
+        run = ArmRun(arm, envoy, port, rotel, access_log, rss_start_kib=T.proc_rss_kib(envoy.pid),
+                     shipper=shipper)
         runs[arm.name] = run
         log(f"started {arm.name}: proxy pid {envoy.pid} on :{port}, RSS {run.rss_start_kib / 1024:.1f} MiB")
     return runs

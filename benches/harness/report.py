@@ -139,9 +139,10 @@ def overloaded(a: dict) -> bool:
 
 def table(result: dict) -> str:
     rows = [
-        "| arm | req/s (saturated) | × base | proxy CPU µs/req | × base | p50 ms | p99 ms | p99.9 ms | p99 × base "
+        "| arm | req/s (saturated) | × base | proxy CPU µs/req | × base | node CPU µs/req (proxy + agent) "
+        "| p50 ms | p99 ms | p99.9 ms | p99 × base "
         "| RSS MiB | Δ RSS MiB | dispatches/req | at collector / responses |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, a in result["arms"].items():
         m, f, vb = a["median"], a["final"], a.get("vs_baseline") or {}
@@ -157,6 +158,7 @@ def table(result: dict) -> str:
                 "base" if is_base else _x(vb.get("rps")),
                 _f(m["cpu_us_per_req"], "{:.1f}"),
                 "base" if is_base else _x(vb.get("cpu_us_per_req")),
+                _f(m.get("node_cpu_us_per_req"), "{:.1f}"),
                 _f(m["p50_ms"], "{:.3f}") + ("†" if overloaded(a) else ""),
                 _f(m["p99_ms"], "{:.3f}") + ("†" if overloaded(a) else ""),
                 _f(m["p999_ms"], "{:.3f}") + ("†" if overloaded(a) else ""),

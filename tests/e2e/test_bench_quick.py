@@ -75,6 +75,14 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
         if arm["kind"] == "meshaudit":
             assert final["events_captured"] > 0, name
             assert med["dispatches_per_req"] is not None, name
+    # The shipped file log: its node agent's CPU counted on top of the proxy's, every line shipped.
+    shipped = result["arms"]["file_json_shipped"]
+    assert shipped["median"]["shipper_cpu_us_per_req"] > 0
+    assert shipped["median"]["node_cpu_us_per_req"] > shipped["median"]["cpu_us_per_req"]
+    # At least once: the agent's exporter may send a batch again when Rotel answers late.
+    assert shipped["final"]["collector_received"] >= shipped["final"]["responses"], shipped["final"]
+    assert result["arms"]["meshaudit_log"]["median"]["node_cpu_us_per_req"] == \
+        result["arms"]["meshaudit_log"]["median"]["cpu_us_per_req"], "meshaudit ships from the proxy"
     assert result["rates"] and all(v > 0 for v in result["rates"].values())
     targets = {(t["target"].split(" ")[0], t["arm"]) for t in result["targets"]}
     assert {("throughput", a) for a in ("meshaudit_default", "meshaudit_log", "meshaudit_default_mtls")} <= targets
