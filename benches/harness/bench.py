@@ -115,9 +115,9 @@ def _on_signal(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class PinnedEnvoy(testkit.Envoy):
-    """The test kit's Envoy, started under `taskset -c CPU` (taskset execs Envoy, so the
-    child's pid is Envoy's)."""
+class Pinned:
+    """A test kit process started under `taskset -c CPU` (taskset execs it, so the child's pid
+    is the process's own)."""
 
     def __init__(self, *args, cpu: int | None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -126,20 +126,14 @@ class PinnedEnvoy(testkit.Envoy):
     def command(self) -> list[str]:
         return T.pin(self.cpu) + super().command()
 
+
+class PinnedEnvoy(Pinned, testkit.Envoy):
     def __repr__(self) -> str:
         return f"Envoy({self.config.name})"
 
 
-class PinnedOtelCollector(testkit.OtelCollector):
-    """The test kit's OpenTelemetry Collector (otelcol-contrib), under `taskset -c CPU`: the node
-    agent of a shipped file log."""
-
-    def __init__(self, *args, cpu: int | None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.cpu = cpu
-
-    def command(self) -> list[str]:
-        return T.pin(self.cpu) + super().command()
+class PinnedOtelCollector(Pinned, testkit.OtelCollector):
+    """The node agent of a shipped file log: the OpenTelemetry Collector (otelcol-contrib)."""
 
     def __repr__(self) -> str:
         return "OtelCollector(shipper)"

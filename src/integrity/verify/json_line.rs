@@ -29,14 +29,7 @@ pub struct LineReader {
 }
 
 /// The log record's own fields, in [`LineReader::envelope`]'s order.
-const ENVELOPE: [&str; 6] = [
-    "time",
-    "observed_time",
-    "event_name",
-    "body",
-    "trace_id",
-    "span_id",
-];
+const ENVELOPE: [&str; 6] = record::ENVELOPE_FIELDS;
 
 impl LineReader {
     /// The records one line holds (none for a blank line); `origin` (`FILE:LINE`) is what the

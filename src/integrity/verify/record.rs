@@ -63,8 +63,9 @@ impl<const N: usize> KeyPositions<N> {
     }
 }
 
-/// JSON-lines fields that are the log record's own, not attributes.
-const ENVELOPE_FIELDS: [&str; 6] = [
+/// JSON-lines fields that are the log record's own, not attributes (`json_line` relies on this
+/// order: time, observed time, event name, body, trace id, span id).
+pub(super) const ENVELOPE_FIELDS: [&str; 6] = [
     "time",
     "observed_time",
     "event_name",
