@@ -852,11 +852,30 @@ def load_generator(args: argparse.Namespace) -> tuple[type[LoadGen], Path]:
     return OhaLoad, T.oha_bin(install=not args.no_install)
 
 
+def refuse_stale_module(wasm: Path) -> None:
+    """The module must be built from the sources as they are: a run of `bench.py` alone (not
+    `make bench`, which builds it first) would otherwise measure an older build and record the
+    current commit beside it."""
+    # The files the build read, from cargo's dep-info beside the module (test-only modules are
+    # not among them: editing one does not rebuild the module).
+    dep_info = wasm.with_suffix(".d")
+    if not dep_info.is_file():
+        return
+    _, _, deps = dep_info.read_text().partition(": ")
+    sources = [Path(d) for d in deps.split() if Path(d).is_file()]
+    newer = [p for p in sources if p.stat().st_mtime > wasm.stat().st_mtime]
+    if newer:
+        raise testkit.HarnessError(
+            f"{wasm} is older than {newer[0]} (and {len(newer) - 1} more): "
+            "run `make wasm` first (`make bench` does)")
+
+
 def prepare_workspace(args: argparse.Namespace, selected: list[A.Arm]) -> tuple[Workspace, type[LoadGen], Path]:
     """Finds the load generator (installs oha if needed) and the modules, checks Envoy and
     Rotel, sets up the work directory. Returns it, the load generator's class and path."""
     gen_cls, gen_bin = load_generator(args)
     wasm_built = testkit.require_wasm()
+    refuse_stale_module(wasm_built)
     probe = T.probe_wasm(REPO) if any(a.kind == "probe" for a in selected) else None
     testkit.envoy_bin()
     testkit.rotel_bin()
