@@ -124,8 +124,9 @@ impl LineReader {
         if seen[3] {
             r.body.push_str(body);
         }
-        r.trace_id = hex_id(seen[4].then_some(trace_id.as_str()))?;
-        r.span_id = hex_id(seen[5].then_some(span_id.as_str()))?;
+        // A bad id is the general way's error: that way gives its message.
+        r.trace_id = record::hex_id(seen[4].then_some(trace_id.as_str())).ok()?;
+        r.span_id = record::hex_id(seen[5].then_some(span_id.as_str())).ok()?;
         Some(())
     }
 }
@@ -138,16 +139,6 @@ fn is_empty_list(v: &Value) -> bool {
 /// between tokens). One pass the compiler vectorizes.
 fn has_control_byte(bytes: &[u8]) -> bool {
     bytes.iter().fold(false, |any, &b| any | (b < 0x20))
-}
-
-/// A trace or span id: absent or empty is none; anything but N bytes of hex is the general
-/// way's error (so `None` here, and the line goes that way).
-fn hex_id<const N: usize>(text: Option<&str>) -> Option<Option<[u8; N]>> {
-    let Some(t) = text.filter(|t| !t.is_empty()) else {
-        return Some(None);
-    };
-    let bytes = crate::integrity::checkpoint::hex_bytes(t)?;
-    bytes.try_into().ok().map(Some)
 }
 
 /// A position in a line of the filter's form.
@@ -386,7 +377,7 @@ mod tests {
         let filled = LINE.replace(r#""e":[]"#, r#""e":["x"]"#);
         let emptied = LINE.replace(r#""l":["a","b\"c"]"#, r#""l":[]"#);
         assert!(filled != LINE && emptied != LINE);
-        let (mut shape, mut shaped_for) = (crate::integrity::canonical::Shape::default(), 0);
+        let mut cache = record::ShapeCache::default();
         let mut positions =
             record::KeyPositions::new(["x", "l", "n", "y", "absent", "meshaudit.sequence"]);
         let lines = [
@@ -399,7 +390,7 @@ mod tests {
             let got = reader.read(line, "f:1").map(<[Record]>::to_vec);
             let (mut shaped, mut fresh) = (Vec::new(), Vec::new());
             let kept = reader.read(line, "f:1").unwrap()[0].clone();
-            kept.canonical_shaped(&mut shaped, &mut shape, &mut shaped_for);
+            kept.canonical_with(&mut shaped, &mut cache);
             kept.canonical(&mut fresh);
             assert_eq!(shaped, fresh, "{line}");
             let want = record::from_json_line(line, "f:1");

@@ -235,10 +235,8 @@ pub struct Verifier {
     streams: BTreeMap<String, Stream>,
     witness: Vec<Checkpoint>,
     skipped: u64,
-    /// The shape of the last record's canonical form.
-    shape: super::canonical::Shape,
-    /// The key index build `shape` was last matched for.
-    shaped_for: u64,
+    /// The shape of the last record's canonical form, and the key index build it was matched for.
+    shape: record::ShapeCache,
     /// The canonical bytes of the record being added.
     scratch: Vec<u8>,
 }
@@ -251,8 +249,7 @@ impl Verifier {
             streams: BTreeMap::new(),
             witness: Vec::new(),
             skipped: 0,
-            shape: super::canonical::Shape::default(),
-            shaped_for: 0,
+            shape: record::ShapeCache::default(),
             scratch: Vec::with_capacity(4096),
         }
     }
@@ -276,7 +273,7 @@ impl Verifier {
             return;
         };
         self.scratch.clear();
-        record.canonical_shaped(&mut self.scratch, &mut self.shape, &mut self.shaped_for);
+        record.canonical_with(&mut self.scratch, &mut self.shape);
         let entry = Entry {
             record: Cow::Borrowed(record),
             canonical: Cow::Borrowed(&self.scratch),

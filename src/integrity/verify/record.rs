@@ -131,28 +131,22 @@ impl Record {
 
     /// Appends the canonical bytes.
     pub fn canonical(&self, out: &mut Vec<u8>) {
-        self.canonical_with(out, &mut canonical::Shape::default());
+        self.canonical_with(out, &mut ShapeCache::default());
     }
 
-    /// Appends the canonical bytes, reusing the shape of the last record; `shaped_for` is the
-    /// key index build `shape` was last matched for (see [`KeyIndex::build_number`]): a record of the
-    /// same build is not matched again.
-    pub fn canonical_shaped(
-        &self,
-        out: &mut Vec<u8>,
-        shape: &mut canonical::Shape,
-        shaped_for: &mut u64,
-    ) {
+    /// Appends the canonical bytes, reusing the shape `cache` holds: matched against this
+    /// record's keys unless it was matched for the same key index build (see
+    /// [`KeyIndex::build_number`]), whose records have the same keys at the same positions.
+    pub fn canonical_with(&self, out: &mut Vec<u8>, cache: &mut ShapeCache) {
         let build = self.index.build_number();
-        if build == 0 || build != *shaped_for {
-            self.canonical_with(out, shape);
-            *shaped_for = build;
-            return;
-        }
         let attrs = &self.attributes;
-        canonical::write_shaped(out, shape, &self.envelope(), |i| {
-            attrs.get(i).map(|(k, v)| (k.as_str(), v))
-        });
+        let at = |i: usize| attrs.get(i).map(|(k, v)| (k.as_str(), v));
+        if build != 0 && build == cache.build {
+            canonical::write_shaped(out, &cache.shape, &self.envelope(), at);
+        } else {
+            canonical::write_indexed(out, &mut cache.shape, &self.envelope(), attrs.len(), at);
+            cache.build = build;
+        }
     }
 
     fn envelope(&self) -> Envelope<'_> {
@@ -165,13 +159,14 @@ impl Record {
             body: &self.body,
         }
     }
+}
 
-    /// Appends the canonical bytes, reusing the shape of the last record.
-    pub fn canonical_with(&self, out: &mut Vec<u8>, shape: &mut canonical::Shape) {
-        canonical::write_indexed(out, shape, &self.envelope(), self.attributes.len(), |i| {
-            self.attributes.get(i).map(|(k, v)| (k.as_str(), v))
-        });
-    }
+/// The shape of the last record's canonical form, and the key index build it was matched for
+/// (0: a record without an index).
+#[derive(Debug, Default)]
+pub struct ShapeCache {
+    shape: canonical::Shape,
+    build: u64,
 }
 
 /// What one line of text holds: meshaudit JSON line (one event) or an OTLP/JSON export
@@ -383,7 +378,7 @@ pub fn parse_rfc3339(t: &str) -> Option<u64> {
         .checked_add(u64::from(d.timestamp_subsec_nanos()))
 }
 
-fn hex_id<const N: usize>(text: Option<&str>) -> Result<Option<[u8; N]>, String> {
+pub(super) fn hex_id<const N: usize>(text: Option<&str>) -> Result<Option<[u8; N]>, String> {
     let Some(t) = text.filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
