@@ -237,3 +237,19 @@ def test_process_never_ready_is_stopped_when_the_wait_times_out(tmp_path):
     with pytest.raises(TimeoutError, match="sh ready"):
         p.start(timeout=0.3)
     assert not p.running()
+
+
+def test_free_ports_lie_outside_the_kernels_outgoing_range_and_apart_per_worker(monkeypatch):
+    """A port chosen by bind(0) can be taken by an outgoing connection before Envoy binds it
+    (CI once failed on `cannot bind ... Address already in use`); the kit's ports come from below
+    the kernel's ephemeral range, one slice per xdist worker."""
+    low = testkit.core._ephemeral_low()
+    ports = [testkit.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(p < low for p in ports)
+    slices = []
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+        slices.append(set(testkit.core._port_slice()))
+    assert all(slices) and not (slices[0] & slices[1]) and not (slices[1] & slices[2])

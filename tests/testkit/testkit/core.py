@@ -4,6 +4,8 @@ deadline, never by sleeping for a fixed time)."""
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 import threading
 import time
@@ -39,9 +41,53 @@ def listening_socket(backlog: int = 64, timeout: float = 0.05) -> socket.socket:
     return sock
 
 
+def _ephemeral_low() -> int:
+    """Where the kernel starts handing out ports for outgoing connections and bind(0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_slice() -> range:
+    """The ports this test process may hand out: below the kernel's ephemeral range (so no
+    outgoing connection, and no other program's bind(0), takes one between the moment it is
+    chosen and the moment Envoy binds it) and split between pytest-xdist workers (so two workers
+    never choose the same one)."""
+    low, high = 10000, _ephemeral_low()
+    if high - low < 1000:
+        return range(0)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
+    width = (high - low) // count
+    return range(low + index * width, low + (index + 1) * width)
+
+
+_PORTS = _port_slice()
+_NEXT = [random.randrange(len(_PORTS))] if _PORTS else [0]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (never handed out twice)."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, never handed out twice, and
+    outside the range the kernel gives to outgoing connections (a port chosen by bind(0) can be
+    taken by a client socket before the server that was meant to have it binds it)."""
     with _PORT_LOCK:
+        for _ in range(len(_PORTS)):
+            port = _PORTS[_NEXT[0] % len(_PORTS)]
+            _NEXT[0] += 1
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
         for _ in range(100):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind(("127.0.0.1", 0))
