@@ -11,9 +11,10 @@ Rotel collectors run on core 1. Every socket is 127.0.0.1 on a free port.
 
 Each arm's Envoy starts once and lives through all rounds; per round and arm:
   warm-up (saturating) -> saturated run (requests/s, CPU µs per request, dispatches) ->
-  fixed-rate run at half its baseline's saturated maximum (p50/p99/p99.9, latency-corrected) ->
-  settle (the arm's events reach its collector before the next arm runs).
-Rounds rotate the order of arms. After the last round: RSS, events at the collector.
+  settle (what the saturated run left buffered reaches the collector) -> fixed-rate run at half
+  the arm's own saturated maximum of that round (p50/p99/p99.9, latency-corrected) -> settle.
+Rounds rotate the order of arms; diagnostic arms run in the first round only (their cost is
+measured side by side, in the breakdown). After the last round: RSS, events at the collector.
 
 Usage:
   bench.py [--quick] [--rounds N] [--arms a,b,...] [--out DIR] [--no-install]
@@ -69,7 +70,6 @@ class Plan:
     warmup_s: float  # saturating warm-up before each saturated run (not measured)
     saturated_s: float  # measured saturated run
     fixed_s: float  # measured fixed-rate run
-    calibrate_s: float  # saturated run of each baseline before round 1, to set the fixed rates
     connections: int  # keep-alive connections of the load generator, saturated runs
     fixed_connections: int  # the same, fixed-rate runs
     quick: bool
@@ -82,14 +82,14 @@ class Plan:
         )
 
 
-# Full run: 11 arms x 3 rounds x (2 + 10 + 8 s of load + ~1.5 s settling) ~= 12 min, plus ~1 min
-# of start-up and calibration. Each arm's proxy has had 60 s of load when its RSS is read.
-FULL = Plan(rounds=3, warmup_s=2, saturated_s=10, fixed_s=8, calibrate_s=9, connections=64, fixed_connections=16,
-            quick=False)
+# Full run (16 arms; 2026-12-06): (10 arms x 3 rounds + 6 diagnostic arms x 1) x (1.5 + 6 + 6 s of
+# load + settling) ~= 10 min, 13 side-by-side pairs x (1.5 + 3 x 6 s + settling) ~= 6 min, start-up,
+# RSS by workers and the host call profile ~= 1.5 min. A main arm's proxy has had 40 s of load
+# when its RSS is read.
+FULL = Plan(rounds=3, warmup_s=1.5, saturated_s=6, fixed_s=6, connections=64, fixed_connections=16, quick=False)
 # Quick: one round of about a second per phase and arm: proves the harness (what `make test`
 # runs), measures little.
-QUICK = Plan(rounds=1, warmup_s=0.5, saturated_s=1, fixed_s=1, calibrate_s=1, connections=16, fixed_connections=8,
-             quick=True)
+QUICK = Plan(rounds=1, warmup_s=0.5, saturated_s=1, fixed_s=1, connections=16, fixed_connections=8, quick=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,8 +443,8 @@ class ArmRun:
     rss_start_kib: int = 0
     shipper: PinnedOtelCollector | None = None  # the node agent of a shipped file log
     rounds: list[dict] = field(default_factory=list)
-    calibration: dict | None = None
     final: dict = field(default_factory=dict)
+    load_s: float = 0.0  # seconds of load it has had (rounds and side-by-side pairs)
 
     def stats(self) -> dict[str, int]:
         st = self.envoy.all_stats(STATS_FILTER)
@@ -517,10 +517,11 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, rate: float, proxy_cpu: int | None) -> dict:
+def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, proxy_cpu: int | None) -> dict:
     arm = run.arm
     # warm-up: fills connection pools, JIT/V8 tiers, allocator caches
     warm = gen.run(arm, run.port, plan.warmup_s, plan.connections)
+    run.load_s += plan.warmup_s + plan.saturated_s + plan.fixed_s
     run.settle(5.0)
 
     # saturated
@@ -548,7 +549,16 @@ def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, rate: float, proxy_cpu:
             run.ma(st0, "batches_sent") + run.ma(st0, "batches_failed"))
         dispatches = d / served if served else None
 
-    # fixed rate, latency-corrected
+    # What the saturated run left buffered (meshaudit's queue, the OTel logger's stream, the node
+    # agent's unread file) is shipped before the fixed-rate run: otherwise its latency measures
+    # that backlog being worked off, in the proxy and on the load generator's core.
+    t_backlog = time.monotonic()
+    run.settle(15.0)
+    backlog_s = time.monotonic() - t_backlog
+
+    # fixed rate at half the arm's own maximum of this round (so every arm has the same headroom),
+    # latency-corrected
+    rate = max(1.0, sat.rps / 2)
     fixed = gen.run(arm, run.port, plan.fixed_s, plan.fixed_connections, rate=rate)
     st2 = run.settle(15.0)
     # A node agent works behind the proxy: its CPU counts from the saturated window's start until
@@ -564,6 +574,7 @@ def measure_round(run: ArmRun, gen: LoadGen, plan: Plan, rate: float, proxy_cpu:
         "saturated": sat.as_dict(),
         "fixed": fixed.as_dict(),
         "fixed_rate": rate,
+        "backlog_settle_s": backlog_s,
         "rps": sat.rps,
         "cpu_us_per_req": proxy_us,
         # The node's CPU per request: the proxy's, plus its node agent's when a shipper forwards
@@ -603,6 +614,8 @@ def measure_together(a: ArmRun, b: ArmRun, gen: LoadGen, plan: Plan, windows: in
     request. Per window and arm: responses per second, CPU µs per response, cores used, and with
     `perf` the µs per response of each class of code."""
     group = [a, b]
+    for r in group:
+        r.load_s += plan.warmup_s + windows * plan.saturated_s
     saturate_all(group, gen, plan, plan.warmup_s)
     for r in group:
         r.settle(5.0)
@@ -756,7 +769,8 @@ def summarize(run: ArmRun) -> dict:
         "p99_ms": median([x["p99_ms"] for x in r]),
         "p999_ms": median([x["p999_ms"] for x in r]),
         "dispatches_per_req": median([x["dispatches_per_req"] for x in r]),
-        "fixed_rate": r[0]["fixed_rate"] if r else None,
+        "fixed_rate": median([x["fixed_rate"] for x in r]),
+        "backlog_settle_s": median([x.get("backlog_settle_s") for x in r]),
         "saturated_ok": sum(x["saturated"]["ok"] for x in r),
         "fixed_ok": sum(x["fixed"]["ok"] for x in r),
         "non_2xx": sum(x["saturated"]["non_2xx"] + x["fixed"]["non_2xx"] for x in r),
@@ -976,34 +990,17 @@ def start_arms(selected: list[A.Arm], ws: Workspace, pki: testkit.Pki, up_port: 
     return runs
 
 
-def calibrate(runs: dict[str, ArmRun], selected: list[A.Arm], gen: LoadGen, plan: Plan) -> dict[str, float]:
-    """Each baseline's saturated maximum sets its family's fixed rate (half of it)."""
-    rates: dict[str, float] = {}
-    for base in sorted({a.baseline for a in selected}):
-        run = runs[base]
-        gen.run(run.arm, run.port, plan.warmup_s, plan.connections)
-        # the best of a few short runs: other work on the machine only ever lowers it
-        tries = [gen.run(run.arm, run.port, plan.calibrate_s / 3, plan.connections) for _ in range(3)]
-        res = max(tries, key=lambda r: r.rps)
-        run.settle(5.0)
-        if res.ok == 0:
-            raise testkit.HarnessError(f"calibration of {base}: no successful response ({res.status}, {res.error_kinds})")
-        rates[base] = max(1.0, res.rps / 2)
-        run.calibration = {**res.as_dict(), "tries_rps": [t.rps for t in tries]}
-        log(f"calibration {base}: {' / '.join(f'{t.rps:.0f}' for t in tries)} req/s saturated -> "
-            f"fixed rate {rates[base]:.0f} req/s")
-    return rates
-
-
-def run_rounds(runs: dict[str, ArmRun], selected: list[A.Arm], gen: LoadGen, plan: Plan, rates: dict[str, float],
+def run_rounds(runs: dict[str, ArmRun], selected: list[A.Arm], gen: LoadGen, plan: Plan,
                proxy_cpu: int | None) -> None:
-    """The interleaved rounds: every arm once per round, the order rotated each round."""
+    """The interleaved rounds: every arm once per round, the order rotated each round; a
+    diagnostic arm in the first round only (what it is for is measured side by side)."""
     for rnd in range(plan.rounds):
-        k = rnd % len(selected)
-        order = selected[k:] + selected[:k]
+        arms = [a for a in selected if rnd == 0 or not a.diagnostic]
+        k = rnd % len(arms)
+        order = arms[k:] + arms[:k]
         for arm in order:
             run = runs[arm.name]
-            r = measure_round(run, gen, plan, rates[arm.baseline], proxy_cpu)
+            r = measure_round(run, gen, plan, proxy_cpu)
             r["round"] = rnd + 1
             run.rounds.append(r)
             util = r["proxy_cores"] or 0
@@ -1015,12 +1012,15 @@ def run_rounds(runs: dict[str, ArmRun], selected: list[A.Arm], gen: LoadGen, pla
             )
 
 
-def run_together(runs: dict[str, ArmRun], gen: LoadGen, plan: Plan) -> list[dict]:
+def run_together(runs: dict[str, ArmRun], gen: LoadGen, plan: Plan, breakdown: dict | None) -> list[dict]:
     """Pairs on one core at the same time (TOGETHER): redaction's cost, meshaudit against no
-    logging."""
+    logging. A pair the breakdown measured as one of its steps is taken from there."""
+    steps = {tuple(p["arms"]): p for p in (breakdown or {}).get("steps", [])}
     together: list[dict] = []
     for first, second in TOGETHER:
-        if first in runs and second in runs:
+        if (first, second) in steps:
+            together.append(steps[(first, second)])
+        elif first in runs and second in runs:
             pair = measure_together(runs[first], runs[second], gen, plan, windows=plan.rounds)
             together.append(pair)
             log(f"together: {first} / {second} throughput "
@@ -1059,7 +1059,7 @@ def record_final_figures(runs: dict[str, ArmRun], plan: Plan) -> None:
             "collector_received": count,
             "rss_start_kib": run.rss_start_kib,
             "rss_end_kib": T.proc_rss_kib(run.envoy.pid),
-            "load_seconds": sum(plan.warmup_s + plan.saturated_s + plan.fixed_s for _ in run.rounds),
+            "load_seconds": run.load_s,
         }
         if run.arm.kind == "meshaudit":
             run.final.update(
@@ -1096,7 +1096,6 @@ def assemble_result(meta: dict, rates: dict[str, float], together: list[dict], b
                 "baseline": run.arm.baseline,
                 "diagnostic": run.arm.diagnostic,
                 "plugin_config": run.arm.plugin_config,
-                "calibration": run.calibration,
                 "median": summarize(run),
                 "final": run.final,
                 "rounds": run.rounds,
@@ -1137,10 +1136,10 @@ def main(argv: list[str] | None = None) -> int:
         up_port = start_upstream(ws.workdir, load_cpu)
         runs = start_arms(selected, ws, pki, up_port, proxy_cpu, load_cpu)
         gen = gen_cls(gen_bin, load_cpu, ws.workdir, pki, client)
-        rates = calibrate(runs, selected, gen, plan)
-        run_rounds(runs, selected, gen, plan, rates, proxy_cpu)
-        together = run_together(runs, gen, plan)
+        run_rounds(runs, selected, gen, plan, proxy_cpu)
         breakdown = run_breakdown(runs, gen, plan)
+        together = run_together(runs, gen, plan, breakdown)
+        rates = {name: summarize(run)["fixed_rate"] for name, run in runs.items()}
         record_final_figures(runs, plan)
         # diagnostic: the cost of each host call meshaudit makes, timed inside the Wasm VM
         if ws.probe is not None and "plain" in runs:

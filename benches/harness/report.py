@@ -18,7 +18,7 @@ MIB = 1024.0
 TARGETS = {
     "throughput": {"meshaudit_default": 0.90, "meshaudit_log": 0.90, "meshaudit_default_mtls": 0.95},
     "cpu_ratio_max": 1.10,
-    "p99_ratio_max": 1.10,
+    "p99_ratio_max": 1.50,  # at half the arm's own maximum (issue 20)
     "rss_delta_mib_max": 15.0,  # per worker (--concurrency 1: one worker)
     "rss_min_load_seconds": 60,
     "dispatches_per_req_max": 0.02,
@@ -131,8 +131,8 @@ def _x(v):
 
 
 def overloaded(a: dict) -> bool:
-    """Whether the arm fell short of the fixed rate (it cannot sustain half the baseline's
-    maximum): its latency then measures an ever-growing queue, not the proxy."""
+    """Whether the arm fell short of the fixed rate (half its own maximum of the round: it
+    slowed down meanwhile): its latency then measures an ever-growing queue, not the proxy."""
     short = [r for r in a["rounds"] if r["fixed"]["rps"] < 0.97 * r["fixed_rate"]]
     return len(short) * 2 > len(a["rounds"])
 
@@ -399,8 +399,9 @@ def markdown(result: dict) -> str:
         f"{meta['load_generator']}, the upstream Envoy (direct_response) and the Rotel collectors on core "
         f"{meta['pinning']['load_upstream_collector']}; {meta['cpus']} × {meta['cpu_model']}",
         f"- {meta['plan_text']}; medians over rounds; rounds interleave the arms (order rotated each round)",
-        f"- fixed rate for latency (half the saturated maximum of each family's no-logging arm, "
-        f"{meta.get('fixed_rate_method', 'latency-corrected')}): {rates}",
+        f"- fixed rate for latency: half the arm's own saturated maximum in the same round, after what "
+        f"the saturated run left buffered was shipped ({meta.get('fixed_rate_method', 'latency-corrected')}); "
+        f"medians: {rates}",
         f"- requests: {meta['requests']['get']}; heavy family: {meta['requests']['post']}",
         f"- load average at start {meta['loadavg_start'][0]:.2f}, at end {meta['loadavg_end'][0]:.2f}"
         + (f"; benchmark processes at nice {meta['nice']} (own sessions/autogroups: the machine was shared)"
@@ -412,7 +413,7 @@ def markdown(result: dict) -> str:
         "CPU is the proxy process's utime+stime over the saturated window divided by the responses in it; "
         "RSS is VmRSS after all rounds; dispatches are meshaudit's batches_sent + batches_failed per "
         "response during the saturated window. † the arm could not sustain the fixed rate (half its "
-        "baseline's maximum): its latency measures a growing queue.",
+        "own maximum): its latency measures a growing queue.",
         "",
         "## Targets",
         "",

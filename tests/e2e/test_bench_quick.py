@@ -66,6 +66,10 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
         for key in ("p50_ms", "p99_ms", "p999_ms"):
             assert med[key] is not None and med[key] > 0, (name, key)
         assert med["p50_ms"] <= med["p99_ms"] <= med["p999_ms"], name
+        # latency at half the arm's own maximum of the round, once its backlog was shipped
+        rnd = arm["rounds"][0]
+        assert rnd["fixed_rate"] == pytest.approx(max(1.0, rnd["rps"] / 2)), name
+        assert rnd["backlog_settle_s"] >= 0, name
         assert final["responses"] > 0 and final["rss_end_kib"] > 0, name
         assert med["non_2xx"] == 0 and med["errors"] == 0, (name, arm["rounds"][0]["saturated"])
         if arm["baseline"] != name:
