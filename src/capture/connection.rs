@@ -4,6 +4,7 @@
 
 use super::certificate;
 use super::identity::{self, Identity};
+use super::workload::{self, Workload};
 use super::{Anomalies, Host};
 use crate::event::{attr, AuditEvent, Value};
 
@@ -17,6 +18,8 @@ pub struct ConnectionFacts {
     pub mtls: bool,
     pub peer: Identity,
     pub local_identity: Identity,
+    /// The calling workload as Istio's filters describe it (filter state `downstream_peer`).
+    pub peer_workload: Option<Workload>,
     pub anomalies: Anomalies,
 }
 
@@ -92,10 +95,13 @@ impl ConnectionFacts {
         facts
     }
 
-    /// Reads the connection's facts from the host.
+    /// Reads the connection's facts from the host, and the calling workload where Istio's
+    /// filters describe it (one host call where they do not).
     pub fn read(host: &(impl Host + ?Sized)) -> ConnectionFacts {
         let mut facts = ConnectionFacts::read_addresses(host);
         facts.read_tls(host, Sni::Read);
+        facts.peer_workload =
+            Workload::from_filter_state(host, workload::DOWNSTREAM_PEER, &mut facts.anomalies);
         facts
     }
 

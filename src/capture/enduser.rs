@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
+use super::protobuf::{Kind, ProtoValue, Struct};
 use super::request_attributes::JWT_PAYLOAD_PRESENT;
 use super::{Anomalies, Host};
 use crate::event::{attr, AuditEvent, Value};
@@ -25,43 +26,6 @@ pub const JWT_AUTHN: &str = "envoy.filters.http.jwt_authn";
 struct Metadata {
     #[prost(btree_map = "string, message", tag = "1")]
     filter_metadata: BTreeMap<String, Struct>,
-}
-
-/// `google.protobuf.Struct`, as much as decoding a payload needs.
-#[derive(Clone, PartialEq, Message)]
-struct Struct {
-    #[prost(btree_map = "string, message", tag = "1")]
-    fields: BTreeMap<String, ProtoValue>,
-}
-
-/// `google.protobuf.Value`.
-#[derive(Clone, PartialEq, Message)]
-struct ProtoValue {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
-    kind: Option<Kind>,
-}
-
-#[derive(Clone, PartialEq, prost::Oneof)]
-enum Kind {
-    #[prost(int32, tag = "1")]
-    Null(i32),
-    #[prost(double, tag = "2")]
-    Number(f64),
-    #[prost(string, tag = "3")]
-    Text(String),
-    #[prost(bool, tag = "4")]
-    Bool(bool),
-    #[prost(message, tag = "5")]
-    Object(Struct),
-    #[prost(message, tag = "6")]
-    List(ListValue),
-}
-
-/// `google.protobuf.ListValue`.
-#[derive(Clone, PartialEq, Message)]
-struct ListValue {
-    #[prost(message, repeated, tag = "1")]
-    values: Vec<ProtoValue>,
 }
 
 /// What to record of a verified token, prepared once per configuration.
@@ -172,6 +136,7 @@ fn to_json(v: &ProtoValue) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::capture::fake::RecordedHost;
+    use crate::capture::protobuf::ListValue;
     use crate::event::EventKind;
     #[cfg(target_family = "wasm")]
     use wasm_bindgen_test::wasm_bindgen_test as test;

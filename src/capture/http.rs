@@ -8,6 +8,7 @@ use super::enduser::EndUser;
 use super::identity;
 use super::response_flags::response_flags;
 use super::trace_context::{TraceContext, TraceHeaders};
+use super::workload::{self, Workload};
 use super::{Anomalies, Host};
 use crate::config::Config;
 use crate::event::{attr, AuditEvent, EventKind, Value};
@@ -71,6 +72,7 @@ impl HttpCapture {
         write_response(host, line.grpc, &mut e, &mut a);
         write_routing(host, &mut e, &mut a);
         conn.write(&mut e, attr::TLS_SNI);
+        write_workloads(host, conn, &line, response, &mut e, &mut a);
         if let Some(enduser) = &self.enduser {
             enduser.write(host, &mut e, &mut a);
         }
@@ -99,6 +101,8 @@ struct RequestHeaders<'h> {
     /// A gRPC request (`content-type: application/grpc…`).
     grpc: bool,
     trace: TraceHeaders<'h>,
+    /// Istio's `x-envoy-peer-metadata`, where it is still there.
+    peer_metadata: Option<&'h [u8]>,
 }
 
 impl<'h> RequestHeaders<'h> {
@@ -117,6 +121,7 @@ impl<'h> RequestHeaders<'h> {
                 b"b3" => h.trace.b3 = Some(value),
                 b"x-b3-traceid" => h.trace.b3_trace_id = Some(value),
                 b"x-b3-spanid" => h.trace.b3_span_id = Some(value),
+                workload::PEER_METADATA_HEADER => h.peer_metadata = Some(value),
                 _ => {}
             }
         }
@@ -157,6 +162,42 @@ impl<'h> RequestHeaders<'h> {
             attr::REQUEST_ID,
             self.request_id.map(|v| text(v, attr::REQUEST_ID, a)),
         );
+    }
+}
+
+/// The calling workload (Istio's filter state for the connection, else the request's
+/// `x-envoy-peer-metadata`) and, on an outbound listener, the called one (filter state
+/// `upstream_peer`, else the response's header).
+fn write_workloads(
+    host: &impl Host,
+    conn: &ConnectionFacts,
+    request: &RequestHeaders<'_>,
+    response: &HeaderPairs<'_>,
+    e: &mut AuditEvent,
+    a: &mut Anomalies,
+) {
+    let peer = match &conn.peer_workload {
+        Some(w) => Some(std::borrow::Cow::Borrowed(w)),
+        None => request
+            .peer_metadata
+            .and_then(|v| Workload::from_header(v, a))
+            .map(std::borrow::Cow::Owned),
+    };
+    if let Some(w) = peer {
+        let spiffe = conn.peer.spiffe().and_then(|s| s.namespace);
+        w.write(&workload::PEER_KEYS, spiffe, e, a);
+    }
+    if conn.direction != Some("outbound") {
+        return;
+    }
+    let upstream = Workload::from_filter_state(host, workload::UPSTREAM_PEER, a).or_else(|| {
+        response
+            .iter()
+            .find(|(name, _)| *name == workload::PEER_METADATA_HEADER)
+            .and_then(|(_, v)| Workload::from_header(v, a))
+    });
+    if let Some(w) = upstream {
+        w.write(&workload::UPSTREAM_PEER_KEYS, None, e, a);
     }
 }
 

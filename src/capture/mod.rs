@@ -13,11 +13,13 @@ pub mod enduser;
 pub mod http;
 pub mod identity;
 pub mod node;
+pub mod protobuf;
 pub mod request_attributes;
 pub mod response_flags;
 pub mod snapshot;
 pub mod tcp;
 pub mod trace_context;
+pub mod workload;
 
 /// Read access to the host's attributes (Envoy's `proxy_get_property`).
 pub trait Host {

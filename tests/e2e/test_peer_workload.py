@@ -1,0 +1,122 @@
+"""The calling workload (and, on an outbound listener, the called one) as Istio's metadata
+exchange describes it, in real Envoy: the `x-envoy-peer-metadata` header an Istio sidecar sends,
+built here with Google's protobuf library as Istio builds it (a deterministically serialized
+`google.protobuf.Struct` of the node's metadata, base64). Upstream Envoy has no Istio filter to
+turn it into `downstream_peer` filter state, so that path is checked against a recorded host
+(src/capture/workload.rs); docs/event-schema.md#the-calling-workload says which Istio releases
+each path covers. Both forms: the HTTP filter and the access logger.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from google.protobuf import struct_pb2
+
+import testkit
+
+PEER_HEADER = "x-envoy-peer-metadata"
+
+
+def peer_metadata(namespace: str, workload: str, app: str, version: str) -> str:
+    """What an Istio sidecar of `workload` (a Deployment) sends about itself."""
+    node = struct_pb2.Struct()
+    node.update({
+        "NAME": f"{workload}-5f7c9d-x2x9q",
+        "NAMESPACE": namespace,
+        "WORKLOAD_NAME": workload,
+        "OWNER": f"kubernetes://apis/apps/v1/namespaces/{namespace}/deployments/{workload}",
+        "CLUSTER_ID": "Kubernetes",
+        "MESH_ID": "cluster.local",
+        "LABELS": {
+            "app": app,
+            "version": version,
+            "service.istio.io/canonical-name": app,
+            "service.istio.io/canonical-revision": version,
+            "pod-template-hash": "5f7c9d",
+        },
+        "PLATFORM_METADATA": {},
+    })
+    return base64.b64encode(node.SerializeToString(deterministic=True)).decode()
+
+
+@pytest.fixture(scope="module", params=["filter", "access_log"])
+def edge(request, tmp_path_factory, wasm) -> testkit.Stack:
+    """envoy/edge.yaml (an outbound listener) + meshaudit (OTLP) -> Rotel."""
+    stack = testkit.Stack(
+        tmp_path_factory.mktemp(f"peer-edge-{request.param}"),
+        kind=testkit.EDGE,
+        wasm=wasm,
+        pki=None,
+        plugin_config_overrides={**testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log"},
+        access_log=request.param == "access_log",
+    )
+    with testkit.running(stack):
+        yield stack
+
+
+def only(records, path):
+    assert len(records) == 1, (path, records)
+    return records[0]
+
+
+def test_an_mtls_caller_is_named_by_its_workload(sidecar, pki, run_id):
+    path = f"/peer/{run_id}/web"
+    meta = peer_metadata("frontend", "web", "web", "v1")
+    resp = sidecar.request(path, tls=sidecar.tls(pki.clients["web"]), headers={PEER_HEADER: meta})
+    assert resp.status == 200
+    a = only(sidecar.records_for_path(path), path).attributes
+    assert a.get("meshaudit.peer.workload.namespace") == "frontend", a
+    assert a.get("meshaudit.peer.workload.name") == "web", a
+    assert a.get("meshaudit.peer.workload.kind") == "deployment", a
+    assert a.get("meshaudit.peer.app.name") == "web" and a.get("meshaudit.peer.app.version") == "v1", a
+    assert a.get("meshaudit.peer.service.name") == "web" and a.get("meshaudit.peer.service.version") == "v1", a
+    assert a.get("meshaudit.peer.cluster") == "Kubernetes", a
+    assert a.get("meshaudit.peer.workload.source") == "peer_metadata_header", a
+    # It agrees with the verified certificate (spiffe://cluster.local/ns/frontend/sa/web).
+    assert a.get("meshaudit.peer.namespace") == "frontend", a
+    assert not any("workload" in n for n in a.get("meshaudit.capture.anomalies") or []), a
+    # Nothing of the header itself unless allowlisted; never on an outbound-only attribute.
+    assert f"http.request.header.{PEER_HEADER}" not in a, a
+    assert not any(k.startswith("meshaudit.upstream.peer.workload") for k in a), a
+
+
+def test_a_workload_claiming_another_namespace_than_its_certificate_is_marked(sidecar, pki, run_id):
+    path = f"/peer/{run_id}/liar"
+    meta = peer_metadata("payments", "checkout", "checkout", "v3")
+    assert sidecar.request(path, tls=sidecar.tls(pki.clients["web"]), headers={PEER_HEADER: meta}).status == 200
+    a = only(sidecar.records_for_path(path), path).attributes
+    assert a.get("meshaudit.peer.workload.namespace") == "payments", a
+    assert "mismatch:meshaudit.peer.workload.namespace" in (a.get("meshaudit.capture.anomalies") or []), a
+
+
+def test_a_bad_header_is_marked_and_no_workload_recorded(sidecar, run_id):
+    path = f"/peer/{run_id}/garbage"
+    assert sidecar.request(path, headers={PEER_HEADER: "bm90IGEgc3RydWN0!!"}).status == 200
+    a = only(sidecar.records_for_path(path), path).attributes
+    assert not any(k.startswith("meshaudit.peer.workload") for k in a), a
+    assert "undecodable:x-envoy-peer-metadata" in (a.get("meshaudit.capture.anomalies") or []), a
+
+
+def test_without_metadata_exchange_there_is_no_workload(sidecar, run_id):
+    path = f"/peer/{run_id}/none"
+    assert sidecar.request(path).status == 200
+    a = only(sidecar.records_for_path(path), path).attributes
+    assert not any(".workload." in k or k.startswith("meshaudit.peer.app") for k in a), a
+    assert not a.get("meshaudit.capture.anomalies"), a
+
+
+def test_the_called_workload_on_an_outbound_listener(edge, run_id):
+    """The edge listener is outbound: the application's sidecar answers with its own metadata."""
+    path = f"/peer/{run_id}/upstream"
+    meta = peer_metadata("orders", "orders-v2", "orders", "v2")
+    resp = edge.request(path, headers={f"x-upstream-header-{PEER_HEADER}": meta})
+    assert resp.status == 200
+    o = only(edge.records_for_path(path), path).attributes
+    assert o["meshaudit.envoy.listener_direction"] == "outbound"
+    assert o.get("meshaudit.upstream.peer.workload.name") == "orders-v2", o
+    assert o.get("meshaudit.upstream.peer.workload.namespace") == "orders", o
+    assert o.get("meshaudit.upstream.peer.app.version") == "v2", o
+    assert o.get("meshaudit.upstream.peer.workload.source") == "peer_metadata_header", o
+    assert "meshaudit.peer.workload.name" not in o, o
