@@ -162,7 +162,8 @@ oci: wasm
 ## bench: side-by-side throughput benchmark in real Envoy (benches/harness/README.md): no audit
 ## logging, Envoy's file and OpenTelemetry access logs, meshaudit (default, heavy, diagnostics),
 ## plaintext and mTLS; proxy pinned to core 0, load/upstream/collector on core 1; then
-## bench-report. 32 min on 2 cores (2026-12-06; the shipped file-log arm since adds about a minute). Results: benches/results/latest.{json,md,svg} and dated copies.
+## bench-report. 18 min on 2 cores (2026-12-06, once the module, the CLI and oha are built).
+## Results: benches/results/latest.{json,md,svg} and dated copies.
 ## BENCH_QUICK=1: one short round (~2.5 min) into target/bench-quick/, load from wrk. BENCH_ARGS:
 ## more flags (e.g. --arms plain,meshaudit_default --rounds 5). BENCH_NICE=-10: priority on a busy
 ## machine. BENCH_LOADGEN=oha|wrk: the load generator (default: oha for the full run, wrk quick).

@@ -8,7 +8,10 @@
 //! - `redact`: `Redactor::redact` with the default configuration;
 //! - `encode_otlp`, `encode_json`: `Codec::encode` of the redacted event;
 //! - `request`: build + redact + OTLP encode, what the filter computes per request in `on_log`
-//!   (less the host calls and the batcher's copy).
+//!   (less the host calls and the batcher's copy);
+//! - `frame_full_batch`: the one piece of work per batch on the worker thread, framing a full
+//!   default batch (500 encoded events) as an OTLP request; a request that arrives meanwhile
+//!   waits for it (docs/performance.md#latency).
 //!
 //! Run: `cargo bench --bench pipeline`.
 
@@ -107,6 +110,16 @@ fn stages(c: &mut Criterion) {
             out.len()
         })
     });
+    // A full default batch: `max_batch_events` (500) of these records, about 1 MB.
+    let mut records = Vec::new();
+    for _ in 0..500 {
+        otlp.encode(&redacted, &mut records);
+    }
+    group
+        .throughput(Throughput::Bytes(records.len() as u64))
+        .bench_function("frame_full_batch", |b| {
+            b.iter(|| otlp.frame(black_box(&records)).len())
+        });
     group.finish();
 }
 
