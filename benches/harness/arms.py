@@ -250,6 +250,8 @@ ARMS: list[Arm] = [
     ),
     Arm("wasm_noop", "Wasm probe as an access logger: does nothing (diagnostic)", "probe", probe_mode="noop",
         access_log=True, diagnostic=True),
+    Arm("wasm_noop_filter", "Wasm probe as an HTTP filter: does nothing (diagnostic)", "probe", probe_mode="noop",
+        diagnostic=True),
     Arm("wasm_hostcalls", "Wasm probe as an access logger: 16 attributes one by one + 2 header maps (diagnostic)",
         "probe", probe_mode="hostcalls", access_log=True, diagnostic=True),
     Arm("wasm_cel", "Wasm probe as an access logger: the same attributes as one CEL list + 2 header maps (diagnostic)",

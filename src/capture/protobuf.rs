@@ -42,6 +42,15 @@ pub struct ListValue {
     pub values: Vec<ProtoValue>,
 }
 
+impl ProtoValue {
+    /// A string value.
+    pub fn text(s: &str) -> ProtoValue {
+        ProtoValue {
+            kind: Some(Kind::Text(s.to_string())),
+        }
+    }
+}
+
 impl Struct {
     /// The string at `name`, if there is one.
     pub fn text(&self, name: &str) -> Option<&str> {

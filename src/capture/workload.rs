@@ -198,9 +198,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn text(s: &str) -> ProtoValue {
-        ProtoValue {
-            kind: Some(Kind::Text(s.into())),
-        }
+        ProtoValue::text(s)
     }
 
     fn object(fields: &[(&str, ProtoValue)]) -> Struct {

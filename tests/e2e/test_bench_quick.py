@@ -97,7 +97,7 @@ def test_json_is_complete_and_every_arm_served_requests(quick_run):
     assert [t["arms"] for t in together] == [
         ["meshaudit_log", "meshaudit_noredact"], ["meshaudit_default", "meshaudit_nointegrity"],
         ["meshaudit_default", "meshaudit_baseline"], ["meshaudit_default", "plain"],
-        ["meshaudit_log", "plain"], ["meshaudit_log", "meshaudit_default"],
+        ["meshaudit_log", "plain"], ["meshaudit_log", "meshaudit_default"], ["wasm_noop", "wasm_noop_filter"],
         ["meshaudit_default_mtls", "plain_mtls"], ["file_json", "plain"], ["otel_grpc", "plain"],
     ]
     for pair in together:
