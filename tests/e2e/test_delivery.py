@@ -738,7 +738,8 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
     batch = testkit.TlsClient(ca=pki.ca_path, cert=pki.clients["multi"].cert_path, key=pki.clients["multi"].key_path)
     t0 = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(seconds=1)
     calls = [  # (client, method, path, extra headers, expected status)
-        (web, "GET", "/orders/1", {}, 200), (web, "GET", "/orders/2", {}, 200),
+        (web, "GET", "/orders/1", {testkit.PEER_METADATA_HEADER: testkit.peer_metadata_header("frontend", "web", "web", "v1")}, 200),
+        (web, "GET", "/orders/2", {}, 200),
         (web, "POST", "/orders", {"authorization": "Bearer e2e-clickhouse-canary"}, 200),
         (batch, "GET", "/orders/1?status=404", {}, 404), (batch, "DELETE", "/orders/2", {}, 200),
         (None, "GET", "/health", {}, 200),
@@ -767,6 +768,11 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
     assert by_rid[f"{run_id}-ch-2"]["rules"] == ["default:1"]
     assert by_rid[f"{run_id}-ch-3"]["status"] == 404
     assert "e2e-clickhouse-canary" not in clickhouse.query("SELECT * FROM meshaudit.events FORMAT JSONEachRow")
+    # The calling workload Istio's metadata exchange described, where the caller sent it.
+    workloads = clickhouse.query(
+        "SELECT `meshaudit.request.id`, `meshaudit.peer.workload.namespace`, `meshaudit.peer.workload.name` "
+        f"FROM meshaudit.events WHERE `meshaudit.request.id` LIKE '{run_id}-ch-%' ORDER BY `meshaudit.request.id` FORMAT TSV")
+    assert [line.split("\t")[1:] for line in workloads.splitlines()][:2] == [["frontend", "web"], ["", ""]], workloads
     # The trail keeps each line as written: every attribute, the allowlisted headers included.
     trail = [json.loads(line) for line in clickhouse.query(
         f"SELECT line FROM meshaudit.trail WHERE line LIKE '%{run_id}-ch-%' FORMAT TSVRaw").splitlines()]

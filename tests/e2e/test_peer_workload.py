@@ -1,6 +1,6 @@
 """The calling workload (and, on an outbound listener, the called one) as Istio's metadata
 exchange describes it, in real Envoy: the `x-envoy-peer-metadata` header an Istio sidecar sends,
-built here with Google's protobuf library as Istio builds it (a deterministically serialized
+built with Google's protobuf library as Istio builds it (`testkit.peer_metadata_header`) (a deterministically serialized
 `google.protobuf.Struct` of the node's metadata, base64). Upstream Envoy has no Istio filter to
 turn it into `downstream_peer` filter state, so that path is checked against a recorded host
 (src/capture/workload.rs); docs/event-schema.md#the-calling-workload says which Istio releases
@@ -9,36 +9,14 @@ each path covers. Both forms: the HTTP filter and the access logger.
 
 from __future__ import annotations
 
-import base64
-
 import pytest
-from google.protobuf import struct_pb2
 
 import testkit
 
-PEER_HEADER = "x-envoy-peer-metadata"
+PEER_HEADER = testkit.PEER_METADATA_HEADER
 
 
-def peer_metadata(namespace: str, workload: str, app: str, version: str) -> str:
-    """What an Istio sidecar of `workload` (a Deployment) sends about itself."""
-    node = struct_pb2.Struct()
-    node.update({
-        "NAME": f"{workload}-5f7c9d-x2x9q",
-        "NAMESPACE": namespace,
-        "WORKLOAD_NAME": workload,
-        "OWNER": f"kubernetes://apis/apps/v1/namespaces/{namespace}/deployments/{workload}",
-        "CLUSTER_ID": "Kubernetes",
-        "MESH_ID": "cluster.local",
-        "LABELS": {
-            "app": app,
-            "version": version,
-            "service.istio.io/canonical-name": app,
-            "service.istio.io/canonical-revision": version,
-            "pod-template-hash": "5f7c9d",
-        },
-        "PLATFORM_METADATA": {},
-    })
-    return base64.b64encode(node.SerializeToString(deterministic=True)).decode()
+peer_metadata = testkit.peer_metadata_header
 
 
 @pytest.fixture(scope="module", params=["filter", "access_log"])

@@ -98,7 +98,8 @@ from .istio import (
     istio_manifest, istio_manifests, ISTIO_META_PREFIX, istio_plugin, ISTIO_RBAC_HTTP_TYPE,
     ISTIO_RBAC_NETWORK_TYPE, ISTIO_STRING_VALUE, istio_struct_json, ISTIO_TCP_SIDECAR,
     ISTIO_TYPED_EXTENSION_CONFIG, ISTIO_WASM_HTTP_TYPE, ISTIO_WASM_NETWORK_TYPE,
-    istiod_wasm_filter, IstioPlugin, IstioSidecar, write_xds_file,
+    istiod_wasm_filter, IstioPlugin, IstioSidecar, PEER_METADATA_HEADER, peer_metadata_header,
+    write_xds_file,
 )
 
 # JSON Web Tokens the tests sign

@@ -451,3 +451,34 @@ class IstioSidecar:
             enough, timeout, 0.1,
             lambda: f"{count} {what} at the collector; got {len(last)}; envoy log:\n{log_tail(self.envoy.log_path, 30)}",
         )
+
+
+PEER_METADATA_HEADER = "x-envoy-peer-metadata"
+
+
+def peer_metadata_header(namespace: str, workload: str, app: str, version: str) -> str:
+    """The `x-envoy-peer-metadata` value an Istio sidecar of `workload` (a Deployment) sends about
+    itself: its node metadata as a `google.protobuf.Struct`, serialized deterministically (as
+    Istio's metadata exchange does) with Google's protobuf library, base64."""
+    import base64
+
+    from google.protobuf import struct_pb2
+
+    node = struct_pb2.Struct()
+    node.update({
+        "NAME": f"{workload}-5f7c9d-x2x9q",
+        "NAMESPACE": namespace,
+        "WORKLOAD_NAME": workload,
+        "OWNER": f"kubernetes://apis/apps/v1/namespaces/{namespace}/deployments/{workload}",
+        "CLUSTER_ID": "Kubernetes",
+        "MESH_ID": "cluster.local",
+        "LABELS": {
+            "app": app,
+            "version": version,
+            "service.istio.io/canonical-name": app,
+            "service.istio.io/canonical-revision": version,
+            "pod-template-hash": "5f7c9d",
+        },
+        "PLATFORM_METADATA": {},
+    })
+    return base64.b64encode(node.SerializeToString(deterministic=True)).decode()
