@@ -111,9 +111,9 @@ CREATE TABLE IF NOT EXISTS meshaudit.events
     `meshaudit.upstream.peer.spiffe_id`       String,
     -- The calling (and, on outbound sidecars, the called) workload as Istio's metadata
     -- exchange describes it; what the peer says, beside its verified SPIFFE id.
-    `meshaudit.peer.workload.namespace`       String,
-    `meshaudit.peer.workload.name`            String,
-    `meshaudit.upstream.peer.workload.name`   String,
+    `meshaudit.source.workload.namespace`       String,
+    `meshaudit.source.workload.name`            String,
+    `meshaudit.destination.workload.name`   String,
 
     -- Which redaction rules fired, with counts (never the values).
     `meshaudit.redaction.rules`               Array(String),
@@ -197,9 +197,9 @@ SELECT
     visitParamExtractString(`line`, 'meshaudit.peer.service_account') AS `meshaudit.peer.service_account`,
     visitParamExtractString(`line`, 'meshaudit.local.spiffe_id') AS `meshaudit.local.spiffe_id`,
     visitParamExtractString(`line`, 'meshaudit.upstream.peer.spiffe_id') AS `meshaudit.upstream.peer.spiffe_id`,
-    visitParamExtractString(`line`, 'meshaudit.peer.workload.namespace') AS `meshaudit.peer.workload.namespace`,
-    visitParamExtractString(`line`, 'meshaudit.peer.workload.name') AS `meshaudit.peer.workload.name`,
-    visitParamExtractString(`line`, 'meshaudit.upstream.peer.workload.name') AS `meshaudit.upstream.peer.workload.name`,
+    visitParamExtractString(`line`, 'meshaudit.source.workload.namespace') AS `meshaudit.source.workload.namespace`,
+    visitParamExtractString(`line`, 'meshaudit.source.workload.name') AS `meshaudit.source.workload.name`,
+    visitParamExtractString(`line`, 'meshaudit.destination.workload.name') AS `meshaudit.destination.workload.name`,
     arrayMap(x -> replaceAll(replaceAll(x, '\\"', '"'), '\\\\', '\\'), extractAll(visitParamExtractRaw(`line`, 'meshaudit.redaction.rules'), '"((?:[^"\\\\]|\\\\.)*)"')) AS `meshaudit.redaction.rules`,
     toUInt64(visitParamExtractUInt(`line`, 'meshaudit.gap.first_sequence')) AS `meshaudit.gap.first_sequence`,
     toUInt64(visitParamExtractUInt(`line`, 'meshaudit.gap.last_sequence')) AS `meshaudit.gap.last_sequence`,

@@ -185,7 +185,7 @@ fn write_workloads(
     };
     if let Some(w) = peer {
         let spiffe = conn.peer.spiffe().and_then(|s| s.namespace);
-        w.write(&workload::PEER_KEYS, spiffe, e, a);
+        w.write(&workload::SOURCE_KEYS, spiffe, e, a);
     }
     if conn.direction != Some("outbound") {
         return;
@@ -197,7 +197,7 @@ fn write_workloads(
             .and_then(|(_, v)| Workload::from_header(v, a))
     });
     if let Some(w) = upstream {
-        w.write(&workload::UPSTREAM_PEER_KEYS, None, e, a);
+        w.write(&workload::DESTINATION_KEYS, None, e, a);
     }
 }
 

@@ -12,7 +12,10 @@
 //!   `WORKLOAD_NAME`, `OWNER`, `CLUSTER_ID`, `LABELS`), read where it is still there.
 //!
 //! Both are what the peer says about itself: the verified identity stays the certificate's
-//! SPIFFE ID. A namespace that disagrees with it is marked as an anomaly.
+//! SPIFFE ID. A namespace that disagrees with it is marked as an anomaly. The attributes are
+//! `meshaudit.source.*` and `meshaudit.destination.*` (Istio's telemetry words), not under
+//! `meshaudit.peer.`, whose certificate values redaction's detectors do not scan: these are text
+//! a client chose, and are scanned like any other.
 
 use base64::Engine;
 use prost::Message;
@@ -28,7 +31,7 @@ pub const UPSTREAM_PEER: &str = "upstream_peer";
 /// The header Istio's metadata exchange sends.
 pub const PEER_METADATA_HEADER: &[u8] = b"x-envoy-peer-metadata";
 
-/// Where a workload description came from (`….workload.source`).
+/// Where a workload description came from (`….workload.origin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     FilterState,
@@ -70,7 +73,7 @@ pub struct WorkloadKeys {
     pub service: &'static str,
     pub service_version: &'static str,
     pub cluster: &'static str,
-    pub source: &'static str,
+    pub origin: &'static str,
 }
 
 macro_rules! workload_keys {
@@ -84,13 +87,13 @@ macro_rules! workload_keys {
             service: concat!($prefix, ".service.name"),
             service_version: concat!($prefix, ".service.version"),
             cluster: concat!($prefix, ".cluster"),
-            source: concat!($prefix, ".workload.source"),
+            origin: concat!($prefix, ".workload.origin"),
         };
     };
 }
 
-workload_keys!(PEER_KEYS, "meshaudit.peer");
-workload_keys!(UPSTREAM_PEER_KEYS, "meshaudit.upstream.peer");
+workload_keys!(SOURCE_KEYS, "meshaudit.source");
+workload_keys!(DESTINATION_KEYS, "meshaudit.destination");
 
 impl Workload {
     /// The workload Istio's filters left in filter state under `key`; `None` (after one host
@@ -151,7 +154,7 @@ impl Workload {
         e.set_str(keys.service, self.service.clone());
         e.set_str(keys.service_version, self.service_version.clone());
         e.set_str(keys.cluster, self.cluster.clone());
-        e.set(keys.source, Value::Str(self.source.name().to_string()));
+        e.set(keys.origin, Value::Str(self.source.name().to_string()));
         if spiffe_namespace.is_some_and(|ns| ns != self.namespace) {
             a.note("mismatch", keys.namespace);
         }
@@ -300,20 +303,20 @@ mod tests {
         let w = Workload::from_header(&header(), &mut Anomalies::default()).unwrap();
         let mut e = AuditEvent::new(EventKind::Http);
         let mut a = Anomalies::default();
-        w.write(&PEER_KEYS, Some("bookinfo"), &mut e, &mut a);
+        w.write(&SOURCE_KEYS, Some("bookinfo"), &mut e, &mut a);
         assert_eq!(
-            e.get("meshaudit.peer.workload.name"),
+            e.get("meshaudit.source.workload.name"),
             Some(&Value::Str("reviews-v2".into()))
         );
         assert_eq!(
-            e.get("meshaudit.peer.workload.source"),
+            e.get("meshaudit.source.workload.origin"),
             Some(&Value::Str("peer_metadata_header".into()))
         );
         assert!(a.0.is_empty());
-        w.write(&PEER_KEYS, Some("default"), &mut e, &mut a);
+        w.write(&SOURCE_KEYS, Some("default"), &mut e, &mut a);
         assert_eq!(
             a.0,
-            vec!["mismatch:meshaudit.peer.workload.namespace".to_string()]
+            vec!["mismatch:meshaudit.source.workload.namespace".to_string()]
         );
     }
 

@@ -365,6 +365,9 @@ mod tests {
             "peer.x",
             "enduser.id",
             "meshaudit.enduser.claim.email",
+            // What a peer says about its workload (Istio's metadata exchange): client text.
+            "meshaudit.source.workload.name",
+            "meshaudit.destination.app.version",
         ];
         let not_scanned = [
             "log.record.uid",

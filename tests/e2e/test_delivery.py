@@ -770,7 +770,7 @@ def test_clickhouse_audit_trail_answers_who_called(app, wasm, pki, clickhouse, p
     assert "e2e-clickhouse-canary" not in clickhouse.query("SELECT * FROM meshaudit.events FORMAT JSONEachRow")
     # The calling workload Istio's metadata exchange described, where the caller sent it.
     workloads = clickhouse.query(
-        "SELECT `meshaudit.request.id`, `meshaudit.peer.workload.namespace`, `meshaudit.peer.workload.name` "
+        "SELECT `meshaudit.request.id`, `meshaudit.source.workload.namespace`, `meshaudit.source.workload.name` "
         f"FROM meshaudit.events WHERE `meshaudit.request.id` LIKE '{run_id}-ch-%' ORDER BY `meshaudit.request.id` FORMAT TSV")
     assert [line.split("\t")[1:] for line in workloads.splitlines()][:2] == [["frontend", "web"], ["", ""]], workloads
     # The trail keeps each line as written: every attribute, the allowlisted headers included.

@@ -9,6 +9,8 @@ each path covers. Both forms: the HTTP filter and the access logger.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 import testkit
@@ -45,19 +47,19 @@ def test_an_mtls_caller_is_named_by_its_workload(sidecar, pki, run_id):
     resp = sidecar.request(path, tls=sidecar.tls(pki.clients["web"]), headers={PEER_HEADER: meta})
     assert resp.status == 200
     a = only(sidecar.records_for_path(path), path).attributes
-    assert a.get("meshaudit.peer.workload.namespace") == "frontend", a
-    assert a.get("meshaudit.peer.workload.name") == "web", a
-    assert a.get("meshaudit.peer.workload.kind") == "deployment", a
-    assert a.get("meshaudit.peer.app.name") == "web" and a.get("meshaudit.peer.app.version") == "v1", a
-    assert a.get("meshaudit.peer.service.name") == "web" and a.get("meshaudit.peer.service.version") == "v1", a
-    assert a.get("meshaudit.peer.cluster") == "Kubernetes", a
-    assert a.get("meshaudit.peer.workload.source") == "peer_metadata_header", a
+    assert a.get("meshaudit.source.workload.namespace") == "frontend", a
+    assert a.get("meshaudit.source.workload.name") == "web", a
+    assert a.get("meshaudit.source.workload.kind") == "deployment", a
+    assert a.get("meshaudit.source.app.name") == "web" and a.get("meshaudit.source.app.version") == "v1", a
+    assert a.get("meshaudit.source.service.name") == "web" and a.get("meshaudit.source.service.version") == "v1", a
+    assert a.get("meshaudit.source.cluster") == "Kubernetes", a
+    assert a.get("meshaudit.source.workload.origin") == "peer_metadata_header", a
     # It agrees with the verified certificate (spiffe://cluster.local/ns/frontend/sa/web).
     assert a.get("meshaudit.peer.namespace") == "frontend", a
     assert not any("workload" in n for n in a.get("meshaudit.capture.anomalies") or []), a
     # Nothing of the header itself unless allowlisted; never on an outbound-only attribute.
     assert f"http.request.header.{PEER_HEADER}" not in a, a
-    assert not any(k.startswith("meshaudit.upstream.peer.workload") for k in a), a
+    assert not any(k.startswith("meshaudit.destination.workload") for k in a), a
 
 
 def test_a_workload_claiming_another_namespace_than_its_certificate_is_marked(sidecar, pki, run_id):
@@ -65,15 +67,15 @@ def test_a_workload_claiming_another_namespace_than_its_certificate_is_marked(si
     meta = peer_metadata("payments", "checkout", "checkout", "v3")
     assert sidecar.request(path, tls=sidecar.tls(pki.clients["web"]), headers={PEER_HEADER: meta}).status == 200
     a = only(sidecar.records_for_path(path), path).attributes
-    assert a.get("meshaudit.peer.workload.namespace") == "payments", a
-    assert "mismatch:meshaudit.peer.workload.namespace" in (a.get("meshaudit.capture.anomalies") or []), a
+    assert a.get("meshaudit.source.workload.namespace") == "payments", a
+    assert "mismatch:meshaudit.source.workload.namespace" in (a.get("meshaudit.capture.anomalies") or []), a
 
 
 def test_a_bad_header_is_marked_and_no_workload_recorded(sidecar, run_id):
     path = f"/peer/{run_id}/garbage"
     assert sidecar.request(path, headers={PEER_HEADER: "bm90IGEgc3RydWN0!!"}).status == 200
     a = only(sidecar.records_for_path(path), path).attributes
-    assert not any(k.startswith("meshaudit.peer.workload") for k in a), a
+    assert not any(k.startswith("meshaudit.source.workload") for k in a), a
     assert "undecodable:x-envoy-peer-metadata" in (a.get("meshaudit.capture.anomalies") or []), a
 
 
@@ -81,7 +83,7 @@ def test_without_metadata_exchange_there_is_no_workload(sidecar, run_id):
     path = f"/peer/{run_id}/none"
     assert sidecar.request(path).status == 200
     a = only(sidecar.records_for_path(path), path).attributes
-    assert not any(".workload." in k or k.startswith("meshaudit.peer.app") for k in a), a
+    assert not any(".workload." in k or k.startswith("meshaudit.source.app") for k in a), a
     assert not a.get("meshaudit.capture.anomalies"), a
 
 
@@ -93,8 +95,24 @@ def test_the_called_workload_on_an_outbound_listener(edge, run_id):
     assert resp.status == 200
     o = only(edge.records_for_path(path), path).attributes
     assert o["meshaudit.envoy.listener_direction"] == "outbound"
-    assert o.get("meshaudit.upstream.peer.workload.name") == "orders-v2", o
-    assert o.get("meshaudit.upstream.peer.workload.namespace") == "orders", o
-    assert o.get("meshaudit.upstream.peer.app.version") == "v2", o
-    assert o.get("meshaudit.upstream.peer.workload.source") == "peer_metadata_header", o
-    assert "meshaudit.peer.workload.name" not in o, o
+    assert o.get("meshaudit.destination.workload.name") == "orders-v2", o
+    assert o.get("meshaudit.destination.workload.namespace") == "orders", o
+    assert o.get("meshaudit.destination.app.version") == "v2", o
+    assert o.get("meshaudit.destination.workload.origin") == "peer_metadata_header", o
+    assert "meshaudit.source.workload.name" not in o, o
+
+
+def test_a_secret_in_the_peer_metadata_is_redacted_like_any_client_text(sidecar, run_id):
+    """The workload attributes are what a client says: a card number planted in them meets
+    redaction's detectors (the certificate-derived `meshaudit.peer.*` values are not scanned)."""
+    rng = random.Random(run_id)
+    cards = {"app": testkit.card_number(rng), "workload": testkit.card_number(rng)}
+    path = f"/peer/{run_id}/secret"
+    meta = peer_metadata("frontend", f"web-{cards['workload']}", f"shop {cards['app']}", "v1")
+    assert sidecar.request(path, headers={PEER_HEADER: meta}).status == 200
+    rec = only(sidecar.records_for_path(path), path)
+    assert not testkit.leak_sites([rec], cards), testkit.leak_sites([rec], cards)
+    assert rec.attr("meshaudit.source.workload.namespace") == "frontend"
+    # The card detector keeps the last four digits.
+    assert rec.attr("meshaudit.source.app.name") == f"shop ****{cards['app'][-4:]}", rec.attributes
+    assert any(name.startswith("detector.") for name in testkit.rules_of(rec)), rec.attributes
