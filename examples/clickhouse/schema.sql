@@ -111,9 +111,9 @@ CREATE TABLE IF NOT EXISTS meshaudit.events
     `meshaudit.upstream.peer.spiffe_id`       String,
     -- The calling (and, on outbound sidecars, the called) workload as Istio's metadata
     -- exchange describes it; what the peer says, beside its verified SPIFFE id.
-    `meshaudit.source.workload.namespace`       String,
-    `meshaudit.source.workload.name`            String,
-    `meshaudit.destination.workload.name`   String,
+    `meshaudit.source.workload.namespace`     String,
+    `meshaudit.source.workload.name`          String,
+    `meshaudit.destination.workload.name`     String,
 
     -- Which redaction rules fired, with counts (never the values).
     `meshaudit.redaction.rules`               Array(String),
