@@ -5,6 +5,7 @@
 use super::connection::{ConnectionFacts, Sni};
 use super::decision::{Decision, Reason};
 use super::response_flags::response_flags;
+use super::workload::{self, Workload};
 use super::{Anomalies, Host};
 use crate::event::{attr, AuditEvent, EventKind, Value};
 
@@ -117,6 +118,9 @@ pub struct TcpConnection {
     interim_events: u32,
     last_event_unix_nano: u64,
     closed: bool,
+    /// The calling workload as Istio's TCP metadata exchange left it in the connection's filter
+    /// state (`downstream_peer`), looked for with each later event until found.
+    workload: Option<Workload>,
 }
 
 impl TcpConnection {
@@ -190,6 +194,40 @@ impl TcpConnection {
     }
 
     /// What is known of the TLS handshake: nothing before the TLS facts are read.
+    /// The connection's facts as far as the handshake lets them be known: addresses and SNI,
+    /// and for a plaintext or complete handshake TLS, identities and the calling workload.
+    fn write_facts(
+        &self,
+        e: &mut AuditEvent,
+        phase: Phase,
+        handshake: Option<Handshake>,
+        a: &mut Anomalies,
+    ) {
+        if let Some(f) = &self.facts {
+            match handshake {
+                // At open, or before the handshake is known to be over: addresses and SNI.
+                _ if phase == Phase::Open => f.write_addresses(e, attr::SERVER_ADDRESS),
+                None => f.write_addresses(e, attr::SERVER_ADDRESS),
+                Some(Handshake::Plaintext | Handshake::Complete) => {
+                    f.write(e, attr::SERVER_ADDRESS);
+                    if let Some(w) = &self.workload {
+                        let spiffe = f.peer.spiffe().and_then(|s| s.namespace);
+                        w.write(&workload::SOURCE_KEYS, spiffe, e, a);
+                    }
+                }
+                // No TLS was established: no version (Envoy's is a placeholder until a
+                // handshake negotiates one) and no identity. A certificate that was presented
+                // but refused is no identity: Envoy's `connection.mtls` only says one was
+                // presented.
+                Some(Handshake::Failed | Handshake::NotCompleted) => {
+                    f.write_addresses(e, attr::SERVER_ADDRESS);
+                    e.set(attr::MTLS, Value::Bool(false));
+                }
+            }
+            a.0.extend(f.anomalies.0.iter().cloned());
+        }
+    }
+
     fn handshake(&self, failed: bool) -> Option<Handshake> {
         let f = self.facts.as_ref().filter(|_| self.tls_read)?;
         Some(if f.tls_version.is_none() {
@@ -278,6 +316,10 @@ impl TcpConnection {
                     // The handshake is over or never will be.
                     self.read_tls(host);
                 }
+                if self.workload.is_none() {
+                    self.workload =
+                        Workload::from_filter_state(host, workload::DOWNSTREAM_PEER, &mut a);
+                }
             }
         }
         // A failure only counts on a TLS filter chain: on a plaintext one, Envoy's tls_inspector
@@ -309,25 +351,7 @@ impl TcpConnection {
         }
         self.last_event_unix_nano = now_unix_nano;
         let handshake = self.handshake(transport_failure.is_some());
-        if let Some(f) = &self.facts {
-            match handshake {
-                // At open, or before the handshake is known to be over: addresses and SNI.
-                _ if phase == Phase::Open => f.write_addresses(&mut e, attr::SERVER_ADDRESS),
-                None => f.write_addresses(&mut e, attr::SERVER_ADDRESS),
-                Some(Handshake::Plaintext | Handshake::Complete) => {
-                    f.write(&mut e, attr::SERVER_ADDRESS)
-                }
-                // No TLS was established: no version (Envoy's is a placeholder until a
-                // handshake negotiates one) and no identity. A certificate that was presented
-                // but refused is no identity: Envoy's `connection.mtls` only says one was
-                // presented.
-                Some(Handshake::Failed | Handshake::NotCompleted) => {
-                    f.write_addresses(&mut e, attr::SERVER_ADDRESS);
-                    e.set(attr::MTLS, Value::Bool(false));
-                }
-            }
-            a.0.extend(f.anomalies.0.iter().cloned());
-        }
+        self.write_facts(&mut e, phase, handshake, &mut a);
         if phase != Phase::Open {
             if let Some(h) = handshake {
                 e.set(attr::TLS_HANDSHAKE, Value::Str(h.name().into()));
@@ -497,6 +521,35 @@ mod tests {
         assert_eq!(e.get_str(attr::TLS_HANDSHAKE), Some("complete"));
         assert_eq!(e.get_str(attr::TLS_VERSION), Some("1.3"));
         assert_eq!(e.get_str("meshaudit.peer.service_account"), Some("api"));
+    }
+
+    #[test]
+    fn the_calling_workload_comes_from_istio_s_connection_filter_state() {
+        let host = RecordedHost::default()
+            .with("connection.tls_version", "TLSv1.3")
+            .with("connection.mtls", vec![1u8])
+            .with(
+                "connection.uri_san_peer_certificate",
+                "spiffe://cluster.local/ns/app/sa/api",
+            )
+            .with("filter_state.downstream_peer.namespace", "app")
+            .with("filter_state.downstream_peer.workload", "api-v2");
+        let mut c = TcpConnection::new(0);
+        let open = c.event(Phase::Open, Some(&host), 1);
+        assert!(open.get("meshaudit.source.workload.name").is_none());
+        c.on_downstream_data(10, false, &host);
+        let e = c.event(Phase::Close, Some(&host), 2);
+        assert_eq!(e.get_str("meshaudit.source.workload.name"), Some("api-v2"));
+        assert_eq!(
+            e.get_str("meshaudit.source.workload.origin"),
+            Some("filter_state")
+        );
+        assert!(e.get(attr::ANOMALIES).is_none(), "the namespaces agree");
+        // Without Istio's filters: no workload, nothing marked.
+        let mut plain = TcpConnection::new(0);
+        plain.on_downstream_data(10, false, &tls_listener());
+        let e = plain.event(Phase::Close, Some(&tls_listener()), 2);
+        assert!(e.get("meshaudit.source.workload.namespace").is_none());
     }
 
     fn tls_listener() -> RecordedHost {
