@@ -455,17 +455,10 @@ mod tests {
 
     #[test]
     fn a_refused_handshake_is_named_and_carries_no_identity() {
-        let host = RecordedHost::default()
-            .with("connection.tls_version", "TLSv1.3")
-            .with("connection.mtls", vec![1u8])
-            .with(
-                "connection.uri_san_peer_certificate",
-                "spiffe://cluster.local/ns/app/sa/rogue",
-            )
-            .with(
-                "connection.transport_failure_reason",
-                "TLS_error:|CERTIFICATE_VERIFY_FAILED",
-            );
+        let host = mtls_host("rogue").with(
+            "connection.transport_failure_reason",
+            "TLS_error:|CERTIFICATE_VERIFY_FAILED",
+        );
         let mut c = TcpConnection::new(0);
         c.on_close(Side::Downstream, Ender::Peer);
         let e = c.event(Phase::Close, Some(&host), 10);
@@ -505,13 +498,7 @@ mod tests {
 
     #[test]
     fn identities_come_from_the_connection_facts() {
-        let host = RecordedHost::default()
-            .with("connection.tls_version", "TLSv1.3")
-            .with("connection.mtls", vec![1u8])
-            .with(
-                "connection.uri_san_peer_certificate",
-                "spiffe://cluster.local/ns/app/sa/api",
-            );
+        let host = mtls_host("api");
         let mut c = TcpConnection::new(0);
         let open = c.event(Phase::Open, Some(&host), 1);
         assert!(open.get(attr::MTLS).is_none(), "not known at open");
@@ -525,13 +512,7 @@ mod tests {
 
     #[test]
     fn the_calling_workload_comes_from_istio_s_connection_filter_state() {
-        let host = RecordedHost::default()
-            .with("connection.tls_version", "TLSv1.3")
-            .with("connection.mtls", vec![1u8])
-            .with(
-                "connection.uri_san_peer_certificate",
-                "spiffe://cluster.local/ns/app/sa/api",
-            )
+        let host = mtls_host("api")
             .with("filter_state.downstream_peer.namespace", "app")
             .with("filter_state.downstream_peer.workload", "api-v2");
         let mut c = TcpConnection::new(0);
@@ -550,6 +531,17 @@ mod tests {
         plain.on_downstream_data(10, false, &tls_listener());
         let e = plain.event(Phase::Close, Some(&tls_listener()), 2);
         assert!(e.get("meshaudit.source.workload.namespace").is_none());
+    }
+
+    /// A TLS 1.3 connection whose client presented `spiffe://cluster.local/ns/app/sa/SA`.
+    fn mtls_host(sa: &str) -> RecordedHost {
+        RecordedHost::default()
+            .with("connection.tls_version", "TLSv1.3")
+            .with("connection.mtls", vec![1u8])
+            .with(
+                "connection.uri_san_peer_certificate",
+                format!("spiffe://cluster.local/ns/app/sa/{sa}"),
+            )
     }
 
     fn tls_listener() -> RecordedHost {
