@@ -18,7 +18,8 @@ pub struct ConnectionFacts {
     pub mtls: bool,
     pub peer: Identity,
     pub local_identity: Identity,
-    /// The calling workload as Istio's filters describe it (filter state `downstream_peer`).
+    /// The calling workload as Istio's filters describe it (filter state `downstream_peer`):
+    /// read with the facts for HTTP, looked for by each event after open for TCP.
     pub peer_workload: Option<Workload>,
     pub anomalies: Anomalies,
 }
@@ -135,6 +136,13 @@ impl ConnectionFacts {
         event.set_str(attr::TLS_VERSION, self.tls_version.clone());
         self.peer.write(&identity::PEER, event);
         self.local_identity.write(&identity::LOCAL, event);
+    }
+
+    /// Writes a calling workload (`meshaudit.source.*`; this connection's, or one a request's
+    /// header describes), marked where its namespace is not the peer certificate's.
+    pub fn write_workload(&self, workload: &Workload, event: &mut AuditEvent, a: &mut Anomalies) {
+        let spiffe_namespace = self.peer.spiffe().and_then(|s| s.namespace);
+        workload.write(&workload::SOURCE_KEYS, spiffe_namespace, event, a);
     }
 
     /// Addresses, listener direction and SNI only: what is known before a TLS handshake is over.

@@ -184,8 +184,7 @@ fn write_workloads(
             .map(std::borrow::Cow::Owned),
     };
     if let Some(w) = peer {
-        let spiffe = conn.peer.spiffe().and_then(|s| s.namespace);
-        w.write(&workload::SOURCE_KEYS, spiffe, e, a);
+        conn.write_workload(&w, e, a);
     }
     if conn.direction != Some("outbound") {
         return;

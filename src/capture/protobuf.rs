@@ -42,8 +42,9 @@ pub struct ListValue {
     pub values: Vec<ProtoValue>,
 }
 
+#[cfg(test)]
 impl ProtoValue {
-    /// A string value.
+    /// A string value (tests build payloads with it).
     pub fn text(s: &str) -> ProtoValue {
         ProtoValue {
             kind: Some(Kind::Text(s.to_string())),

@@ -118,9 +118,6 @@ pub struct TcpConnection {
     interim_events: u32,
     last_event_unix_nano: u64,
     closed: bool,
-    /// The calling workload as Istio's TCP metadata exchange left it in the connection's filter
-    /// state (`downstream_peer`), looked for with each later event until found.
-    workload: Option<Workload>,
 }
 
 impl TcpConnection {
@@ -210,9 +207,8 @@ impl TcpConnection {
                 None => f.write_addresses(e, attr::SERVER_ADDRESS),
                 Some(Handshake::Plaintext | Handshake::Complete) => {
                     f.write(e, attr::SERVER_ADDRESS);
-                    if let Some(w) = &self.workload {
-                        let spiffe = f.peer.spiffe().and_then(|s| s.namespace);
-                        w.write(&workload::SOURCE_KEYS, spiffe, e, a);
+                    if let Some(w) = &f.peer_workload {
+                        f.write_workload(w, e, a);
                     }
                 }
                 // No TLS was established: no version (Envoy's is a placeholder until a
@@ -316,8 +312,10 @@ impl TcpConnection {
                     // The handshake is over or never will be.
                     self.read_tls(host);
                 }
-                if self.workload.is_none() {
-                    self.workload =
+                // Istio's TCP metadata exchange leaves the caller in the connection's filter
+                // state once the client's first bytes came through: looked for until found.
+                if let Some(f) = self.facts.as_mut().filter(|f| f.peer_workload.is_none()) {
+                    f.peer_workload =
                         Workload::from_filter_state(host, workload::DOWNSTREAM_PEER, &mut a);
                 }
             }

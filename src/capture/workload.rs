@@ -33,16 +33,16 @@ pub const PEER_METADATA_HEADER: &[u8] = b"x-envoy-peer-metadata";
 
 /// Where a workload description came from (`….workload.origin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum Origin {
     FilterState,
     Header,
 }
 
-impl Source {
+impl Origin {
     pub fn name(self) -> &'static str {
         match self {
-            Source::FilterState => "filter_state",
-            Source::Header => "peer_metadata_header",
+            Origin::FilterState => "filter_state",
+            Origin::Header => "peer_metadata_header",
         }
     }
 }
@@ -60,7 +60,7 @@ pub struct Workload {
     pub service: Option<String>,
     pub service_version: Option<String>,
     pub cluster: Option<String>,
-    pub source: Source,
+    pub origin: Origin,
 }
 
 /// Attribute names of one side's workload.
@@ -119,7 +119,7 @@ impl Workload {
             service_version: field("revision"),
             cluster: field("cluster"),
             namespace,
-            source: Source::FilterState,
+            origin: Origin::FilterState,
         })
     }
 
@@ -154,7 +154,7 @@ impl Workload {
         e.set_str(keys.service, self.service.clone());
         e.set_str(keys.service_version, self.service_version.clone());
         e.set_str(keys.cluster, self.cluster.clone());
-        e.set(keys.origin, Value::Str(self.source.name().to_string()));
+        e.set(keys.origin, Value::Str(self.origin.name().to_string()));
         if spiffe_namespace.is_some_and(|ns| ns != self.namespace) {
             a.note("mismatch", keys.namespace);
         }
@@ -179,7 +179,7 @@ fn from_node_metadata(node: &Struct) -> Option<Workload> {
         cluster: text(node, "CLUSTER_ID"),
         name,
         namespace,
-        source: Source::Header,
+        origin: Origin::Header,
     })
 }
 
@@ -255,7 +255,7 @@ mod tests {
         assert_eq!(w.service.as_deref(), Some("reviews"));
         assert_eq!(w.service_version.as_deref(), Some("v2"));
         assert_eq!(w.cluster.as_deref(), Some("Kubernetes"));
-        assert_eq!(w.source, Source::Header);
+        assert_eq!(w.origin, Origin::Header);
         assert!(a.0.is_empty());
     }
 
@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(w.name.as_deref(), Some("productpage-v1"));
         assert_eq!(w.kind.as_deref(), Some("deployment"));
         assert_eq!(w.service_version.as_deref(), Some("v1"));
-        assert_eq!(w.source, Source::FilterState);
+        assert_eq!(w.origin, Origin::FilterState);
         assert_eq!(
             Workload::from_filter_state(&host, UPSTREAM_PEER, &mut a),
             None
