@@ -1080,12 +1080,14 @@ def record_final_figures(runs: dict[str, ArmRun], plan: Plan) -> None:
             run.final.update({k: v for k, v in st.items() if "access_log" in k})
 
 
-def assemble_result(meta: dict, rates: dict[str, float], together: list[dict], breakdown: dict | None,
-                    hostcall_profile: dict | None, rss_scaling: dict | None, runs: dict[str, ArmRun]) -> dict:
-    """The results document (latest.json) before report.add_derived."""
+def assemble_result(meta: dict, together: list[dict], breakdown: dict | None, hostcall_profile: dict | None,
+                    rss_scaling: dict | None, runs: dict[str, ArmRun]) -> dict:
+    """The results document (latest.json) before report.add_derived; `rates` are the arms' median
+    fixed rates."""
+    medians = {name: summarize(run) for name, run in runs.items()}
     return {
         "meta": meta,
-        "rates": rates,
+        "rates": {name: m["fixed_rate"] for name, m in medians.items()},
         "together": together,
         "breakdown": breakdown,
         "hostcall_profile": hostcall_profile,
@@ -1099,7 +1101,7 @@ def assemble_result(meta: dict, rates: dict[str, float], together: list[dict], b
                 "baseline": run.arm.baseline,
                 "diagnostic": run.arm.diagnostic,
                 "plugin_config": run.arm.plugin_config,
-                "median": summarize(run),
+                "median": medians[name],
                 "final": run.final,
                 "rounds": run.rounds,
             }
@@ -1142,7 +1144,6 @@ def main(argv: list[str] | None = None) -> int:
         run_rounds(runs, selected, gen, plan, proxy_cpu)
         breakdown = run_breakdown(runs, gen, plan)
         together = run_together(runs, gen, plan, breakdown)
-        rates = {name: summarize(run)["fixed_rate"] for name, run in runs.items()}
         record_final_figures(runs, plan)
         # diagnostic: the cost of each host call meshaudit makes, timed inside the Wasm VM
         if ws.probe is not None and "plain" in runs:
@@ -1156,7 +1157,7 @@ def main(argv: list[str] | None = None) -> int:
         _stop_all()
 
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    result = assemble_result(meta, rates, together, breakdown, hostcall_profile, rss_scaling, runs)
+    result = assemble_result(meta, together, breakdown, hostcall_profile, rss_scaling, runs)
     write_outputs(result, out_dir, started)
     if ws.tmp is not None:
         ws.tmp.cleanup()
