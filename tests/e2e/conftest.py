@@ -97,8 +97,7 @@ def sidecar(request, tmp_path_factory, wasm, pki) -> testkit.Stack:
         kind=testkit.SIDECAR,
         wasm=wasm,
         pki=pki,
-        plugin_config_overrides={**testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log"},
-        access_log=request.param == "access_log",
+        **testkit.loaded_as(request.param),
     )
     with testkit.running(stack):
         yield stack

@@ -36,11 +36,9 @@ def guarded(request, tmp_path_factory, wasm, issuer):
         kind=testkit.EDGE,
         wasm=wasm,
         pki=None,
-        plugin_config_overrides={
-            **testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log",
+        **testkit.loaded_as(request.param, {
             "identity": {"jwt": True, "jwt_claims": ["email", "groups", "note", "tier"]},
-        },
-        access_log=request.param == "access_log",
+        }),
         config_patch=guards(issuer, authz.port),
     )
     try:

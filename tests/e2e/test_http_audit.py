@@ -41,9 +41,7 @@ def flags_of(rec) -> set[str]:
     return {f.strip() for f in value.split(",") if f.strip()}
 
 
-def only(records, what: str):
-    assert len(records) == 1, f"expected exactly one event for {what}, got {len(records)}: {records}"
-    return records[0]
+only = testkit.only
 
 
 def peer_keys(rec) -> list[str]:

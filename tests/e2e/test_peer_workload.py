@@ -1,7 +1,7 @@
 """The calling workload (and, on an outbound listener, the called one) as Istio's metadata
 exchange describes it, in real Envoy: the `x-envoy-peer-metadata` header an Istio sidecar sends,
-built with Google's protobuf library as Istio builds it (`testkit.peer_metadata_header`) (a deterministically serialized
-`google.protobuf.Struct` of the node's metadata, base64). Upstream Envoy has no Istio filter to
+built with Google's protobuf library as Istio builds it (`testkit.peer_metadata_header`: a
+deterministically serialized `google.protobuf.Struct` of the node's metadata, base64). Upstream Envoy has no Istio filter to
 turn it into `downstream_peer` filter state, so that path is checked against a recorded host
 (src/capture/workload.rs); docs/event-schema.md#the-calling-workload says which Istio releases
 each path covers. Both forms: the HTTP filter and the access logger.
@@ -16,9 +16,8 @@ import pytest
 import testkit
 
 PEER_HEADER = testkit.PEER_METADATA_HEADER
-
-
 peer_metadata = testkit.peer_metadata_header
+only = testkit.only
 
 
 @pytest.fixture(scope="module", params=["filter", "access_log"])
@@ -29,16 +28,10 @@ def edge(request, tmp_path_factory, wasm) -> testkit.Stack:
         kind=testkit.EDGE,
         wasm=wasm,
         pki=None,
-        plugin_config_overrides={**testkit.TEST_PLUGIN_CONFIG, "mode": "http" if request.param == "filter" else "access_log"},
-        access_log=request.param == "access_log",
+        **testkit.loaded_as(request.param),
     )
     with testkit.running(stack):
         yield stack
-
-
-def only(records, path):
-    assert len(records) == 1, (path, records)
-    return records[0]
 
 
 def test_an_mtls_caller_is_named_by_its_workload(sidecar, pki, run_id):

@@ -88,7 +88,7 @@ from .canaries import (
 
 # application + Envoy(meshaudit) + collector
 from .stack import (
-    JSON_SINK_AUTHORITY, sidecar_stack, Stack, TEST_PLUGIN_CONFIG,
+    JSON_SINK_AUTHORITY, loaded_as, only, sidecar_stack, Stack, TEST_PLUGIN_CONFIG,
 )
 
 # WasmPlugin / TrafficExtension rendering, an Istio-shaped sidecar over ECDS
@@ -128,13 +128,13 @@ __all__ = [
     "upstream_server", "UpstreamHandler", "echo_roundtrip", "read_until_eof", "recv_exactly",
     "request", "Response", "tls_connect", "tls_context", "tls_wrap", "TlsClient", "b64url",
     "card_number", "de_iban", "encodings", "leak_sites", "leaks", "luhn_valid", "MASK",
-    "pct_all", "rules_of", "windows", "JSON_SINK_AUTHORITY", "sidecar_stack", "Stack", "TEST_PLUGIN_CONFIG",
+    "pct_all", "rules_of", "windows", "JSON_SINK_AUTHORITY", "loaded_as", "only", "sidecar_stack", "Stack", "TEST_PLUGIN_CONFIG",
     "go_json_number", "go_json_string", "istio_agent_rewrite", "ISTIO_COLLECTOR_CLUSTER",
     "ISTIO_DIR", "istio_ecds_filter", "istio_ecds_response", "ISTIO_FAILURE_POLICY",
     "ISTIO_HTTP_SIDECAR", "istio_manifest", "istio_manifests", "ISTIO_META_PREFIX",
     "istio_plugin", "ISTIO_RBAC_HTTP_TYPE", "ISTIO_RBAC_NETWORK_TYPE", "ISTIO_STRING_VALUE",
     "istio_struct_json", "ISTIO_TCP_SIDECAR", "ISTIO_TYPED_EXTENSION_CONFIG",
     "ISTIO_WASM_HTTP_TYPE", "ISTIO_WASM_NETWORK_TYPE", "istiod_wasm_filter", "IstioPlugin",
-    "IstioSidecar", "write_xds_file", "JwtIssuer", "ClickHouse", "clickhouse_server_bin",
+    "IstioSidecar", "PEER_METADATA_HEADER", "peer_metadata_header", "write_xds_file", "JwtIssuer", "ClickHouse", "clickhouse_server_bin",
     "access_guards", "GUARD_AUDIENCE", "RefusingAuthz",
 ]

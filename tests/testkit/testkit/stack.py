@@ -38,6 +38,21 @@ TEST_PLUGIN_CONFIG = {
 
 JSON_SINK_AUTHORITY = "json-sink.e2e"
 
+def only(records: list, what: str):
+    """The one record of `records` (about `what`), failing the test unless there is exactly one."""
+    assert len(records) == 1, f"expected exactly one event for {what}, got {len(records)}: {records}"
+    return records[0]
+
+
+def loaded_as(form: str, plugin_config: Mapping | None = None) -> dict:
+    """`Stack` arguments for meshaudit loaded as the HTTP filter (`form` "filter") or as an
+    access logger ("access_log"): TEST_PLUGIN_CONFIG, then `plugin_config`, and the mode."""
+    mode = "http" if form == "filter" else "access_log"
+    return {
+        "plugin_config_overrides": {**TEST_PLUGIN_CONFIG, **(plugin_config or {}), "mode": mode},
+        "access_log": form == "access_log",
+    }
+
 
 class Stack:
     """An application server, one Envoy running meshaudit in front of it, and a collector
